@@ -1,0 +1,51 @@
+"""The ``atcon`` console script: one entry point, one subcommand per task.
+
+Each subcommand lives next to the code it drives, in a module exposing
+``register(subparsers)``; that function adds its parser and sets ``func`` (a callable taking the
+parsed ``argparse.Namespace`` and returning an exit code). Modules are imported only when the CLI
+starts, so ``import atcon`` stays light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Modules providing ``register(subparsers)``; order is the order shown in ``atcon --help``.
+_COMMAND_MODULES: tuple[str, ...] = ("atcon.commands.maps",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the top-level parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="atcon",
+        description="Attention-map consistency: maps, fine-tuning and evaluation.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+class UsageError(Exception):
+    """An error caused by the user's input; printed without a traceback."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (UsageError, FileNotFoundError, ValueError) as err:
+        print(f"atcon {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
