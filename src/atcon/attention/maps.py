@@ -1,0 +1,225 @@
+"""Grad-CAM and Guided Backpropagation, batched and differentiable (paper Eq. 3-5).
+
+All functions take a batch ``x`` of shape ``(B, C, *spatial)`` -- ``(B, C, H, W)`` images or
+``(B, C, T, H, W)`` clips -- and return maps for every sample in one forward and one backward
+pass. Targets are per sample (``None`` = each sample's top-1 class). Nothing is left on the
+model: hooks are scoped to the call, train/eval flags, ``requires_grad`` and BatchNorm statistics
+are restored, and ``param.grad`` is never written (gradients come from ``torch.autograd.grad``).
+
+Per-sample independence holds when no layer mixes samples: normalisation layers must be in
+eval mode (a training-mode BatchNorm makes each sample's map depend on the rest of the batch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from atcon.attention.guided import GuidedState, guided_relu_mode, require_relus
+from atcon.attention.hooks import LayerSpec, capture_features, preserve_model, unwrap_model
+
+Targets = int | Tensor | None
+
+
+def check_input(x: Tensor) -> None:
+    """Raise a clear error unless ``x`` is a floating batch ``(B, C, *spatial)`` with 1-3 spatial dims."""
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got {getattr(x, 'dtype', type(x))}")
+    if not 3 <= x.ndim <= 5:
+        raise ValueError(
+            f"x must be a batch shaped (B, C, H, W) for images or (B, C, T, H, W) for clips; "
+            f"got {x.ndim} dims {tuple(x.shape)}"
+            + (" (add the batch dimension with x.unsqueeze(0))" if x.ndim in (2, 3) else "")
+        )
+
+
+def as_logits(output: object, batch: int) -> Tensor:
+    """Return the ``(B, num_classes)`` logits of a model output.
+
+    torchvision's ``InceptionOutputs`` / ``GoogLeNetOutputs`` (train mode, auxiliary heads) are
+    unwrapped to their main ``logits``.
+    """
+    logits = getattr(output, "logits", output)
+    if not isinstance(logits, Tensor) or logits.ndim != 2 or logits.shape[0] != batch:
+        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise ValueError(
+            f"the model must return logits shaped (B, num_classes) = ({batch}, K); got {shape}. "
+            "Wrap models with other outputs so that forward returns the class scores."
+        )
+    return logits
+
+
+def select_targets(logits: Tensor, targets: Targets) -> Tensor:
+    """Per-sample target classes as a LongTensor ``(B,)`` on the logits' device.
+
+    Args:
+        logits: ``(B, K)``.
+        targets: None (each sample's top-1 class), an int (same class for all), or ``(B,)``.
+    """
+    batch, classes = logits.shape
+    if targets is None:
+        return logits.detach().argmax(dim=1)
+    if isinstance(targets, int):
+        targets = torch.full((batch,), targets, dtype=torch.long, device=logits.device)
+    elif not isinstance(targets, Tensor) or targets.shape != (batch,):
+        raise ValueError(f"targets must be None, an int or a LongTensor of shape ({batch},)")
+    targets = targets.to(device=logits.device, dtype=torch.long)
+    # A user-given target is checked once here (one host sync); top-1 targets need no check.
+    lo, hi = int(targets.min()), int(targets.max())
+    if lo < 0 or hi >= classes:
+        raise ValueError(f"target class out of range: got {lo if lo < 0 else hi}, the model has {classes} classes")
+    return targets
+
+
+def class_score(logits: Tensor, targets: Tensor) -> Tensor:
+    """Sum over the batch of each sample's target logit (a scalar whose gradient is per-sample)."""
+    return logits.gather(1, targets[:, None]).sum()
+
+
+def gradcam_from(features: Tensor, grads: Tensor, relu: bool = False) -> Tensor:
+    """Grad-CAM from a feature map and its gradient (paper Eq. 3-4).
+
+    ``alpha_k = mean over positions of dy/df_k``; ``map = sum_k alpha_k f_k``.
+
+    Shape:
+        features, grads: ``(B, K, *spatial)``. Returns ``(B, *spatial)``.
+    """
+    dims = tuple(range(2, features.ndim))
+    alpha = grads.mean(dim=dims, keepdim=True)
+    cam = (alpha * features).sum(dim=1)
+    return cam.clamp(min=0) if relu else cam
+
+
+@dataclass
+class ForwardPass:
+    """One forward pass with the feature map captured (and, optionally, guided ReLUs)."""
+
+    x: Tensor
+    logits: Tensor
+    layer: str
+    features: Tensor
+    guide: GuidedState | None
+
+    def gradients(self, targets: Tensor, wrt: tuple[Tensor, ...], *, guided: bool, create_graph: bool,
+                  retain_graph: bool | None = None) -> tuple[Tensor, ...]:
+        """``autograd.grad`` of the target scores w.r.t. ``wrt`` with the chosen ReLU rule."""
+        if guided:
+            if self.guide is None:
+                raise RuntimeError("the forward pass was run without guided ReLUs")
+            require_relus(self.guide)
+        if self.guide is not None:
+            self.guide.guided = guided
+        return torch.autograd.grad(
+            class_score(self.logits, targets), wrt, create_graph=create_graph, retain_graph=retain_graph
+        )
+
+
+@contextlib.contextmanager
+def forward_pass(model: nn.Module, x: Tensor, target_layer: LayerSpec, *, guided: bool) -> Iterator[ForwardPass]:
+    """Run ``model(x)`` with the target layer captured; restores the model on exit.
+
+    ``x`` is used as is when it already requires grad (so the maps stay differentiable w.r.t.
+    an upstream graph); otherwise a leaf copy requiring grad is made (needed for input gradients).
+    """
+    check_input(x)
+    unwrap_model(model)  # rejects nn.DataParallel early
+    if not x.requires_grad:
+        x = x.detach().requires_grad_(True)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(preserve_model(model))
+        stack.enter_context(torch.enable_grad())
+        cap = stack.enter_context(capture_features(model, target_layer, x))
+        # The function mode covers the model call only, not the backward passes that follow.
+        with guided_relu_mode() if guided else contextlib.nullcontext() as guide:
+            logits = as_logits(model(x), x.shape[0])
+        layer, features = cap.features()
+        yield ForwardPass(x=x, logits=logits, layer=layer, features=features, guide=guide)
+
+
+def gradcam(
+    model: nn.Module,
+    x: Tensor,
+    target_layer: LayerSpec = None,
+    targets: Targets = None,
+    *,
+    relu: bool = False,
+    create_graph: bool = False,
+) -> Tensor:
+    """Grad-CAM of ``model`` for ``x`` at ``target_layer`` (paper Eq. 3-4).
+
+    Args:
+        model: a classifier returning ``(B, K)`` logits.
+        x: input batch.
+        target_layer: dotted name (``"layer4"``), submodule, or None for the last spatial
+            feature map before global pooling (see :func:`atcon.attention.find_target_layer`).
+        targets: None (top-1 per sample), an int, or a LongTensor ``(B,)``.
+        relu: apply ReLU to the map (classic Grad-CAM for display and localization); the
+            consistency loss uses the signed map.
+        create_graph: keep the graph so the map can be differentiated w.r.t. the model's
+            parameters (and ``x``); otherwise the map is returned detached.
+
+    Shape:
+        x: ``(B, C, H, W)`` or ``(B, C, T, H, W)``. Returns ``(B, h, w)`` or ``(B, t, h, w)``,
+        the spatial size of the target layer.
+    """
+    with forward_pass(model, x, target_layer, guided=False) as fp:
+        t = select_targets(fp.logits, targets)
+        (g,) = fp.gradients(t, (fp.features,), guided=False, create_graph=create_graph)
+        cam = gradcam_from(fp.features, g, relu)
+    return cam if create_graph else cam.detach()
+
+
+def guided_backprop(
+    model: nn.Module,
+    x: Tensor,
+    targets: Targets = None,
+    *,
+    create_graph: bool = False,
+) -> Tensor:
+    """Guided Backpropagation: the input gradient with the guided ReLU rule (paper Eq. 5).
+
+    Args:
+        model: a classifier with ReLU activations (modules or functional calls).
+        x: input batch.
+        targets: None (top-1 per sample), an int, or a LongTensor ``(B,)``.
+        create_graph: keep the graph for second-order gradients; otherwise detached.
+
+    Returns:
+        The raw (signed) gradient, same shape as ``x``.
+
+    Raises:
+        ValueError: the model calls no ReLU.
+    """
+    with forward_pass(model, x, None, guided=True) as fp:
+        t = select_targets(fp.logits, targets)
+        (g,) = fp.gradients(t, (fp.x,), guided=True, create_graph=create_graph)
+    return g if create_graph else g.detach()
+
+
+def gradcam_and_guided_backprop(
+    model: nn.Module,
+    x: Tensor,
+    target_layer: LayerSpec = None,
+    targets: Targets = None,
+    *,
+    relu: bool = False,
+    create_graph: bool = False,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Grad-CAM and Guided Backprop from one shared forward pass.
+
+    Returns:
+        ``(gradcam, guided_backprop, targets)`` with shapes ``(B, *layer spatial)``,
+        ``x.shape`` and ``(B,)``.
+    """
+    with forward_pass(model, x, target_layer, guided=True) as fp:
+        t = select_targets(fp.logits, targets)
+        (gf,) = fp.gradients(t, (fp.features,), guided=False, create_graph=create_graph, retain_graph=True)
+        (gx,) = fp.gradients(t, (fp.x,), guided=True, create_graph=create_graph)
+        cam = gradcam_from(fp.features, gf, relu)
+    if not create_graph:
+        cam, gx = cam.detach(), gx.detach()
+    return cam, gx, t

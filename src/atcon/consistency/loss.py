@@ -1,0 +1,249 @@
+"""The attention-consistency loss (paper Sec. 3.3, Algorithm 1, and the Table 4 ablations).
+
+Default path (``resolution="gb_mask"``, ``similarity="pearson"``), batched:
+
+1. one forward pass of ``x`` (guided ReLUs armed); targets = top-1 class per sample (or given);
+2. ``A1`` = signed Grad-CAM at the target layer, and ``S = sum_c |GB(x)|`` from the same pass;
+3. ``P`` = soft mask of ``S`` (Eq. 6), broadcast over channels (and frames' channels);
+4. second forward pass of ``P * x``; ``A2`` = Grad-CAM for the same target classes;
+5. loss = ``-mean_b Pearson(vec A1_b, vec A2_b)``.
+
+Gradients flow through ``A1``, ``A2`` and the mask ``P`` (the Guided Backprop pass is taken with
+``create_graph=True``); ``detach_mask=True`` stops them at ``P``, which is cheaper. All inner
+gradients come from :func:`torch.autograd.grad`; the caller makes the one ordinary
+``loss.backward()``, which is what DistributedDataParallel supports.
+
+The loss is meant for models whose BatchNorm layers run in eval mode (as when fine-tuning with
+frozen normalisation): in training mode they couple the samples of a batch, so one sample's maps
+depend on the others. A warning is issued once when that happens.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from atcon.attention.hooks import LayerSpec, training_norm_layers
+from atcon.attention.maps import Targets, forward_pass, gradcam_from, select_targets
+from atcon.attention.ops import upsample_to_input
+from atcon.consistency.masking import MaskScale, saliency, soft_mask
+from atcon.consistency.similarity import SimilarityName, dissimilarity, ssim_window
+
+Resolution = Literal["gb_mask", "gradcam_mask", "gradcam_upsample", "gb_pool"]
+RESOLUTIONS: tuple[Resolution, ...] = get_args(Resolution)
+
+
+@dataclass(frozen=True)
+class ConsistencyConfig:
+    """How the two attention maps are brought to a common resolution and compared.
+
+    Attributes:
+        resolution: ``"gb_mask"`` (Algorithm 1: Grad-CAM of ``x`` vs Grad-CAM of ``P * x`` with
+            ``P`` from Guided Backprop); ``"gradcam_mask"`` (``P`` from Grad-CAM upsampled to the
+            input, then ``S(x)`` vs ``S(P * x)``); ``"gradcam_upsample"`` (Grad-CAM upsampled to
+            the input with (bi/tri)linear interpolation vs ``S``); ``"gb_pool"`` (``S``
+            max-pooled to the Grad-CAM resolution vs Grad-CAM).
+        similarity: ``"pearson"`` (loss ``-r``), ``"cross_correlation"`` (loss ``-cc``) or
+            ``"ssim"`` (loss ``1 - SSIM``); see :mod:`atcon.consistency.similarity`.
+        mask_scale, mask_center, mask_sharpness: the mask of Eq. 6, see
+            :mod:`atcon.consistency.masking`. ``("none", 0.5, 8.0)`` reproduces the published
+            reference code.
+        detach_mask: stop gradients at the mask ``P``.
+    """
+
+    resolution: Resolution = "gb_mask"
+    similarity: SimilarityName = "pearson"
+    mask_scale: MaskScale = "std"
+    mask_center: float = 0.0
+    mask_sharpness: float = 1.0
+    detach_mask: bool = False
+
+    def __post_init__(self) -> None:
+        for field, allowed in (
+            ("resolution", RESOLUTIONS),
+            ("similarity", get_args(SimilarityName)),
+            ("mask_scale", get_args(MaskScale)),
+        ):
+            if getattr(self, field) not in allowed:
+                raise ValueError(f"{field} must be one of {allowed}, got {getattr(self, field)!r}")
+        if not self.mask_sharpness > 0:
+            raise ValueError(f"mask_sharpness must be > 0, got {self.mask_sharpness}")
+
+
+@dataclass
+class ConsistencyResult:
+    """Everything one loss evaluation produced (all tensors keep their graph).
+
+    Attributes:
+        loss: per-sample loss ``(B,)``; lower is more consistent.
+        first, second: the two maps compared, ``(B, *spatial)``.
+        mask: the input mask ``P`` ``(B, *input spatial)``, or None when the variant uses none.
+        targets: ``(B,)`` target classes.
+        logits: ``(B, K)`` logits of the first pass.
+        layer: the Grad-CAM layer's dotted name.
+    """
+
+    loss: Tensor
+    first: Tensor
+    second: Tensor
+    mask: Tensor | None
+    targets: Tensor
+    logits: Tensor
+    layer: str
+
+
+_warned_train_bn = False
+
+
+def _warn_if_training_norm(model: nn.Module) -> None:
+    global _warned_train_bn
+    if _warned_train_bn:
+        return
+    names = training_norm_layers(model)
+    if names:
+        _warned_train_bn = True
+        warnings.warn(
+            f"{len(names)} BatchNorm layers (e.g. {names[0]!r}) are in training mode: they couple the "
+            "samples of a batch, so each sample's attention maps depend on the others. The "
+            "consistency loss is meant for eval-mode normalisation (see atcon.train.freeze_norm).",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _mask_input(x: Tensor, mask: Tensor) -> Tensor:
+    # P has one value per position; broadcast it over channels.
+    return mask.unsqueeze(1).to(x.dtype) * x
+
+
+def _pool_to(s: Tensor, size: tuple[int, ...]) -> Tensor:
+    pool = F.adaptive_max_pool2d if len(size) == 2 else F.adaptive_max_pool3d
+    return pool(s.unsqueeze(1), size).squeeze(1)
+
+
+def attention_consistency(
+    model: nn.Module,
+    x: Tensor,
+    config: ConsistencyConfig = ConsistencyConfig(),
+    *,
+    target_layer: LayerSpec = None,
+    targets: Targets = None,
+) -> ConsistencyResult:
+    """Evaluate the attention-consistency loss for a batch (functional core of the loss module).
+
+    Args:
+        model: classifier with ReLUs, returning ``(B, K)`` logits; BatchNorm in eval mode.
+        x: ``(B, C, H, W)`` images or ``(B, C, T, H, W)`` clips; needs no labels.
+        config: the variant, see :class:`ConsistencyConfig`.
+        target_layer: Grad-CAM layer (name, module, or None to discover it).
+        targets: None (top-1 per sample, the paper's choice), int, or ``(B,)``.
+
+    Returns:
+        A :class:`ConsistencyResult`; ``result.loss`` is ``(B,)`` and differentiable w.r.t. the
+        model's parameters.
+    """
+    _warn_if_training_norm(model)
+    res = config.resolution
+    mask_grad = not config.detach_mask
+    with forward_pass(model, x, target_layer, guided=True) as fp:
+        t = select_targets(fp.logits, targets)
+        layer = fp.layer
+        (gf,) = fp.gradients(t, (fp.features,), guided=False, create_graph=True, retain_graph=True)
+        a1 = gradcam_from(fp.features, gf)
+        if config.similarity == "ssim":
+            ssim_window(tuple(a1.shape[1:]) if res in ("gb_mask", "gb_pool") else tuple(x.shape[2:]))
+        gb_graph = mask_grad or res != "gb_mask"
+        (gx,) = fp.gradients(t, (fp.x,), guided=True, create_graph=gb_graph, retain_graph=True)
+        s1 = saliency(gx)
+        logits = fp.logits
+
+    def make_mask(m: Tensor) -> Tensor:
+        p = soft_mask(m, scale=config.mask_scale, center=config.mask_center, sharpness=config.mask_sharpness)
+        return p if mask_grad else p.detach()
+
+    mask: Tensor | None = None
+    if res == "gb_mask":
+        mask = make_mask(s1)
+        with forward_pass(model, _mask_input(x, mask), layer, guided=False) as fp2:
+            (gf2,) = fp2.gradients(t, (fp2.features,), guided=False, create_graph=True)
+            first, second = a1, gradcam_from(fp2.features, gf2)
+    elif res == "gradcam_mask":
+        mask = make_mask(upsample_to_input(a1, x))
+        with forward_pass(model, _mask_input(x, mask), layer, guided=True) as fp2:
+            (gx2,) = fp2.gradients(t, (fp2.x,), guided=True, create_graph=True)
+            first, second = s1, saliency(gx2)
+    elif res == "gradcam_upsample":
+        first, second = upsample_to_input(a1, x), s1
+    else:  # gb_pool
+        first, second = a1, _pool_to(s1, tuple(a1.shape[1:]))
+    loss = dissimilarity(config.similarity, first, second)
+    return ConsistencyResult(loss, first, second, mask, t, logits, layer)
+
+
+class AttentionConsistencyLoss(nn.Module):
+    """Unsupervised attention-consistency loss between Grad-CAM and Guided Backprop.
+
+    ``loss = loss_fn(x)`` is a scalar (batch mean; lower is more consistent) differentiable
+    w.r.t. the model's parameters; no labels are needed. The default is the paper's Algorithm 1
+    (``resolution="gb_mask"``, ``similarity="pearson"``), in which case the loss is
+    ``-mean_b Pearson(A1_b, A2_b)`` in ``[-1, 1]``. See :class:`ConsistencyConfig` for the
+    variants and :func:`attention_consistency` for the steps.
+
+    The model is referenced, not registered as a submodule: the loss holds no parameters and
+    ``loss_fn.train()``/``eval()`` never change the model's mode.
+
+    Args:
+        model: the classifier to fine-tune (plain or DistributedDataParallel-wrapped).
+        target_layer: Grad-CAM layer (dotted name, module, or None to discover).
+        resolution, similarity, mask_scale, mask_center, mask_sharpness, detach_mask:
+            see :class:`ConsistencyConfig`.
+        reduction: ``"mean"`` (scalar) or ``"none"`` (``(B,)``).
+
+    Shape:
+        x: ``(B, C, H, W)`` or ``(B, C, T, H, W)``; targets: optional ``(B,)``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layer: LayerSpec = None,
+        *,
+        resolution: Resolution = "gb_mask",
+        similarity: SimilarityName = "pearson",
+        mask_scale: MaskScale = "std",
+        mask_center: float = 0.0,
+        mask_sharpness: float = 1.0,
+        detach_mask: bool = False,
+        reduction: Literal["mean", "none"] = "mean",
+    ) -> None:
+        super().__init__()
+        if reduction not in ("mean", "none"):
+            raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+        self.config = ConsistencyConfig(
+            resolution=resolution,
+            similarity=similarity,
+            mask_scale=mask_scale,
+            mask_center=mask_center,
+            mask_sharpness=mask_sharpness,
+            detach_mask=detach_mask,
+        )
+        # Plain attributes, not submodules: see the class docstring.
+        self.__dict__["model"] = model
+        self.__dict__["target_layer"] = target_layer
+        self.reduction = reduction
+
+    model: nn.Module
+    target_layer: LayerSpec
+
+    def forward(self, x: Tensor, targets: Targets = None) -> Tensor:
+        """Return the loss for ``x`` (scalar for ``reduction="mean"``, else ``(B,)``)."""
+        out = attention_consistency(self.model, x, self.config, target_layer=self.target_layer, targets=targets)
+        return out.loss.mean() if self.reduction == "mean" else out.loss
+
+    def extra_repr(self) -> str:
+        return f"target_layer={self.target_layer!r}, {self.config}, reduction={self.reduction!r}"
