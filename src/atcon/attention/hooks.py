@@ -124,9 +124,9 @@ def _discover(model: nn.Module, x: Tensor) -> str:
     return found[-1]
 
 
-# Discovered names per model, keyed by input rank and the model's module structure so that a
-# replaced submodule invalidates the entry.
-_DISCOVERED: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, int], str]] = weakref.WeakKeyDictionary()
+# Discovered names per model, keyed by the input's per-sample shape (a small input can shrink the
+# last maps to 1x1) and the model's module structure (a replaced submodule invalidates the entry).
+_DISCOVERED: weakref.WeakKeyDictionary[nn.Module, dict[tuple[tuple[int, ...], int], str]] = weakref.WeakKeyDictionary()
 
 
 def find_target_layer(model: nn.Module, x: Tensor) -> str:
@@ -138,7 +138,7 @@ def find_target_layer(model: nn.Module, x: Tensor) -> str:
     the outermost module producing the final map wins: torchvision ResNets -> ``layer4``,
     ``inception_v3`` -> ``Mixed_7c``, ``r3d_18`` -> ``layer4``, VGG / DenseNet / MobileNet ->
     ``features``. Found with one gradient-free forward pass of the first sample of ``x``; the
-    answer is cached per model and input rank until the model's modules change.
+    answer is cached per model and per-sample input shape until the model's modules change.
 
     Shape:
         x: ``(B, C, *spatial)``.
@@ -147,7 +147,7 @@ def find_target_layer(model: nn.Module, x: Tensor) -> str:
         ValueError: no module qualifies.
     """
     inner = unwrap_model(model)
-    key = (x.ndim, hash(tuple(id(m) for m in inner.modules())))
+    key = (tuple(x.shape[1:]), hash(tuple(id(m) for m in inner.modules())))
     per_model = _DISCOVERED.setdefault(inner, {})
     if key not in per_model:
         per_model[key] = _discover(inner, x[:1].detach())

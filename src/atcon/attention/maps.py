@@ -26,14 +26,14 @@ Targets = int | Tensor | None
 
 
 def check_input(x: Tensor) -> None:
-    """Raise a clear error unless ``x`` is a floating batch ``(B, C, *spatial)`` with 1-3 spatial dims."""
+    """Raise a clear error unless ``x`` is a floating batch of images or clips."""
     if not isinstance(x, Tensor) or not x.is_floating_point():
         raise TypeError(f"x must be a floating-point tensor, got {getattr(x, 'dtype', type(x))}")
-    if not 3 <= x.ndim <= 5:
+    if x.ndim not in (4, 5):
+        hint = " (add the batch dimension with x.unsqueeze(0))" if x.ndim in (3, 4) else ""
         raise ValueError(
             f"x must be a batch shaped (B, C, H, W) for images or (B, C, T, H, W) for clips; "
-            f"got {x.ndim} dims {tuple(x.shape)}"
-            + (" (add the batch dimension with x.unsqueeze(0))" if x.ndim in (2, 3) else "")
+            f"got {x.ndim} dims {tuple(x.shape)}{hint}"
         )
 
 
@@ -101,7 +101,7 @@ class ForwardPass:
     x: Tensor
     logits: Tensor
     layer: str
-    features: Tensor
+    features: Tensor  # empty when the pass captured no layer
     guide: GuidedState | None
 
     def gradients(self, targets: Tensor, wrt: tuple[Tensor, ...], *, guided: bool, create_graph: bool,
@@ -111,16 +111,26 @@ class ForwardPass:
             if self.guide is None:
                 raise RuntimeError("the forward pass was run without guided ReLUs")
             require_relus(self.guide)
-        if self.guide is not None:
-            self.guide.guided = guided
-        return torch.autograd.grad(
-            class_score(self.logits, targets), wrt, create_graph=create_graph, retain_graph=retain_graph
-        )
+        if self.guide is None:
+            return torch.autograd.grad(
+                class_score(self.logits, targets), wrt, create_graph=create_graph, retain_graph=retain_graph
+            )
+        # The switch must be off again afterwards: a later backward through this forward graph
+        # (the loss's, for the parameters) needs the true ReLU derivative.
+        self.guide.guided = guided
+        try:
+            return torch.autograd.grad(
+                class_score(self.logits, targets), wrt, create_graph=create_graph, retain_graph=retain_graph
+            )
+        finally:
+            self.guide.guided = False
 
 
 @contextlib.contextmanager
-def forward_pass(model: nn.Module, x: Tensor, target_layer: LayerSpec, *, guided: bool) -> Iterator[ForwardPass]:
-    """Run ``model(x)`` with the target layer captured; restores the model on exit.
+def forward_pass(
+    model: nn.Module, x: Tensor, target_layer: LayerSpec, *, guided: bool, capture: bool = True
+) -> Iterator[ForwardPass]:
+    """Run ``model(x)`` with the target layer captured (unless ``capture=False``); restores the model on exit.
 
     ``x`` is used as is when it already requires grad (so the maps stay differentiable w.r.t.
     an upstream graph); otherwise a leaf copy requiring grad is made (needed for input gradients).
@@ -132,11 +142,11 @@ def forward_pass(model: nn.Module, x: Tensor, target_layer: LayerSpec, *, guided
     with contextlib.ExitStack() as stack:
         stack.enter_context(preserve_model(model))
         stack.enter_context(torch.enable_grad())
-        cap = stack.enter_context(capture_features(model, target_layer, x))
+        cap = stack.enter_context(capture_features(model, target_layer, x)) if capture else None
         # The function mode covers the model call only, not the backward passes that follow.
         with guided_relu_mode() if guided else contextlib.nullcontext() as guide:
             logits = as_logits(model(x), x.shape[0])
-        layer, features = cap.features()
+        layer, features = cap.features() if cap is not None else ("", x.new_empty(0))
         yield ForwardPass(x=x, logits=logits, layer=layer, features=features, guide=guide)
 
 
@@ -194,7 +204,7 @@ def guided_backprop(
     Raises:
         ValueError: the model calls no ReLU.
     """
-    with forward_pass(model, x, None, guided=True) as fp:
+    with forward_pass(model, x, None, guided=True, capture=False) as fp:
         t = select_targets(fp.logits, targets)
         (g,) = fp.gradients(t, (fp.x,), guided=True, create_graph=create_graph)
     return g if create_graph else g.detach()
