@@ -1,0 +1,96 @@
+"""Data layer: VOC-layout multi-label images, video event clips, few-shot splits, built-in benchmarks.
+
+Everything a training script needs::
+
+    from atcon import data
+
+    train = data.load_benchmark("cluttered-fashion", "train", transform=data.image_train_transform(256))
+    split = data.benchmark_split("cluttered-fashion", per_class=4, seed=0)
+    voc = data.VOCDataset("~/VOCdevkit/VOC2012", ids=split.train, transform=data.image_eval_transform())
+    loader = torch.utils.data.DataLoader(voc, batch_size=4, collate_fn=data.collate)
+"""
+
+from atcon.data._common import DataError, default_data_dir
+from atcon.data.benchmarks import (
+    BENCHMARKS,
+    EVENTS,
+    ClutteredFashionConfig,
+    FashionEventsConfig,
+    benchmark_dir,
+    benchmark_split,
+    build_benchmark,
+    generate_cluttered_fashion,
+    generate_fashion_events,
+    load_benchmark,
+)
+from atcon.data.fashion import FASHION_MNIST_CLASSES, FASHION_MNIST_TITLES, load_fashion_mnist, read_idx
+from atcon.data.fewshot import (
+    Split,
+    clip_fewshot_split,
+    max_per_class,
+    sample_per_class,
+    subject_disjoint_split,
+    voc_fewshot_split,
+)
+from atcon.data.transforms import (
+    IMAGE_SIZE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    KINETICS_MEAN,
+    KINETICS_STD,
+    RandomCropFraction,
+    clip_eval_transform,
+    clip_train_transform,
+    denormalize,
+    image_eval_transform,
+    image_train_transform,
+)
+from atcon.data.video import ClipSpec, VideoClipDataset, decode_clip, read_manifest, scan_class_folders
+from atcon.data.voc import VOC_CLASSES, VOCDataset, class_counts, collate, parse_voc_xml, read_image_set
+
+__all__ = [
+    "BENCHMARKS",
+    "EVENTS",
+    "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_TITLES",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "IMAGE_SIZE",
+    "KINETICS_MEAN",
+    "KINETICS_STD",
+    "VOC_CLASSES",
+    "ClipSpec",
+    "ClutteredFashionConfig",
+    "DataError",
+    "FashionEventsConfig",
+    "RandomCropFraction",
+    "Split",
+    "VOCDataset",
+    "VideoClipDataset",
+    "benchmark_dir",
+    "benchmark_split",
+    "build_benchmark",
+    "class_counts",
+    "clip_eval_transform",
+    "clip_fewshot_split",
+    "clip_train_transform",
+    "collate",
+    "decode_clip",
+    "default_data_dir",
+    "denormalize",
+    "generate_cluttered_fashion",
+    "generate_fashion_events",
+    "image_eval_transform",
+    "image_train_transform",
+    "load_benchmark",
+    "load_fashion_mnist",
+    "max_per_class",
+    "parse_voc_xml",
+    "read_idx",
+    "read_image_set",
+    "read_manifest",
+    "sample_per_class",
+    "scan_class_folders",
+    "subject_disjoint_split",
+    "voc_fewshot_split",
+]

@@ -1,0 +1,140 @@
+"""Shared helpers of the data layer: error type, bad-file policy, cache folder, image decoding."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import numpy as np
+import torch
+
+OnError = Literal["raise", "skip"]
+"""What a reader does with a bad file: stop with an error naming it, or skip it with a warning."""
+
+T = TypeVar("T")
+
+DATA_DIR_ENV = "ATCON_DATA_DIR"
+
+
+class DataError(ValueError):
+    """A problem with the user's data; the message names the offending file.
+
+    Subclasses ``ValueError`` so the CLI prints it without a traceback.
+
+    Args:
+        message: What is wrong.
+        path: The offending file or folder, if any; it is appended to the message.
+    """
+
+    def __init__(self, message: str, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = None if path is None else Path(path)
+        super().__init__(message if path is None else f"{path}: {message}")
+
+
+def check_on_error(on_error: str) -> OnError:
+    """Validate an ``on_error`` option early, as other named strategies are."""
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    return on_error  # type: ignore[return-value]
+
+
+def filter_bad(
+    items: Iterable[T], check: Callable[[T], object], on_error: OnError, what: str
+) -> tuple[list[T], list[DataError]]:
+    """Run ``check`` on every item; raise on the first failure or drop the failures.
+
+    Args:
+        items: Things to check (paths, records).
+        check: Raises ``DataError`` (or ``FileNotFoundError``) for a bad item.
+        on_error: ``"raise"`` re-raises the first error; ``"skip"`` drops bad items and emits a single
+            warning with their count and the first few messages.
+        what: Plural noun for the warning ("images", "clips").
+
+    Returns:
+        The good items, in order, and the errors of the dropped ones.
+    """
+    good: list[T] = []
+    errors: list[DataError] = []
+    for item in items:
+        try:
+            check(item)
+        except (DataError, FileNotFoundError) as err:
+            if on_error == "raise":
+                raise
+            errors.append(err if isinstance(err, DataError) else DataError(str(err)))
+            continue
+        good.append(item)
+    if errors:
+        shown = "; ".join(str(e) for e in errors[:3])
+        more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+        warnings.warn(f"skipped {len(errors)} bad {what}: {shown}{more}", stacklevel=3)
+    return good, errors
+
+
+def default_data_dir() -> Path:
+    """Return the folder where generated datasets are cached.
+
+    ``$ATCON_DATA_DIR`` if set, else ``$XDG_CACHE_HOME/atcon/datasets``, else ``~/.cache/atcon/datasets``.
+    """
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME")
+    base = Path(cache).expanduser() if cache else Path.home() / ".cache"
+    return base / "atcon" / "datasets"
+
+
+def require_dir(path: Path, what: str) -> Path:
+    """Return ``path`` if it is a folder, else raise ``FileNotFoundError`` naming it."""
+    if not path.is_dir():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    return path
+
+
+def read_image_rgb(path: Path) -> torch.Tensor:
+    """Decode an image file to RGB.
+
+    Args:
+        path: JPEG, PNG or anything Pillow reads.
+
+    Returns:
+        ``uint8`` tensor.
+
+    Shape:
+        ``(3, H, W)``.
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        DataError: The file is not a readable image.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise DataError(f"unreadable or corrupt image ({err})", path) from err
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+def verify_image(path: Path) -> None:
+    """Cheaply check that an image decodes, for ``on_error="skip"`` scans of large folders.
+
+    JPEGs are decoded at 1/8 scale (Pillow's DCT-domain ``draft`` mode), which reads every entropy-coded
+    block, so truncated or garbled files fail, at a fraction of a full decode's cost.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    try:
+        with Image.open(path) as im:
+            im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
+            im.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise DataError(f"unreadable or corrupt image ({err})", path) from err

@@ -1,0 +1,324 @@
+"""Few-shot splits (paper, section 4.1), written to and read back from JSON split files.
+
+Every method of an experiment must train on exactly the same images, so a split is computed once for a
+seed and saved; training code reads the file. Images are referred to by id (VOC image id, or a clip's
+``clip_id``), so a split file stays valid when the dataset folder moves.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from atcon.data._common import DataError
+
+SPLIT_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Split:
+    """Image (or clip) ids of the train, validation and test sets.
+
+    Attributes:
+        train: Few-shot training ids.
+        val: Validation ids (model selection).
+        test: Test ids, never used for training or selection.
+        classes: Class names in label order.
+        per_class: ``N``, training samples requested per class.
+        seed: Seed the split was drawn with.
+        protocol: How it was built (``"voc-fewshot"``, ``"subject-disjoint"``).
+        meta: Anything else worth recording (source folder, split names, sizes).
+    """
+
+    train: list[str]
+    val: list[str]
+    test: list[str]
+    classes: list[str]
+    per_class: int
+    seed: int
+    protocol: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the split as JSON (parent folders created); returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"version": SPLIT_FORMAT_VERSION, **asdict(self)}
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(payload, indent=1) + "\n")
+        tmp.replace(path)  # atomic: a reader never sees half a split
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Split:
+        """Read a split file written by :meth:`save`.
+
+        Raises:
+            FileNotFoundError: No such file.
+            DataError: Not a split file (message names it).
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"split file not found: {path}")
+        try:
+            payload = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise DataError(f"not a JSON split file ({err})", path) from err
+        if not isinstance(payload, dict) or payload.pop("version", None) != SPLIT_FORMAT_VERSION:
+            raise DataError(f"not a split file of format version {SPLIT_FORMAT_VERSION}", path)
+        try:
+            return cls(**payload)
+        except TypeError as err:
+            raise DataError(f"malformed split file ({err})", path) from err
+
+
+def _as_class_sets(labels: torch.Tensor | Sequence[int], num_classes: int | None) -> list[set[int]]:
+    """Per-item sets of class indices from multi-hot ``(N, C)`` or single labels ``(N,)``."""
+    t = torch.as_tensor(labels)
+    if t.ndim == 2:
+        return [set(torch.nonzero(row > 0).flatten().tolist()) for row in t]
+    if t.ndim == 1:
+        return [{int(v)} for v in t.tolist()]
+    raise ValueError(f"labels must have shape (N,) or (N, C), got {tuple(t.shape)}")
+
+
+def sample_per_class(
+    labels: torch.Tensor | Sequence[int],
+    per_class: int,
+    seed: int,
+    *,
+    pool: Sequence[int] | None = None,
+    classes: Sequence[str] | None = None,
+) -> list[int]:
+    """Pick ``per_class`` items of every class, without replacement (paper, section 4.1).
+
+    Classes are visited in a seeded random order; an item counts for every class it contains, so a class
+    already covered by items picked for other classes gets fewer new items (and a class may end with
+    more than ``per_class`` items when its co-occurring classes bring them in).
+
+    Args:
+        labels: Multi-hot ``(N, C)`` or class indices ``(N,)``.
+        per_class: ``N`` per class, at least 1.
+        seed: Same seed, same pool, same labels: same result.
+        pool: Indices allowed (default: all).
+        classes: Class names, used in error messages.
+
+    Returns:
+        Sorted indices into ``labels``.
+
+    Raises:
+        DataError: "class X has only K images, N requested" for a class with too few items in the pool.
+    """
+    if per_class < 1:
+        raise ValueError(f"per_class must be >= 1, got {per_class}")
+    sets = _as_class_sets(labels, None)
+    candidates = sorted(set(range(len(sets)) if pool is None else pool))
+    present = sorted(set().union(*(sets[i] for i in candidates))) if candidates else []
+    num_classes = int(torch.as_tensor(labels).shape[1]) if torch.as_tensor(labels).ndim == 2 else None
+    all_classes = list(range(num_classes)) if num_classes is not None else present
+    if classes is not None:
+        all_classes = list(range(len(classes)))
+    by_class: dict[int, list[int]] = {c: [i for i in candidates if c in sets[i]] for c in all_classes}
+    for c, items in by_class.items():
+        if len(items) < per_class:
+            name = classes[c] if classes is not None else str(c)
+            raise DataError(f"class {name!r} has only {len(items)} images, {per_class} requested")
+    rng = random.Random(seed)
+    order = list(by_class)
+    rng.shuffle(order)
+    chosen: set[int] = set()
+    for c in order:
+        have = sum(1 for i in chosen if c in sets[i])
+        need = per_class - have
+        if need > 0:
+            free = [i for i in by_class[c] if i not in chosen]
+            chosen.update(rng.sample(free, need))
+    return sorted(chosen)
+
+
+def max_per_class(labels: torch.Tensor | Sequence[int], pool: Sequence[int] | None = None) -> int:
+    """Largest ``per_class`` that :func:`sample_per_class` is guaranteed to satisfy (the rarest class's count)."""
+    sets = _as_class_sets(labels, None)
+    idx = range(len(sets)) if pool is None else pool
+    t = torch.as_tensor(labels)
+    num_classes = t.shape[1] if t.ndim == 2 else max(max(s) for s in sets) + 1
+    counts = [0] * int(num_classes)
+    for i in idx:
+        for c in sets[i]:
+            counts[c] += 1
+    return min(counts)
+
+
+def voc_fewshot_split(
+    root: str | Path,
+    per_class: int,
+    seed: int = 0,
+    *,
+    val_size: int = 500,
+    train_split: str = "train",
+    test_split: str = "val",
+    val_split: str | None = None,
+    classes: Sequence[str] | None = None,
+) -> Split:
+    """The paper's PASCAL protocol on a VOC-layout folder.
+
+    ``val_size`` random images of ``train_split`` form the validation set (unless ``val_split`` names a
+    ready validation split, as the generated benchmarks have); ``per_class`` images per class are
+    sampled from the rest for training; ``test_split`` is the test set.
+
+    Args:
+        root: VOC folder.
+        per_class: Training images per class (2, 4, 8, 12, 16, ... in the paper).
+        seed: Random seed.
+        val_size: Validation images drawn from ``train_split`` (500 in the paper).
+        train_split: Pool split (VOC2012 ``train``, 5717 images).
+        test_split: Test split (VOC2012 ``val``, 5823 images).
+        val_split: Use this split as validation instead of drawing from the pool.
+        classes: Label order; default read from the dataset.
+
+    Returns:
+        The split (ids), with ``meta`` recording the source and split names.
+    """
+    from atcon.data.voc import VOCDataset
+
+    pool_ds = VOCDataset(root, train_split, classes=classes)
+    labels = pool_ds.label_matrix()
+    rng = random.Random(seed)
+    all_idx = list(range(len(pool_ds)))
+    if val_split is None:
+        if val_size >= len(all_idx):
+            raise DataError(f"val_size {val_size} leaves no training images in {len(all_idx)}", root)
+        val_idx = sorted(rng.sample(all_idx, val_size))
+        val_ids = [pool_ds.ids[i] for i in val_idx]
+    else:
+        val_idx = []
+        val_ids = read_ids(root, val_split)
+    rest = sorted(set(all_idx) - set(val_idx))
+    train_idx = sample_per_class(labels, per_class, seed, pool=rest, classes=pool_ds.classes)
+    return Split(
+        train=[pool_ds.ids[i] for i in train_idx],
+        val=val_ids,
+        test=read_ids(root, test_split),
+        classes=list(pool_ds.classes),
+        per_class=per_class,
+        seed=seed,
+        protocol="voc-fewshot",
+        meta={
+            "root": str(pool_ds.root),
+            "train_split": train_split,
+            "val_split": val_split,
+            "val_size": len(val_ids),
+            "test_split": test_split,
+        },
+    )
+
+
+def read_ids(root: str | Path, split: str) -> list[str]:
+    """Image ids of a VOC split file (see :func:`atcon.data.voc.read_image_set`)."""
+    from atcon.data.voc import read_image_set
+
+    return read_image_set(root, split)
+
+
+def subject_disjoint_split(
+    labels: Sequence[int],
+    subjects: Sequence[Hashable],
+    seed: int = 0,
+    num_sets: int = 3,
+) -> list[list[int]]:
+    """Partition items into class-balanced sets of similar size with no subject in two sets.
+
+    The paper separates its patients' clips into three such sets. Subjects are dealt greedily, largest
+    first (ties broken by a seeded shuffle), each to the set where it least increases the sum over classes
+    of the squared share of the class held by that set; the squared share penalises piling one class
+    into one set, which balances classes and sizes at once.
+
+    Args:
+        labels: Class index per item.
+        subjects: Subject (patient, object identity) per item.
+        seed: Random seed.
+        num_sets: Number of sets.
+
+    Returns:
+        ``num_sets`` sorted lists of item indices.
+    """
+    if len(labels) != len(subjects):
+        raise ValueError(f"{len(labels)} labels but {len(subjects)} subjects")
+    if num_sets < 1:
+        raise ValueError(f"num_sets must be >= 1, got {num_sets}")
+    classes = sorted(set(labels))
+    col = {c: j for j, c in enumerate(classes)}
+    totals = [0] * len(classes)
+    by_subject: dict[Hashable, list[int]] = {}
+    for i, (y, s) in enumerate(zip(labels, subjects)):
+        by_subject.setdefault(s, []).append(i)
+        totals[col[y]] += 1
+    groups = list(by_subject.values())
+    random.Random(seed).shuffle(groups)
+    groups.sort(key=len, reverse=True)  # stable: the shuffle decides among equal sizes
+    counts = [[0] * len(classes) for _ in range(num_sets)]
+    sets: list[list[int]] = [[] for _ in range(num_sets)]
+    for items in groups:
+        vec = [0] * len(classes)
+        for i in items:
+            vec[col[labels[i]]] += 1
+
+        def cost(k: int, vec: list[int] = vec) -> tuple[float, int]:
+            delta = sum(
+                ((counts[k][j] + v) ** 2 - counts[k][j] ** 2) / totals[j] ** 2 for j, v in enumerate(vec) if v
+            )
+            return delta, len(sets[k])
+
+        best = min(range(num_sets), key=cost)
+        sets[best].extend(items)
+        counts[best] = [a + b for a, b in zip(counts[best], vec)]
+    return [sorted(s) for s in sets]
+
+
+def clip_fewshot_split(
+    ids: Sequence[str],
+    labels: Sequence[int],
+    subjects: Sequence[Hashable],
+    per_class: int,
+    seed: int = 0,
+    *,
+    classes: Sequence[str],
+    roles: tuple[int, int, int] = (0, 1, 2),
+    meta: Mapping[str, Any] | None = None,
+) -> Split:
+    """The paper's video protocol: three subject-disjoint sets, ``per_class`` training clips per class.
+
+    Args:
+        ids: Clip ids.
+        labels: Class index per clip.
+        subjects: Subject per clip.
+        per_class: Training clips per class, sampled from the training set.
+        seed: Random seed (same seed: same sets and same sample).
+        classes: Class names in label order.
+        roles: Which of the three sets is (train, val, test).
+        meta: Extra entries for ``Split.meta``.
+
+    Returns:
+        The split (clip ids).
+    """
+    if sorted(roles) != [0, 1, 2]:
+        raise ValueError(f"roles must be a permutation of (0, 1, 2), got {roles}")
+    sets = subject_disjoint_split(labels, subjects, seed=seed, num_sets=3)
+    train_set, val_set, test_set = (sets[r] for r in roles)
+    picked = sample_per_class(list(labels), per_class, seed, pool=train_set, classes=classes)
+    return Split(
+        train=[ids[i] for i in picked],
+        val=[ids[i] for i in val_set],
+        test=[ids[i] for i in test_set],
+        classes=list(classes),
+        per_class=per_class,
+        seed=seed,
+        protocol="subject-disjoint",
+        meta={"set_sizes": [len(s) for s in sets], **(meta or {})},
+    )

@@ -1,0 +1,209 @@
+"""The paper's augmentations (section 4.2), built from ``torchvision.transforms.v2``.
+
+Image transforms take ``(image, target)`` with a ``tv_tensors.Image`` and a target dict holding
+``tv_tensors.BoundingBoxes``; v2 moves the boxes with every geometric step, so evaluation boxes stay
+aligned with the resized image. Clip transforms take a ``tv_tensors.Video`` ``(T, C, H, W)``: v2 draws
+one set of random parameters per call and applies it to every frame, so a clip is augmented as a whole.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Statistics torchvision's Kinetics-400 video models (r3d_18) were trained with.
+KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
+KINETICS_STD = (0.22803, 0.22145, 0.216989)
+
+IMAGE_SIZE = {"resnet50": 256, "inception_v3": 299}
+"""Input side per architecture (paper, section 4.2); other models default to 256."""
+
+
+def _box_side_tensors(sample: Any) -> tuple[torch.Tensor, ...]:
+    """Per-box tensors that must be dropped together with their boxes."""
+    target = sample[1] if isinstance(sample, (tuple, list)) and len(sample) > 1 else sample
+    if not isinstance(target, dict):
+        return ()
+    return tuple(target[k] for k in ("box_labels", "difficult") if k in target)
+
+
+class _SanitizeBoxes(v2.SanitizeBoundingBoxes):
+    """``SanitizeBoundingBoxes`` that lets samples without boxes through (plain images, clips)."""
+
+    def forward(self, *inputs: Any) -> Any:
+        from torch.utils._pytree import tree_flatten
+
+        flat, _ = tree_flatten(inputs)
+        if not any(isinstance(x, tv_tensors.BoundingBoxes) for x in flat):
+            return inputs if len(inputs) > 1 else inputs[0]
+        return super().forward(*inputs)
+
+
+def image_train_transform(size: int = 256, rotation: float = 10.0) -> v2.Transform:
+    """Training augmentation for images (paper, section 4.2).
+
+    Random rotation up to ``rotation`` degrees, then with probability 0.5 a flip that is horizontal or
+    vertical (equally likely), resize to ``size x size``, ImageNet normalisation. Boxes are rotated
+    (enclosing box), flipped, resized, clamped to the image, and dropped with their labels when
+    they leave it.
+
+    Args:
+        size: Output side: 256 for ResNet-50, 299 for Inception-v3 (see ``IMAGE_SIZE``).
+        rotation: Maximum rotation in degrees.
+
+    Returns:
+        A transform called as ``transform(image, target)``.
+
+    Shape:
+        image ``(3, H, W)`` ``uint8`` -> ``(3, size, size)`` ``float32``.
+    """
+    return v2.Compose(
+        [
+            v2.ToImage(),
+            v2.RandomRotation(rotation),
+            v2.RandomApply(
+                [v2.RandomChoice([v2.RandomHorizontalFlip(1.0), v2.RandomVerticalFlip(1.0)])], p=0.5
+            ),
+            v2.Resize((size, size), antialias=True),
+            v2.ClampBoundingBoxes(),
+            # The default getter would pick the multi-hot "labels" (per image, not per box).
+            _SanitizeBoxes(labels_getter=_box_side_tensors),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+
+
+def image_eval_transform(size: int = 256) -> v2.Transform:
+    """Evaluation transform for images: resize to ``size x size`` and ImageNet normalisation.
+
+    Boxes are scaled with the image (x by ``size / W``, y by ``size / H``).
+
+    Shape:
+        image ``(3, H, W)`` ``uint8`` -> ``(3, size, size)`` ``float32``.
+    """
+    return v2.Compose(
+        [
+            v2.ToImage(),
+            v2.Resize((size, size), antialias=True),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+
+
+class RandomCropFraction(v2.Transform):
+    """Crop a random window of ``fraction`` of the height and of the width, then resize it back.
+
+    The paper crops 90% of the frame in x and y; resizing back keeps every clip of a batch, and the
+    evaluation clips, the same size. One window per call: every frame of a video (and every box) gets
+    the same crop.
+
+    Args:
+        fraction: Side fraction kept, in ``(0, 1]``.
+        resize_back: Resize the crop to the input size.
+    """
+
+    def __init__(self, fraction: float = 0.9, resize_back: bool = True) -> None:
+        super().__init__()
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        self.fraction = fraction
+        self.resize_back = resize_back
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        from torchvision.transforms.v2._utils import query_size
+
+        height, width = query_size(flat_inputs)
+        h, w = max(1, round(height * self.fraction)), max(1, round(width * self.fraction))
+        top = int(torch.randint(0, height - h + 1, ()).item())
+        left = int(torch.randint(0, width - w + 1, ()).item())
+        return {"top": top, "left": left, "height": h, "width": w, "size": (height, width)}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        out = self._call_kernel(
+            F.crop,
+            inpt,
+            top=params["top"],
+            left=params["left"],
+            height=params["height"],
+            width=params["width"],
+        )
+        if self.resize_back:
+            out = self._call_kernel(F.resize, out, size=list(params["size"]), antialias=True)
+        return out
+
+
+def clip_train_transform(
+    jitter: tuple[float, float, float, float] = (0.8, 0.8, 0.8, 0.4), crop_fraction: float = 0.9
+) -> v2.Transform:
+    """Training augmentation for clips (paper, section 4.2), identical across the frames of a clip.
+
+    Colour jitter (brightness, contrast, saturation 0.8, hue 0.4), random crop of 90% of the frame in x
+    and y (resized back), random horizontal flip, Kinetics normalisation.
+
+    Args:
+        jitter: Brightness, contrast, saturation, hue of ``ColorJitter``.
+        crop_fraction: Side fraction of the random crop.
+
+    Returns:
+        A transform on ``tv_tensors.Video`` (and an optional target dict with per-frame boxes).
+
+    Shape:
+        ``(T, 3, H, W)`` ``uint8`` -> ``(T, 3, H, W)`` ``float32``.
+    """
+    b, c, s, h = jitter
+    return v2.Compose(
+        [
+            v2.ColorJitter(brightness=b, contrast=c, saturation=s, hue=h),
+            RandomCropFraction(crop_fraction),
+            v2.RandomHorizontalFlip(0.5),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(KINETICS_MEAN, KINETICS_STD),
+        ]
+    )
+
+
+def clip_eval_transform() -> v2.Transform:
+    """Evaluation transform for clips: ``float32`` and Kinetics normalisation.
+
+    Shape:
+        ``(T, 3, H, W)`` ``uint8`` -> ``(T, 3, H, W)`` ``float32``.
+    """
+    return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(KINETICS_MEAN, KINETICS_STD)])
+
+
+def denormalize(
+    x: torch.Tensor, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD
+) -> torch.Tensor:
+    """Undo ``Normalize`` for display; channels on dim ``-3`` (images ``(..., 3, H, W)``, clips ``(T, 3, H, W)``).
+
+    Shape:
+        any ``(..., 3, H, W)``, returned unchanged in shape.
+    """
+    shape = (3, 1, 1)
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(shape)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(shape)
+    return x.as_subclass(torch.Tensor) * s + m
+
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "IMAGE_SIZE",
+    "KINETICS_MEAN",
+    "KINETICS_STD",
+    "RandomCropFraction",
+    "clip_eval_transform",
+    "clip_train_transform",
+    "denormalize",
+    "image_eval_transform",
+    "image_train_transform",
+    "tv_tensors",
+]

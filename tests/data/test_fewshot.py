@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from atcon.data import (
+    DataError,
+    Split,
+    VOCDataset,
+    clip_fewshot_split,
+    max_per_class,
+    sample_per_class,
+    subject_disjoint_split,
+    voc_fewshot_split,
+)
+
+
+def random_multilabel(n: int = 200, c: int = 6, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    labels = (torch.rand(n, c, generator=g) < 0.25).float()
+    labels[torch.arange(n), torch.randint(0, c, (n,), generator=g)] = 1  # every image has a class
+    return labels
+
+
+def test_sample_per_class_counts_pool_and_determinism() -> None:
+    labels = random_multilabel()
+    pool = list(range(50, 200))
+    picked = sample_per_class(labels, 4, seed=3, pool=pool)
+    assert picked == sample_per_class(labels, 4, seed=3, pool=pool)
+    assert picked != sample_per_class(labels, 4, seed=4, pool=pool)
+    assert len(set(picked)) == len(picked) and set(picked) <= set(pool)
+    per_class = labels[picked].sum(0)
+    assert (per_class >= 4).all()
+    # Never more images than one set of N per class would need.
+    assert len(picked) <= 4 * labels.shape[1]
+
+
+def test_an_image_counts_for_every_class_it_contains() -> None:
+    # Every image holds both classes: 2 images give each class its 2 samples.
+    labels = torch.ones(10, 2)
+    assert len(sample_per_class(labels, 2, seed=0)) == 2
+
+
+def test_single_label_exact_counts() -> None:
+    labels = [0, 1, 2] * 10
+    picked = sample_per_class(labels, 3, seed=1)
+    assert Counter(labels[i] for i in picked) == {0: 3, 1: 3, 2: 3}
+
+
+def test_too_few_images_error_says_how_many() -> None:
+    labels = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 1.0]])
+    with pytest.raises(DataError, match="class 'b' has only 1 images, 2 requested"):
+        sample_per_class(labels, 2, seed=0, classes=["a", "b"])
+    assert max_per_class(labels) == 1
+    assert sample_per_class(labels, 1, seed=0, classes=["a", "b"])
+
+
+def test_split_file_round_trip_and_errors(tmp_path: Path) -> None:
+    split = Split(
+        ["a", "b"], ["c"], ["d"], ["x", "y"], per_class=2, seed=7, protocol="voc-fewshot", meta={"k": 1}
+    )
+    path = split.save(tmp_path / "sub" / "split.json")
+    assert Split.load(path) == split
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(DataError, match=r"bad\.json"):
+        Split.load(tmp_path / "bad.json")
+    (tmp_path / "other.json").write_text('{"hello": 1}')
+    with pytest.raises(DataError, match=r"other\.json"):
+        Split.load(tmp_path / "other.json")
+    with pytest.raises(FileNotFoundError, match=r"missing\.json"):
+        Split.load(tmp_path / "missing.json")
+
+
+def test_voc_fewshot_split_protocol(voc_root: Path) -> None:
+    split = voc_fewshot_split(voc_root, per_class=1, seed=0, val_size=1, classes=["cat", "dog", "person"])
+    train_ids = {"img1", "img2", "img3", "img4"}
+    assert len(split.val) == 1 and set(split.val) <= train_ids
+    assert not set(split.val) & set(split.train) and set(split.train) <= train_ids
+    assert split.test == ["img5", "img6"]
+    labels = VOCDataset(voc_root, ids=split.train, classes=split.classes).label_matrix()
+    assert (labels.sum(0) >= 1).all()
+    again = voc_fewshot_split(voc_root, per_class=1, seed=0, val_size=1, classes=["cat", "dog", "person"])
+    assert again == split
+
+
+def test_voc_fewshot_split_too_few(voc_root: Path) -> None:
+    # dog is positive (non-difficult) only in img2 within train.
+    with pytest.raises(DataError, match="class 'dog' has only 1 images, 2 requested"):
+        voc_fewshot_split(
+            voc_root, per_class=2, seed=0, val_size=1, val_split="val", classes=["cat", "dog", "person"]
+        )
+
+
+def make_clips(seed: int = 0) -> tuple[list[int], list[str]]:
+    g = torch.Generator().manual_seed(seed)
+    labels, subjects = [], []
+    for s in range(40):
+        for _ in range(int(torch.randint(1, 6, (), generator=g))):
+            labels.append(int(torch.randint(0, 5, (), generator=g)))
+            subjects.append(f"patient{s}")
+    return labels, subjects
+
+
+def test_subject_disjoint_split_is_disjoint_balanced_and_deterministic() -> None:
+    labels, subjects = make_clips()
+    sets = subject_disjoint_split(labels, subjects, seed=0)
+    assert sets == subject_disjoint_split(labels, subjects, seed=0)
+    assert sorted(i for s in sets for i in s) == list(range(len(labels)))
+    owners = [{subjects[i] for i in s} for s in sets]
+    assert not (owners[0] & owners[1] or owners[0] & owners[2] or owners[1] & owners[2])
+    sizes = [len(s) for s in sets]
+    assert max(sizes) - min(sizes) <= 0.15 * len(labels)
+    totals = Counter(labels)
+    for s in sets:
+        counts = Counter(labels[i] for i in s)
+        for c, n in totals.items():
+            assert 0.2 <= counts[c] / n <= 0.47, (c, counts[c], n)
+
+
+def test_clip_fewshot_split_samples_from_train_set_only() -> None:
+    labels, subjects = make_clips(1)
+    ids = [f"clip{i}" for i in range(len(labels))]
+    classes = ["a", "b", "c", "d", "e"]
+    split = clip_fewshot_split(ids, labels, subjects, per_class=3, seed=2, classes=classes)
+    sets = subject_disjoint_split(labels, subjects, seed=2)
+    assert set(split.train) <= {ids[i] for i in sets[0]}
+    assert split.val == [ids[i] for i in sets[1]] and split.test == [ids[i] for i in sets[2]]
+    assert Counter(labels[ids.index(i)] for i in split.train) == {c: 3 for c in range(5)}
