@@ -1,0 +1,241 @@
+"""Model zoo: the paper's networks with a task head, plus small CPU-friendly variants.
+
+``build_model(name, num_classes, weights)`` returns a classifier producing ``(B, num_classes)``
+logits (Inception-v3 returns ``InceptionOutputs`` in train mode when it has its auxiliary head).
+
+Weights are one of:
+
+* ``None`` / ``"none"``: random initialisation;
+* a torchvision weights name (``"IMAGENET1K_V2"``, ``"KINETICS400_V1"``, ``"DEFAULT"``),
+  downloaded by torchvision when the machine is online; the head is replaced afterwards;
+* a path to a checkpoint file: an atcon checkpoint (``{"model": state_dict, ...}``), a plain
+  state dict, or a ``.safetensors`` file. Files are read with ``torch.load(weights_only=True)``:
+  no arbitrary object is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import Tensor, nn
+
+__all__ = ["MODELS", "ModelSpec", "SmallResNet", "build_model", "load_state_dict_file", "model_spec"]
+
+
+class _Block(nn.Module):
+    """Basic residual block (two 3x3 convolutions), 2D or 3D."""
+
+    def __init__(self, cin: int, cout: int, stride: int | tuple[int, ...], dims: int) -> None:
+        super().__init__()
+        conv = nn.Conv2d if dims == 2 else nn.Conv3d
+        bn = nn.BatchNorm2d if dims == 2 else nn.BatchNorm3d
+        self.conv1 = conv(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = bn(cout)
+        self.conv2 = conv(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = bn(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.down: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:  # tuple strides always differ from 1
+            self.down = nn.Sequential(conv(cin, cout, 1, stride=stride, bias=False), bn(cout))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.down(x))
+
+
+class SmallResNet(nn.Module):
+    """A 4-stage residual network small enough to train on a laptop CPU.
+
+    Same layout as torchvision's ResNets (``stem``, ``layer1``..``layer4``, ``avgpool``, ``fc``),
+    so ``layer4`` is its Grad-CAM layer; ``dims=3`` makes the video variant (time is downsampled
+    once, in ``layer3``).
+
+    Args:
+        num_classes: size of the output.
+        width: channels of ``layer1``; doubled at each later stage.
+        dims: 2 for images ``(B, C, H, W)``, 3 for clips ``(B, C, T, H, W)``.
+        in_channels: input channels.
+    """
+
+    def __init__(self, num_classes: int, width: int = 16, dims: int = 2, in_channels: int = 3) -> None:
+        super().__init__()
+        conv = nn.Conv2d if dims == 2 else nn.Conv3d
+        bn = nn.BatchNorm2d if dims == 2 else nn.BatchNorm3d
+        first: int | tuple[int, ...] = 2 if dims == 2 else (1, 2, 2)
+        self.stem = nn.Sequential(
+            conv(in_channels, width, 3, stride=first, padding=1, bias=False), bn(width), nn.ReLU(inplace=True)
+        )
+        w = [width, 2 * width, 4 * width, 8 * width]
+        strides: list[int | tuple[int, ...]] = [1, 2, 2, 2] if dims == 2 else [1, (1, 2, 2), 2, (1, 2, 2)]
+        cin = width
+        for i, (cout, stride) in enumerate(zip(w, strides), start=1):
+            setattr(self, f"layer{i}", _Block(cin, cout, stride, dims))
+            cin = cout
+        self.avgpool = nn.AdaptiveAvgPool2d(1) if dims == 2 else nn.AdaptiveAvgPool3d(1)
+        self.fc = nn.Linear(cin, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d | nn.Conv3d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.stem(x)
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the rest of atcon needs to know about an architecture."""
+
+    name: str
+    video: bool
+    input_size: int  # default square input side (pixels)
+    target_layer: str
+    build: Callable[..., nn.Module]
+
+
+def _torchvision(name: str) -> Callable[..., nn.Module]:
+    def build(num_classes: int, weights: str | None) -> nn.Module:
+        kwargs: dict[str, object] = {}
+        if name == "inception_v3":
+            kwargs = {"aux_logits": True, "init_weights": weights is None}
+        if weights is None:
+            return torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
+        model = _download(name, weights, **kwargs)
+        _replace_head(model, num_classes)
+        return model
+
+    return build
+
+
+def _download(name: str, weights: str, **kwargs: object) -> nn.Module:
+    try:
+        enum = torchvision.models.get_model_weights(name)
+        w = enum.DEFAULT if weights == "DEFAULT" else enum[weights]
+    except KeyError:
+        options = ", ".join(["DEFAULT", *(m.name for m in torchvision.models.get_model_weights(name))])
+        raise ValueError(f"unknown weights {weights!r} for {name}; torchvision offers: {options}") from None
+    try:
+        return torchvision.models.get_model(name, weights=w, **kwargs)
+    except (OSError, RuntimeError) as err:  # URLError is an OSError
+        raise RuntimeError(
+            f"could not download torchvision weights {name}/{w.name} ({err}). This machine may be "
+            f"offline: download {w.url} elsewhere and pass its path as weights, or place it in "
+            f"{torch.hub.get_dir()}/checkpoints/."
+        ) from err
+
+
+def _replace_head(model: nn.Module, num_classes: int) -> None:
+    fc = model.fc
+    assert isinstance(fc, nn.Linear)
+    model.fc = nn.Linear(fc.in_features, num_classes)
+    aux = getattr(model, "AuxLogits", None)
+    if aux is not None:
+        aux.fc = nn.Linear(aux.fc.in_features, num_classes)
+
+
+MODELS: dict[str, ModelSpec] = {
+    "resnet18": ModelSpec("resnet18", False, 256, "layer4", _torchvision("resnet18")),
+    "resnet50": ModelSpec("resnet50", False, 256, "layer4", _torchvision("resnet50")),
+    "inception_v3": ModelSpec("inception_v3", False, 299, "Mixed_7c", _torchvision("inception_v3")),
+    "r3d_18": ModelSpec("r3d_18", True, 80, "layer4", _torchvision("r3d_18")),
+    "small": ModelSpec("small", False, 128, "layer4", lambda num_classes, weights: SmallResNet(num_classes)),
+    "small3d": ModelSpec(
+        "small3d", True, 64, "layer4", lambda num_classes, weights: SmallResNet(num_classes, dims=3)
+    ),
+}
+
+
+def model_spec(name: str) -> ModelSpec:
+    """Look up an architecture; raises ``ValueError`` listing the known names."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    return MODELS[name]
+
+
+def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, Tensor]:
+    """Read model weights from a checkpoint file without unpickling arbitrary objects.
+
+    Accepts atcon checkpoints (``{"model": state_dict, ...}``), plain state dicts (``"module."``
+    prefixes from DDP are stripped) and ``.safetensors`` files.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:  # pragma: no cover - optional dependency
+            raise RuntimeError(f"reading {path} needs the 'safetensors' package: pip install safetensors") from None
+        state: Mapping[str, object] = load_file(str(path))
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise ValueError(f"{path} is not a readable weights-only checkpoint: {err}") from err
+    if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
+        state = state["model"]  # type: ignore[assignment]
+    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(f"{path} does not hold a model state dict")
+    return {k.removeprefix("module."): v for k, v in state.items()}  # type: ignore[misc]
+
+
+_HEAD_PREFIXES = ("fc.", "AuxLogits.fc.")
+
+
+def build_model(
+    name: str, num_classes: int, weights: str | os.PathLike[str] | None = None, *, new_head: bool = False
+) -> nn.Module:
+    """Build ``name`` with a ``num_classes``-way head.
+
+    Args:
+        name: one of :data:`MODELS` (``resnet18``, ``resnet50``, ``inception_v3``, ``r3d_18``,
+            ``small``, ``small3d``).
+        num_classes: number of output classes.
+        weights: None, a torchvision weights name, or a checkpoint path (see module docstring).
+        new_head: with a checkpoint path, keep a fresh classification head when the file's head
+            has another number of classes (pretrained backbones, e.g. an ImageNet ``.pth``).
+
+    Raises:
+        ValueError: unknown name or weights; a checkpoint for another architecture or number
+            of classes (the message names the mismatching keys).
+    """
+    spec = model_spec(name)
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if weights is None or str(weights).lower() == "none":
+        return spec.build(num_classes, None)
+    as_path = Path(weights)
+    looks_like_file = as_path.suffix in (".pt", ".pth", ".ckpt", ".safetensors") or as_path.exists()
+    if not looks_like_file:
+        if spec.name in ("small", "small3d"):
+            raise ValueError(f"{name} has no torchvision weights; pass a checkpoint path or None")
+        return spec.build(num_classes, str(weights))
+    model = spec.build(num_classes, None)
+    state = load_state_dict_file(as_path)
+    own = model.state_dict()
+    if new_head:
+        state = {k: v for k, v in state.items() if not (k.startswith(_HEAD_PREFIXES) and k in own and own[k].shape != v.shape)}
+        state.update({k: v for k, v in own.items() if k.startswith(_HEAD_PREFIXES) and k not in state})
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        detail = "; ".join(
+            f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong))
+            if keys
+        )
+        raise ValueError(
+            f"checkpoint {as_path} does not fit {name} with {num_classes} classes ({detail}). "
+            "Was it saved for another architecture or class count? For a pretrained backbone with "
+            "another head, pass new_head=True (--new-head)."
+        )
+    model.load_state_dict(state)
+    return model
