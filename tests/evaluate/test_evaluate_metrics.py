@@ -103,6 +103,10 @@ def test_weighted_equals_repeated_items(task):
         targets = torch.randint(c, (n,), generator=g)
         scores = torch.randn(n, c, generator=g) + torch.nn.functional.one_hot(targets, c)
     scores = (scores * 2).round() / 2  # many ties
+    if task == "multilabel":
+        targets[torch.rand(n, c, generator=g) < 0.1] = -1  # ignored entries
+    else:
+        targets[torch.rand(n, generator=g) < 0.1] = -1  # ignored items
     metric = ClassificationMetrics(task)
     weights = torch.randint(0, 3, (5, n), generator=g).float()
     weights[:, 0] = 1  # never empty
@@ -115,7 +119,30 @@ def test_weighted_equals_repeated_items(task):
 
 
 def test_weighted_f1_unit_weights_match():
-    pred, onehot = binary_predictions_and_targets(PROBS, LABELS, from_logits=False)
+    pred, onehot, _ = binary_predictions_and_targets(PROBS, LABELS, from_logits=False)
     f = weighted_f1(pred, onehot, torch.ones(1, 4))
     torch.testing.assert_close(f["f1_per_class"][0], torch.tensor([0.5, 1.0, 0.0]))
     torch.testing.assert_close(f["f1_micro"][0], torch.tensor(2 / 3))
+
+
+def test_ignored_multilabel_entries_are_left_out():
+    labels = LABELS.clone()
+    labels[1, 0] = -1  # drop item 1 from class 0 only (a false positive there)
+    m = classification_metrics(PROBS, labels, from_logits=False)
+    # c0 now: tp 1, fn 1 -> F1 2/3; ranking + + - over items 0, 2, 3 -> AP 1.
+    assert m["f1_per_class"].tolist() == pytest.approx([2 / 3, 1.0, 0.0])
+    assert m["ap_per_class"][0].item() == pytest.approx(1.0)
+    # Class 1 is unchanged, and the entry is not a true positive.
+    assert m["ap_per_class"][1].item() == pytest.approx(1.0)
+    assert float(m["f1_micro"]) == pytest.approx(6 / 8)
+
+
+def test_ignored_multiclass_items_are_dropped():
+    logits = torch.tensor([[3.0, 0, 0], [0, 3, 0], [0, 2, 1], [0, 0, 3]])
+    labels = torch.tensor([0, 1, -1, 2])
+    m = classification_metrics(logits, labels, "multiclass")
+    keep = labels >= 0
+    ref = classification_metrics(logits[keep], labels[keep], "multiclass")
+    for k in m:
+        torch.testing.assert_close(m[k], ref[k], equal_nan=True)
+    assert float(m["f1_micro"]) == 1.0

@@ -145,8 +145,8 @@ def true_positive_pairs(
 ) -> Tensor:
     """The (item, class) pairs that are true positives, the pairs scored in Table 3.
 
-    Multi-label: probability ``> threshold`` and label 1. Multi-class: the argmax equals the
-    label.
+    Multi-label: probability ``> threshold`` and label 1 (ignored entries, -1, are never true
+    positives). Multi-class: the argmax equals the label.
 
     Args:
         scores: logits (default) or probabilities.
@@ -164,7 +164,7 @@ def true_positive_pairs(
     if task == "multilabel":
         if targets.shape != scores.shape:
             raise ValueError(f"multilabel targets must be (N, C), got {tuple(targets.shape)}")
-        hit = (probabilities(scores, task, from_logits=from_logits) > threshold) & targets.bool()
+        hit = (probabilities(scores, task, from_logits=from_logits) > threshold) & (targets == 1)
         return hit.nonzero()
     if task == "multiclass":
         if targets.shape != scores.shape[:1]:
@@ -219,7 +219,9 @@ def box_coverage(boxes: Tensor, size: tuple[int, int]) -> Tensor:
     x1, y1, x2, y2 = (boxes[..., i, None] for i in range(4))
     in_x = (xs >= x1) & (xs < x2)  # (*B, K, W); nan compares False
     in_y = (ys >= y1) & (ys < y2)  # (*B, K, H)
-    return (in_y.unsqueeze(-1) & in_x.unsqueeze(-2)).any(dim=-3)
+    # Counting covering boxes per pixel with a matmul avoids a (K, H, W) intermediate per pair.
+    count = torch.einsum("...kh,...kw->...hw", in_y.to(boxes.dtype), in_x.to(boxes.dtype))
+    return count > 0
 
 
 def upsample_maps(maps: Tensor, size: tuple[int, ...]) -> Tensor:
@@ -261,14 +263,14 @@ def minmax_rescale(maps: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor]:
         ``(rescaled, degenerate)``: rescaled maps (``nan`` for degenerate ones) and a (P,) bool.
     """
     flat = maps.reshape(maps.shape[0], -1)
-    lo, hi = flat.amin(dim=1), flat.amax(dim=1)
+    lo, hi = flat.amin(dim=1), flat.amax(dim=1)  # nan propagates, so non-finite maps show here
     span = hi - lo
     scale = torch.maximum(hi.abs(), lo.abs())
-    degenerate = ~flat.isfinite().all(dim=1) | ~(span > eps * scale) | (span == 0)
-    # The clamp keeps degenerate rows finite before they are replaced by nan.
+    degenerate = ~(lo.isfinite() & hi.isfinite()) | ~(span > eps * scale)
     view = (-1,) + (1,) * (maps.ndim - 1)
-    out = (maps - lo.view(view)) / span.clamp_min(torch.finfo(maps.dtype).tiny).view(view)
-    out = torch.where(degenerate.view(view), torch.full_like(out, math.nan), out.clamp(0, 1))
+    # The clamp keeps the division finite for degenerate rows, which become nan below.
+    out = ((maps - lo.view(view)) / span.clamp_min(torch.finfo(maps.dtype).tiny).view(view)).clamp_(0, 1)
+    out[degenerate] = math.nan
     return out, degenerate
 
 
@@ -282,38 +284,36 @@ def _distance_to_boxes(px: Tensor, py: Tensor, boxes: Tensor) -> Tensor:
 
 
 def _frame_values(
-    rescaled: Tensor, boxes: Tensor, protocol: LocalizationProtocol
+    rescaled: Tensor, degenerate: Tensor, boxes: Tensor, protocol: LocalizationProtocol
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """IoU, pointing, energy and annotated flag per (pair, frame); frames on dim 1.
 
-    rescaled: (P, F, H, W) with nan rows for degenerate maps; boxes: (P, F, K, 4).
+    rescaled: (P, F, H, W), nan for degenerate maps; degenerate: (P,); boxes: (P, F, K, 4).
     """
     h, w = rescaled.shape[-2:]
-    gt = box_coverage(boxes, (h, w))  # (P, F, H, W)
+    gt = box_coverage(boxes, (h, w)).flatten(-2)  # (P, F, H*W)
     annotated = ~boxes.isnan().any(-1).all(-1)  # (P, F): at least one box in the frame
-    finite = ~rescaled.isnan()
-    pred = (rescaled >= protocol.threshold) & finite
-    inter = (pred & gt).sum((-2, -1)).float()
-    union = (pred | gt).sum((-2, -1)).float()
+    flat = rescaled.flatten(-2)  # nan rows (degenerate) give nan everywhere and are masked below
+    pred = flat >= protocol.threshold
+    inter = (pred & gt).sum(-1).float()
+    union = pred.sum(-1).float() + gt.sum(-1).float() - inter
     iou = torch.where(union > 0, inter / union.clamp_min(1), torch.full_like(union, math.nan))
 
-    flat = torch.where(finite, rescaled, torch.zeros_like(rescaled)).flatten(-2)
-    fmax, fmin = flat.amax(-1), flat.amin(-1)
-    arg = flat.argmax(dim=-1)
+    fmax, arg = flat.max(dim=-1)
     py = (arg // w).to(boxes.dtype) + 0.5
     px = (arg % w).to(boxes.dtype) + 0.5
     hit = (_distance_to_boxes(px, py, boxes) <= protocol.pointing_tolerance).float()
+    if flat.shape[1] > 1:
+        # A constant frame of a clip has no maximum to point with (a whole map cannot be).
+        hit = torch.where(fmax > flat.amin(-1), hit, torch.full_like(hit, math.nan))
 
     # Rescaled maps have minimum 0 over the whole map, so their values are the mass above it.
     total = flat.sum(-1)
-    energy = (flat * gt.flatten(-2)).sum(-1) / total.clamp_min(torch.finfo(total.dtype).tiny)
-    energy = torch.where(total > 0, energy, torch.full_like(energy, math.nan))
-    # A constant frame of a clip has no maximum to point with.
-    hit = torch.where(fmax > fmin, hit, torch.full_like(hit, math.nan))
+    inside = torch.where(gt, flat, torch.zeros_like(flat)).sum(-1)
+    energy = torch.where(total > 0, inside / total.clamp_min(torch.finfo(total.dtype).tiny), math.nan)
 
-    degenerate = ~finite.flatten(1).all(1)
-    nan = torch.tensor(math.nan, device=rescaled.device)
-    iou, hit, energy = (torch.where(degenerate[:, None] | ~annotated, nan, v) for v in (iou, hit, energy))
+    undefined = degenerate[:, None] | ~annotated
+    iou, hit, energy = (torch.where(undefined, math.nan, v) for v in (iou, hit, energy))
     return iou, hit, energy, annotated
 
 
@@ -356,7 +356,7 @@ def localization_metrics(
         b = boxes[start : start + protocol.chunk_size].to(device=m.device, dtype=m.dtype)
         if not is_clip:  # a one-frame clip
             rescaled, b = rescaled.unsqueeze(1), b.unsqueeze(1)
-        iou, hit, energy, annotated = _frame_values(rescaled, b, protocol)
+        iou, hit, energy, annotated = _frame_values(rescaled, degenerate, b, protocol)
         # Mean over the frames where each value is defined; nan when none is.
         parts.append(
             LocalizationResult(

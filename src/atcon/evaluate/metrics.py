@@ -19,6 +19,10 @@ Conventions (shared by both code paths and tested to agree):
   ``ap_per_class`` and left out of ``map``; ``n_positives`` reports the count. (torchmetrics
   itself returns 0 for such a class in the multi-label path and ``nan`` in the multi-class
   path; we make both ``nan``.)
+- Targets equal to ``IGNORE`` (-1) are left out: in multi-label targets, that (item, class)
+  entry only (PASCAL VOC's classes present only as difficult objects, ``target["ignore"]`` of
+  :mod:`atcon.data.voc`: pass ``labels.masked_fill(ignore, -1)``); in multi-class targets,
+  the whole item. This is torchmetrics' ``ignore_index=-1``.
 - F1 of a class with no true positives is 0 (``zero_division=0``). ``f1_macro`` follows
   torchmetrics: the plain mean over all classes for multi-label, the mean over classes that
   appear in the targets or the predictions for multi-class. ``f1_micro`` pools the counts of
@@ -44,6 +48,8 @@ from torchmetrics.functional.classification import (
 
 Task = Literal["multilabel", "multiclass"]
 _TASKS = ("multilabel", "multiclass")
+IGNORE = -1
+"""Target value of entries (multi-label) or items (multi-class) left out of every metric."""
 
 
 def _check_task(task: str) -> None:
@@ -89,18 +95,19 @@ def binary_predictions_and_targets(
     *,
     from_logits: bool = True,
     threshold: float = 0.5,
-) -> tuple[Tensor, Tensor]:
-    """One-vs-rest 0/1 predictions and targets, the common form of both tasks.
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One-vs-rest 0/1 predictions, targets and validity, the common form of both tasks.
 
     Args:
         scores: logits or probabilities, see the module docstring.
-        targets: multi-hot (multi-label) or class indices (multi-class).
+        targets: multi-hot (multi-label) or class indices (multi-class); ``IGNORE`` (-1)
+            marks entries (multi-label) or items (multi-class) to leave out.
         task: ``"multilabel"`` or ``"multiclass"``.
         from_logits: whether ``scores`` are logits.
         threshold: multi-label decision threshold on the probability (ignored for multi-class).
 
     Returns:
-        ``(pred, target)``, both bool.
+        ``(pred, target, valid)``, all bool; ``pred`` and ``target`` are False where not valid.
 
     Shape:
         scores: (N, C); targets: (N, C) or (N,); outputs: (N, C).
@@ -108,11 +115,13 @@ def binary_predictions_and_targets(
     _check_inputs(scores, targets, task)
     num_classes = scores.shape[1]
     if task == "multilabel":
+        valid = targets != IGNORE
         pred = probabilities(scores, task, from_logits=from_logits) > threshold
-        return pred, targets.bool()
+        return pred & valid, targets == 1, valid
     classes = torch.arange(num_classes, device=scores.device)
+    valid = (targets != IGNORE).unsqueeze(1).expand(-1, num_classes)
     pred = scores.argmax(dim=1, keepdim=True) == classes
-    return pred, targets.long().unsqueeze(1) == classes
+    return pred & valid, targets.long().unsqueeze(1) == classes, valid
 
 
 def classification_metrics(
@@ -127,7 +136,8 @@ def classification_metrics(
 
     Args:
         scores: logits (default) or probabilities, see ``from_logits``.
-        targets: multi-label: multi-hot {0, 1}; multi-class: class indices.
+        targets: multi-label: multi-hot {0, 1}; multi-class: class indices; ``IGNORE`` (-1)
+            where an entry (multi-label) or item (multi-class) is left out.
         task: ``"multilabel"`` (sigmoid > threshold) or ``"multiclass"`` (argmax).
         from_logits: whether ``scores`` are logits (``sigmoid``/``softmax`` applied here).
         threshold: multi-label decision threshold on the probability.
@@ -144,31 +154,38 @@ def classification_metrics(
     _check_inputs(scores, targets, task)
     num_classes = scores.shape[1]
     probs = probabilities(scores, task, from_logits=from_logits)
-    _, onehot = binary_predictions_and_targets(scores, targets, task, from_logits=from_logits)
+    _, onehot, _ = binary_predictions_and_targets(scores, targets, task, from_logits=from_logits)
     n_pos = onehot.sum(0)
+    ign = IGNORE
     # torchmetrics warns about classes without positives; they are handled explicitly below.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(No positive samples|was `nan`).*")
         if task == "multilabel" and num_classes == 1:
             # A single label is the binary task (torchmetrics' multilabel needs two or more).
             p1, t1 = probs[:, 0], targets[:, 0].long()
-            f1_pc = binary_f1_score(p1, t1, threshold=threshold).reshape(1)
+            f1_pc = binary_f1_score(p1, t1, threshold=threshold, ignore_index=ign).reshape(1)
             f1_macro = f1_micro = f1_pc[0]
-            ap = binary_average_precision(p1, t1).reshape(1)
+            ap = binary_average_precision(p1, t1, ignore_index=ign).reshape(1)
         elif task == "multilabel":
             t = targets.long()
-            f1_pc = multilabel_f1_score(probs, t, num_labels=num_classes, threshold=threshold, average=None)
-            f1_macro = multilabel_f1_score(probs, t, num_labels=num_classes, threshold=threshold)
-            f1_micro = multilabel_f1_score(
-                probs, t, num_labels=num_classes, threshold=threshold, average="micro"
+            f1_pc, f1_macro, f1_micro = (
+                multilabel_f1_score(
+                    probs, t, num_labels=num_classes, threshold=threshold, average=avg, ignore_index=ign
+                )
+                for avg in (None, "macro", "micro")
             )
-            ap = multilabel_average_precision(probs, t, num_labels=num_classes, average=None)
+            ap = multilabel_average_precision(
+                probs, t, num_labels=num_classes, average=None, ignore_index=ign
+            )
         else:
             t = targets.long()
-            f1_pc = multiclass_f1_score(probs, t, num_classes=num_classes, average=None)
-            f1_macro = multiclass_f1_score(probs, t, num_classes=num_classes, average="macro")
-            f1_micro = multiclass_f1_score(probs, t, num_classes=num_classes, average="micro")
-            ap = multiclass_average_precision(probs, t, num_classes=num_classes, average=None)
+            f1_pc, f1_macro, f1_micro = (
+                multiclass_f1_score(probs, t, num_classes=num_classes, average=avg, ignore_index=ign)
+                for avg in (None, "macro", "micro")
+            )
+            ap = multiclass_average_precision(
+                probs, t, num_classes=num_classes, average=None, ignore_index=ign
+            )
     ap = torch.where(n_pos > 0, ap.float(), torch.full_like(ap.float(), float("nan")))
     return {
         "f1_per_class": f1_pc.float(),
@@ -189,8 +206,8 @@ def weighted_f1(
     on the data with each item repeated ``weight`` times.
 
     Args:
-        pred: one-vs-rest 0/1 predictions.
-        target: one-vs-rest 0/1 targets.
+        pred: one-vs-rest 0/1 predictions, False at left-out entries.
+        target: one-vs-rest 0/1 targets, False at left-out entries.
         weights: non-negative weight of each item, one row per weighting.
         task: selects the macro-average rule (see the module docstring).
 
@@ -220,7 +237,9 @@ def weighted_f1(
     return {"f1_per_class": f1, "f1_macro": macro, "f1_micro": micro}
 
 
-def weighted_average_precision(scores: Tensor, target: Tensor, weights: Tensor) -> Tensor:
+def weighted_average_precision(
+    scores: Tensor, target: Tensor, weights: Tensor, valid: Tensor | None = None
+) -> Tensor:
     """One-vs-rest average precision under item weights, for many weightings at once.
 
     AP = sum over distinct thresholds of (recall step) x precision, i.e. with item weights
@@ -237,12 +256,13 @@ def weighted_average_precision(scores: Tensor, target: Tensor, weights: Tensor) 
         scores: per-class scores (probabilities or any monotone transform of them).
         target: one-vs-rest 0/1 targets.
         weights: non-negative weight of each item, one row per weighting.
+        valid: entries to use (default all); others get weight 0 in their class.
 
     Returns:
         AP per weighting and class, (R, C).
 
     Shape:
-        scores, target: (N, C); weights: (R, N).
+        scores, target, valid: (N, C); weights: (R, N).
     """
     n_items, num_classes = scores.shape
     nan = torch.tensor(float("nan"), dtype=weights.dtype, device=weights.device)
@@ -253,13 +273,15 @@ def weighted_average_precision(scores: Tensor, target: Tensor, weights: Tensor) 
     for c in range(num_classes):
         s_sorted, order = scores[:, c].sort(descending=True, stable=True)
         w = weights.index_select(1, order)
+        if valid is not None:
+            w = w * valid[order, c].to(w.dtype)
         # Sorted position of the last item tied with each position.
         new_run = torch.ones(n_items, dtype=torch.bool, device=scores.device)
         new_run[1:] = s_sorted[1:] != s_sorted[:-1]
         run_id = new_run.cumsum(0) - 1
         run_end = torch.zeros(int(run_id[-1]) + 1, dtype=torch.long, device=scores.device)
         run_end = run_end.scatter_reduce_(0, run_id, positions, reduce="amax")[run_id]
-        pos = positions[target[order, c].bool()]
+        pos = positions[target[order, c] == 1]
         if pos.numel() == 0:
             out[:, c] = nan
             continue
@@ -318,12 +340,12 @@ class ClassificationMetrics:
         Shape:
             scores: (N, C); targets: (N, C) or (N,); weights: (R, N).
         """
-        pred, onehot = binary_predictions_and_targets(
+        pred, onehot, valid = binary_predictions_and_targets(
             scores, targets, self.task, from_logits=self.from_logits, threshold=self.threshold
         )
         out = weighted_f1(pred, onehot, weights, self.task)
         probs = probabilities(scores, self.task, from_logits=self.from_logits).to(weights.dtype)
-        ap = weighted_average_precision(probs, onehot, weights)
+        ap = weighted_average_precision(probs, onehot, weights, valid)
         out["ap_per_class"] = ap
         out["map"] = ap.nanmean(dim=1)
         out["n_positives"] = weights @ onehot.to(weights.dtype)
