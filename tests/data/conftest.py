@@ -80,16 +80,16 @@ def write_video(
     num_frames: int,
     fps: int = 8,
     size: tuple[int, int] = (32, 48),
-    value: Callable[[int], int] = lambda k: 7 * k,
+    value: Callable[[int], int] = lambda k: 6 * k,
 ) -> Path:
-    """Write an mpeg4 video whose frame ``k`` is uniformly grey at ``value(k)`` (so frames can be told apart)."""
+    """Write a lossless H.264 video whose frame ``k`` is uniformly grey at ``value(k)`` (so frames can be told apart)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     height, width = size
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=fps)
+        stream = container.add_stream("libx264", rate=fps)
         stream.height, stream.width = height, width
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"qscale": "1"}
+        stream.pix_fmt = "yuv444p"
+        stream.options = {"crf": "0", "preset": "ultrafast"}
         for k in range(num_frames):
             frame = np.full((height, width, 3), value(k), np.uint8)
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):

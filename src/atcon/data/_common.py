@@ -64,7 +64,9 @@ def filter_bad(
         except (DataError, FileNotFoundError) as err:
             if on_error == "raise":
                 raise
-            errors.append(err if isinstance(err, DataError) else DataError(str(err)))
+            if not isinstance(err, DataError):
+                err = _as_data_error(err)
+            errors.append(err)
             continue
         good.append(item)
     if errors:
@@ -72,6 +74,19 @@ def filter_bad(
         more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
         warnings.warn(f"skipped {len(errors)} bad {what}: {shown}{more}", stacklevel=3)
     return good, errors
+
+
+def not_found(what: str, path: str | os.PathLike[str], note: str = "") -> FileNotFoundError:
+    """A ``FileNotFoundError`` saying "<what> not found: <path>", with ``filename`` set for reports."""
+    err = FileNotFoundError(f"{what} not found: {path}{note}")
+    err.filename = str(path)
+    return err
+
+
+def _as_data_error(err: FileNotFoundError) -> DataError:
+    out = DataError(str(err))
+    out.path = Path(err.filename) if err.filename else None
+    return out
 
 
 def default_data_dir() -> Path:
@@ -113,7 +128,7 @@ def read_image_rgb(path: Path) -> torch.Tensor:
     from PIL import Image, UnidentifiedImageError
 
     if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
+        raise not_found("image", path)
     try:
         with Image.open(path) as im:
             arr = np.asarray(im.convert("RGB"))
@@ -131,7 +146,7 @@ def verify_image(path: Path) -> None:
     from PIL import Image, UnidentifiedImageError
 
     if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
+        raise not_found("image", path)
     try:
         with Image.open(path) as im:
             im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))

@@ -51,7 +51,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 from PIL import Image
 
-from atcon.data._common import default_data_dir
+from atcon.data._common import default_data_dir, not_found
 from atcon.data.fashion import FASHION_MNIST_CLASSES, load_fashion_mnist
 
 GENERATOR_VERSION = 1
@@ -678,7 +678,7 @@ def load_benchmark(
 
 def _read_list(path: Path) -> list[str]:
     if not path.is_file():
-        raise FileNotFoundError(f"split file not found: {path}")
+        raise not_found("split file", path)
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 

@@ -15,7 +15,7 @@ from typing import Literal
 
 import numpy as np
 
-from atcon.data._common import DataError, default_data_dir
+from atcon.data._common import DataError, default_data_dir, not_found
 
 FASHION_MNIST_CLASSES: tuple[str, ...] = (
     "tshirt",
@@ -66,7 +66,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"IDX file not found: {path}")
+        raise not_found("IDX file", path)
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError) as err:

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from atcon.data._common import DataError
+from atcon.data._common import DataError, not_found
 
 SPLIT_FORMAT_VERSION = 1
 
@@ -65,7 +65,7 @@ class Split:
         """
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"split file not found: {path}")
+            raise not_found("split file", path)
         try:
             payload = json.loads(path.read_text())
         except json.JSONDecodeError as err:

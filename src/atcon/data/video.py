@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from atcon.data._common import DataError, OnError, check_on_error, filter_bad, require_dir
+from atcon.data._common import DataError, OnError, check_on_error, filter_bad, not_found, require_dir
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
 _EPS = 1e-6
@@ -83,7 +83,7 @@ def read_manifest(path: str | Path) -> list[ClipSpec]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"manifest not found: {path}")
+        raise not_found("manifest", path)
     with path.open(newline="") as fh:
         reader = csv.DictReader(fh)
         missing = {"path", "label", "subject"} - set(reader.fieldnames or ())
@@ -143,7 +143,7 @@ def read_boxes(path: str | Path) -> tuple[float, int, int, np.ndarray]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"box file not found: {path}")
+        raise not_found("box file", path)
     try:
         data = json.loads(path.read_text())
         boxes = np.asarray(data["boxes"], dtype=np.float32).reshape(-1, 4)
@@ -166,7 +166,7 @@ def probe_video(path: str | Path) -> tuple[float | None, float]:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"video not found: {path}")
+        raise not_found("video", path)
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -211,7 +211,7 @@ def decode_clip(
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"video not found: {path}")
+        raise not_found("video", path)
     targets = [start + i / fps for i in range(num_frames)]
     out: list[np.ndarray | None] = [None] * num_frames
     times: list[float] = [0.0] * num_frames
@@ -368,7 +368,7 @@ class VideoClipDataset(Dataset[tuple[torch.Tensor, dict[str, Any]]]):
                     clip.path,
                 )
         if clip.boxes is not None and not clip.boxes.is_file():
-            raise FileNotFoundError(f"box file not found: {clip.boxes} (for {clip.path})")
+            raise not_found("box file", clip.boxes, f" (for {clip.path})")
 
     def __len__(self) -> int:
         return len(self.clips)

@@ -34,6 +34,7 @@ from atcon.data._common import (
     OnError,
     check_on_error,
     filter_bad,
+    not_found,
     read_image_rgb,
     require_dir,
     verify_image,
@@ -121,7 +122,7 @@ def parse_voc_xml(path: str | Path) -> VOCAnnotation:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"annotation not found: {path}")
+        raise not_found("annotation", path)
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as err:
