@@ -81,14 +81,16 @@ def test_threshold_behaviour():
 
 def test_degenerate_maps_are_counted_not_scored():
     maps = torch.stack([_block_map((0, 3), (0, 5)), torch.zeros(H, W), torch.full((H, W), 3.0)])
-    maps = torch.cat([maps, torch.full((1, H, W), NAN)])
-    boxes = torch.tensor([[BOX_A, BOX_B]]).expand(4, 2, 4)
+    partial = _block_map((0, 3), (0, 5))
+    partial[5, 9] = NAN
+    maps = torch.cat([maps, torch.full((1, H, W), NAN), partial[None]])
+    boxes = torch.tensor([[BOX_A, BOX_B]]).expand(5, 2, 4)
     r = localization_metrics(maps, boxes, (H, W))
-    assert r.degenerate.tolist() == [False, True, True, True]
+    assert r.degenerate.tolist() == [False, True, True, True, True]
     for v in (r.iou, r.pointing, r.energy):
         assert not math.isnan(float(v[0])) and bool(v[1:].isnan().all())
     s = r.summary()
-    assert s["n_pairs"] == 4 and s["n_degenerate"] == 3
+    assert s["n_pairs"] == 5 and s["n_degenerate"] == 4
     assert s["iou"] == pytest.approx(8 / 30)
 
 

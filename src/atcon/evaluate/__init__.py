@@ -26,6 +26,7 @@ from atcon.evaluate.localization import (
     values_by_item,
 )
 from atcon.evaluate.metrics import (
+    IGNORE,
     ClassificationMetrics,
     classification_metrics,
     probabilities,
@@ -34,6 +35,7 @@ from atcon.evaluate.metrics import (
 )
 
 __all__ = [
+    "IGNORE",
     "BootstrapResult",
     "ClassificationMetrics",
     "LocalizationProtocol",
