@@ -68,3 +68,28 @@ def test_bad_files_named(tmp_path: Path) -> None:
 def test_missing_copy_lists_places_searched(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=rf"{tmp_path}.*download=True"):
         load_fashion_mnist("train", tmp_path)
+
+
+def test_download_goes_through_torchvision_into_the_given_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torchvision.datasets
+
+    calls: list[tuple[str, bool, bool]] = []
+
+    class FakeFashionMNIST:
+        """Stands in for the network download: writes the raw files where torchvision would."""
+
+        def __init__(self, root: str, train: bool, download: bool) -> None:
+            calls.append((root, train, download))
+            write_split(
+                Path(root) / "FashionMNIST" / "raw",
+                "train",
+                np.ones((2, 28, 28), np.uint8),
+                np.array([4, 5], np.uint8),
+            )
+
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", FakeFashionMNIST)
+    images, labels = load_fashion_mnist("train", tmp_path / "dl", download=True)
+    assert calls == [(str(tmp_path / "dl"), True, True)]
+    assert images.shape == (2, 28, 28) and labels.tolist() == [4, 5]

@@ -22,7 +22,12 @@ from typing import Any
 def register(subparsers: Any) -> None:
     """Add the ``data`` subcommand and its own subcommands to the ``atcon`` parser."""
     parser = subparsers.add_parser("data", help="build benchmarks, write split files, inspect datasets")
-    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+
+    def usage(args: argparse.Namespace) -> int:
+        parser.print_help()
+        return 2
+
+    parser.set_defaults(func=usage)
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION")
 
     build = sub.add_parser("build", help="generate a built-in benchmark")

@@ -78,7 +78,7 @@ class Split:
             raise DataError(f"malformed split file ({err})", path) from err
 
 
-def _as_class_sets(labels: torch.Tensor | Sequence[int], num_classes: int | None) -> list[set[int]]:
+def _as_class_sets(labels: torch.Tensor | Sequence[int]) -> list[set[int]]:
     """Per-item sets of class indices from multi-hot ``(N, C)`` or single labels ``(N,)``."""
     t = torch.as_tensor(labels)
     if t.ndim == 2:
@@ -117,7 +117,7 @@ def sample_per_class(
     """
     if per_class < 1:
         raise ValueError(f"per_class must be >= 1, got {per_class}")
-    sets = _as_class_sets(labels, None)
+    sets = _as_class_sets(labels)
     candidates = sorted(set(range(len(sets)) if pool is None else pool))
     present = sorted(set().union(*(sets[i] for i in candidates))) if candidates else []
     num_classes = int(torch.as_tensor(labels).shape[1]) if torch.as_tensor(labels).ndim == 2 else None
@@ -144,7 +144,7 @@ def sample_per_class(
 
 def max_per_class(labels: torch.Tensor | Sequence[int], pool: Sequence[int] | None = None) -> int:
     """Largest ``per_class`` that :func:`sample_per_class` is guaranteed to satisfy (the rarest class's count)."""
-    sets = _as_class_sets(labels, None)
+    sets = _as_class_sets(labels)
     idx = range(len(sets)) if pool is None else pool
     t = torch.as_tensor(labels)
     num_classes = t.shape[1] if t.ndim == 2 else max(max(s) for s in sets) + 1
