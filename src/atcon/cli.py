@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 # Modules providing ``register(subparsers)``; order is the order shown in ``atcon --help``.
-_COMMAND_MODULES: tuple[str, ...] = ("atcon.commands.maps", "atcon.data.cli")
+_COMMAND_MODULES: tuple[str, ...] = ("atcon.commands.maps", "atcon.data.cli", "atcon.train.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,66 @@
+"""``atcon train``, ``atcon finetune`` and ``atcon pretrain``: thin wrappers over :func:`atcon.train.train`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    from atcon.train.config import add_config_arguments
+
+    p.add_argument("--out", type=Path, required=False, default=None, help="run folder (default: runs/<strategy>)")
+    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in the run folder")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_config_arguments(p, exclude=("strategy",) if p.prog.endswith(("finetune", "pretrain")) else ())
+
+
+def register(sub: Any) -> None:
+    t = sub.add_parser(
+        "train",
+        help="supervised training (optionally combined/alternated with the consistency loss)",
+        description="Supervised training on the labelled few-shot split; --strategy combined|alternated adds "
+        "the attention-consistency loss. Flags and TOML keys are the same (see --config).",
+    )
+    _common(t)
+    t.set_defaults(func=lambda a: _run(a, None))
+    f = sub.add_parser(
+        "finetune",
+        help="unsupervised attention-consistency fine-tuning of a trained checkpoint",
+        description="Minimise the attention-consistency loss alone (no labels) on the training images or on "
+        "--unlabeled FOLDER, starting from --init CHECKPOINT, with normalisation frozen; model selection on "
+        "the validation set. Default lr 5e-6.",
+    )
+    f.add_argument("--init", default=None, help="checkpoint to start from (same as --weights)")
+    _common(f)
+    f.set_defaults(func=lambda a: _run(a, "finetune"))
+    p = sub.add_parser(
+        "pretrain",
+        help="SimCLR self-supervised pretraining",
+        description="SimCLR (NT-Xent on two augmented views) on the training samples or --unlabeled FOLDER. "
+        "The checkpoint's model can then be trained with `atcon train --weights RUN/checkpoints/last.pt`.",
+    )
+    _common(p)
+    p.set_defaults(func=lambda a: _run(a, "simclr"))
+
+
+def _run(args: argparse.Namespace, strategy: str | None) -> int:
+    from atcon.train.config import config_from_args
+    from atcon.train.run import train
+
+    forced: dict[str, Any] = {}
+    if strategy is not None:
+        forced["strategy"] = strategy
+    if getattr(args, "init", None):
+        forced["weights"] = args.init
+    cfg = config_from_args(args, **forced)
+    if args.resume is not None:
+        run_dir, resume = args.resume, True
+    else:
+        run_dir, resume = args.out or Path("runs") / cfg.strategy, False
+    summary = train(cfg, run_dir, resume=resume, overwrite=args.overwrite, progress=not args.no_progress)
+    print(json.dumps(summary, indent=1))
+    return 0

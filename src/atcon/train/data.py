@@ -1,0 +1,245 @@
+"""From a config to datasets: task type, classes, split, transforms, unlabeled images or clips.
+
+Training needs labelled ``train``, ``val`` (model selection) and ``test`` sets drawn from one
+split file, so that every method in an experiment sees exactly the same items. Items are
+``(x, target)`` as produced by :mod:`atcon.data` (``target["labels"]`` multi-hot for images,
+``target["label"]`` class index for clips).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, Sampler
+
+from atcon import data as D
+from atcon.data.voc import find_voc_root
+from atcon.evaluate import IGNORE
+from atcon.models import model_spec
+from atcon.train.config import TrainConfig
+
+Task = Literal["multilabel", "multiclass"]
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+@dataclass
+class TaskData:
+    """The datasets of one run (see module docstring)."""
+
+    task: Task
+    classes: tuple[str, ...]
+    video: bool
+    split: D.Split
+    train: Dataset[Any]
+    val: Dataset[Any]
+    test: Dataset[Any]
+    unlabeled: Dataset[Any] | None
+    image_size: int
+
+
+def labels_of(target: dict[str, Any], task: Task) -> Tensor:
+    """Batch labels: multi-hot ``(B, C)`` float with ``IGNORE`` where difficult-only, or ``(B,)`` long."""
+    if task == "multiclass":
+        return torch.as_tensor(target["label"]).long()
+    labels = target["labels"].float()
+    ignore = target.get("ignore")
+    return labels.masked_fill(ignore, IGNORE) if isinstance(ignore, Tensor) else labels
+
+
+def _kind(cfg: TrainConfig) -> Literal["benchmark", "voc", "video"]:
+    if cfg.data in D.BENCHMARKS:
+        return "benchmark"
+    path = Path(cfg.data).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"data {cfg.data!r} is neither a built-in benchmark ({', '.join(D.BENCHMARKS)}) nor an existing path"
+        )
+    if path.suffix == ".csv" or (path.is_dir() and not (path / "Annotations").is_dir() and not _has_voc(path)):
+        return "video"
+    return "voc"
+
+
+def _has_voc(path: Path) -> bool:
+    return any((p / "Annotations").is_dir() for p in (path, *path.glob("VOC*"), *path.glob("*/VOC*")))
+
+
+def _split(cfg: TrainConfig, kind: str) -> D.Split:
+    if cfg.split is not None:
+        return D.Split.load(cfg.split)
+    if kind == "benchmark":
+        return D.benchmark_split(cfg.data, cfg.per_class, cfg.split_seed, size=cfg.data_size)
+    if kind == "voc":
+        # A folder with its own test list (VOC2007, generated benchmarks) keeps its val/test sets;
+        # otherwise (VOC2012) the paper's protocol: 500 validation images from train, val as test.
+        main = find_voc_root(cfg.data) / "ImageSets" / "Main"
+        if (main / "test.txt").is_file() and (main / "val.txt").is_file():
+            return D.voc_fewshot_split(cfg.data, cfg.per_class, cfg.split_seed, val_split="val", test_split="test")
+        return D.voc_fewshot_split(cfg.data, cfg.per_class, cfg.split_seed)
+    full = D.VideoClipDataset(cfg.data, probe=False)
+    return D.clip_fewshot_split(
+        list(full.ids),
+        list(full.labels),
+        full.subjects,
+        cfg.per_class,
+        cfg.split_seed,
+        classes=full.classes,
+    )
+
+
+def image_size_for(cfg: TrainConfig) -> int:
+    return cfg.image_size or model_spec(cfg.model).input_size
+
+
+def build_task_data(cfg: TrainConfig, split: D.Split | None = None) -> TaskData:
+    """Build the datasets a run needs (benchmarks are generated on first use).
+
+    Args:
+        cfg: the run's config (``data``, ``split``/``per_class``, ``model``, ``augment``, ...).
+        split: use this split instead of reading or drawing one.
+    """
+    kind = _kind(cfg)
+    video = model_spec(cfg.model).video
+    split = split or _split(cfg, kind)
+    size = image_size_for(cfg)
+    is_clips = (kind == "benchmark" and cfg.data == "fashion-events") or kind == "video"
+    if is_clips != video:
+        raise ValueError(
+            f"model {cfg.model!r} is {'a video' if video else 'an image'} model but data {cfg.data!r} holds "
+            f"{'clips' if is_clips else 'images'}; choose e.g. --model {'small3d' if is_clips else 'small'}"
+        )
+    if not video:
+        train_tf = D.image_train_transform(size) if cfg.augment else D.image_eval_transform(size)
+        eval_tf = D.image_eval_transform(size)
+
+        def images(ids: Sequence[str], tf: Any) -> Dataset[Any]:
+            if kind == "benchmark":
+                return D.load_benchmark(cfg.data, ids=list(ids), seed=cfg.data_seed, size=cfg.data_size, transform=tf)
+            return D.VOCDataset(cfg.data, ids=list(ids), classes=split.classes, transform=tf)
+
+        train, val, test = images(split.train, train_tf), images(split.val, eval_tf), images(split.test, eval_tf)
+        unlabeled = UnlabeledFolder(cfg.unlabeled, train_tf, video=False) if cfg.unlabeled else None
+        return TaskData("multilabel", tuple(split.classes), False, split, train, val, test, unlabeled, size)
+
+    clip_train = D.clip_train_transform() if cfg.augment else D.clip_eval_transform()
+    clip_eval = D.clip_eval_transform()
+
+    def clips(ids: Sequence[str], tf: Any) -> Dataset[Any]:
+        kw = {"transform": tf, "cache": True, "frame_size": (size, size)}
+        if kind == "benchmark":
+            return D.load_benchmark(cfg.data, ids=list(ids), seed=cfg.data_seed, size=cfg.data_size, **kw)
+        return D.VideoClipDataset(cfg.data, ids=list(ids), classes=split.classes, **kw)
+
+    train, val, test = clips(split.train, clip_train), clips(split.val, clip_eval), clips(split.test, clip_eval)
+    unlabeled = UnlabeledFolder(cfg.unlabeled, clip_train, video=True, frame_size=size) if cfg.unlabeled else None
+    return TaskData("multiclass", tuple(split.classes), True, split, train, val, test, unlabeled, size)
+
+
+class UnlabeledFolder(Dataset[tuple[Tensor, dict[str, Any]]]):
+    """Every image (or video) file under a folder, recursively, without labels.
+
+    Items are ``(x, {})`` with the same transform as the labelled training set.
+    """
+
+    def __init__(self, root: str | Path, transform: Any, *, video: bool, frame_size: int = 80) -> None:
+        self.root = Path(root).expanduser()
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"unlabeled folder not found: {self.root}")
+        suffixes = VIDEO_SUFFIXES if video else IMAGE_SUFFIXES
+        self.files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in suffixes)
+        if not self.files:
+            raise FileNotFoundError(f"no {'video' if video else 'image'} files under {self.root}")
+        self.transform, self.video, self.frame_size = transform, video, frame_size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Any]]:
+        from torchvision import tv_tensors
+
+        path = self.files[index]
+        if self.video:
+            frames, _ = D.decode_clip(path, size=(self.frame_size, self.frame_size))
+            clip = self.transform(tv_tensors.Video(frames))
+            return torch.as_tensor(clip).permute(1, 0, 2, 3).contiguous(), {}
+        from atcon.data._common import read_image_rgb
+
+        image = self.transform(tv_tensors.Image(read_image_rgb(path)))
+        return torch.as_tensor(image), {}
+
+
+def item_seed(seed: int, epoch: int, index: int) -> int:
+    """A 63-bit seed for one item of one epoch, independent of workers and of resuming."""
+    digest = hashlib.blake2b(struct.pack("<qqq", seed, epoch, index), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+class SeededItems(Dataset[Any]):
+    """Index with ``(epoch, index)``; the item's random augmentation is seeded from both.
+
+    This makes every augmentation a pure function of (seed, epoch, index): the same with 0 or 8
+    DataLoader workers, and the same after a resume.
+    """
+
+    def __init__(self, dataset: Dataset[Any], seed: int) -> None:
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(item_seed(self.seed, epoch, index))
+            return self.dataset[index]
+
+
+class StreamBatchSampler(Sampler[list[tuple[int, int]]]):
+    """Batches of ``(epoch, index)`` from a seeded stream of permutations, sharded over processes.
+
+    Epoch ``e`` reads ``num_batches`` global batches of ``batch_size * world`` indices from the
+    concatenation of permutations seeded by ``(seed, e, 0), (seed, e, 1), ...``; process ``rank``
+    takes its slice of each global batch. Batches are always full (the last one wraps into the
+    next permutation), and :meth:`set_epoch` can start at any batch, which is how a run resumes
+    mid-epoch.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, *, rank: int = 0, world: int = 1) -> None:
+        if n < 1:
+            raise ValueError("cannot sample batches from an empty dataset")
+        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+        self.epoch, self.start, self.num_batches = 0, 0, self.batches_per_epoch
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return -(-self.n // (self.batch_size * self.world))
+
+    def set_epoch(self, epoch: int, start: int = 0, num_batches: int | None = None) -> None:
+        self.epoch, self.start = epoch, start
+        self.num_batches = self.batches_per_epoch if num_batches is None else num_batches
+
+    def _stream(self) -> Iterator[int]:
+        k = 0
+        while True:
+            g = torch.Generator().manual_seed(item_seed(self.seed, self.epoch, -1 - k))
+            yield from torch.randperm(self.n, generator=g).tolist()
+            k += 1
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        stream = self._stream()
+        global_size = self.batch_size * self.world
+        for b in range(self.start + self.num_batches):
+            batch = [next(stream) for _ in range(global_size)]
+            if b >= self.start:
+                mine = batch[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
+                yield [(self.epoch, i) for i in mine]
+
+    def __len__(self) -> int:
+        return max(0, self.num_batches)
