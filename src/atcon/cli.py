@@ -33,6 +33,9 @@ class UsageError(Exception):
     """An error caused by the user's input; printed without a traceback."""
 
 
+_USER_ERRORS = (UsageError, FileNotFoundError, FileExistsError, ValueError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     parser = build_parser()
@@ -42,7 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (UsageError, FileNotFoundError, ValueError) as err:
+    except Exception as err:
+        # Errors about the user's input or data print one line; anything else is a bug: traceback.
+        if not isinstance(err, _USER_ERRORS) and not getattr(err, "user_error", False):
+            raise
         print(f"atcon {args.command}: error: {err}", file=sys.stderr)
         return 2
 

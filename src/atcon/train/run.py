@@ -68,6 +68,8 @@ _KILL_AT_STEP = int(os.environ.get("ATCON_FAULT_KILL_AT_STEP", "0"))
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the last good checkpoint is kept."""
 
+    user_error = True
+
 
 class RunExistsError(FileExistsError):
     """The run folder already holds a run."""

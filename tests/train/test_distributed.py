@@ -1,0 +1,89 @@
+"""DistributedDataParallel: 2 processes at batch 4 give the gradients of 1 process at batch 8.
+
+Run with the gloo backend on CPU, for the supervised, consistency and SimCLR losses. BatchNorm is
+in eval mode in the supervised case too: in training mode its batch statistics are per process
+(standard DDP behaviour), which is a different computation, not a bug.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from atcon.consistency import ConsistencyConfig
+from atcon.train.engine import consistency_loss, supervised_loss, touch_parameters
+from atcon.train.simclr import NTXentLoss, SimCLRNet
+from tests.conftest import TinyCNN, randomize_bn
+
+KINDS = ("supervised", "consistency", "simclr")
+
+
+def make_model(kind: str) -> nn.Module:
+    torch.manual_seed(0)
+    net = randomize_bn(TinyCNN(classes=4)).eval()
+    net.fc = net.head[1]  # SimCLR needs an `fc` head
+    net.head[1] = nn.Identity()
+
+    class WithFc(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features, self.pool, self.flat, self.fc = net.features, net.pool, nn.Flatten(), net.fc
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.flat(self.pool(self.features(x))))
+
+    model = WithFc().eval()
+    return SimCLRNet(model, hidden=8, out_features=5) if kind == "simclr" else model
+
+
+def batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(8, 3, 8, 8, generator=g)
+    x2 = torch.randn(8, 3, 8, 8, generator=g)
+    y = (torch.rand(8, 4, generator=g) < 0.4).float()
+    return x, x2, y
+
+
+def loss_of(kind: str, model: nn.Module, x: torch.Tensor, x2: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if kind == "supervised":
+        return supervised_loss(model, x, y, "multilabel")
+    if kind == "consistency":
+        return consistency_loss(model, x, ConsistencyConfig(), "features")
+    return NTXentLoss(0.5)(model(x), model(x2))
+
+
+def worker(rank: int, store: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        x, x2, y = batch()
+        part = slice(4 * rank, 4 * rank + 4)
+        grads = {}
+        for kind in KINDS:
+            net = make_model(kind)
+            ddp = nn.parallel.DistributedDataParallel(net)
+            loss = touch_parameters(loss_of(kind, ddp, x[part], x2[part], y[part]), net)
+            loss.backward()  # one ordinary backward; DDP averages over the 2 processes
+            grads[kind] = {n: p.grad.clone() for n, p in net.named_parameters()}
+        torch.save(grads, f"{out}/grads{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.timeout(240)
+def test_two_processes_equal_one(tmp_path: Path) -> None:
+    mp.spawn(worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    got = [torch.load(tmp_path / f"grads{r}.pt", weights_only=True) for r in range(2)]
+    x, x2, y = batch()
+    for kind in KINDS:
+        net = make_model(kind)
+        loss_of(kind, net, x, x2, y).backward()
+        for name, p in net.named_parameters():
+            ref = p.grad if p.grad is not None else torch.zeros_like(p)
+            for rank in range(2):
+                assert torch.allclose(got[rank][kind][name], ref, atol=1e-6, rtol=1e-4), (kind, name, rank)
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
