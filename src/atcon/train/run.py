@@ -170,7 +170,9 @@ def _loader(dataset: Any, sampler: StreamBatchSampler, cfg: TrainConfig, device:
         collate_fn=collate,
         num_workers=cfg.workers,
         pin_memory=device.type == "cuda",
-        persistent_workers=False,
+        # Workers outlive epochs: few-shot epochs are short and worker start-up would dominate. The
+        # batch sampler runs in this process, so set_epoch() still takes effect.
+        persistent_workers=cfg.workers > 0,
         generator=torch.Generator().manual_seed(cfg.seed),
     )
 
@@ -213,6 +215,8 @@ class Trainer:
         self.sup_sampler = StreamBatchSampler(len(labelled), cfg.batch_size, cfg.seed, rank=info.rank, world=info.world_size)  # type: ignore[arg-type]
         self.con_sampler = StreamBatchSampler(len(unlabelled), cfg.batch_size, cfg.seed + 1, rank=info.rank, world=info.world_size)  # type: ignore[arg-type]
         self.sup_data, self.con_data = labelled, unlabelled
+        self.sup_loader = _loader(labelled, self.sup_sampler, cfg, self.device)
+        self.con_loader = _loader(unlabelled, self.con_sampler, cfg, self.device)
         n_sup, n_con = self.sup_sampler.batches_per_epoch, self.con_sampler.batches_per_epoch
         if cfg.strategy == "alternated":
             self.steps_per_epoch = n_sup + n_con
@@ -329,9 +333,12 @@ class Trainer:
         remaining = self.steps_per_epoch - start
         self.sup_sampler.set_epoch(epoch, n_sup, remaining)
         self.con_sampler.set_epoch(epoch, n_con, remaining)
+        # Only the loaders this strategy reads are started (each iterator spins up its workers).
+        uses_sup = self.cfg.strategy != "finetune"
+        uses_con = self.cfg.strategy in ("finetune", "alternated")
         return (
-            iter(_loader(self.sup_data, self.sup_sampler, self.cfg, self.device)),
-            iter(_loader(self.con_data, self.con_sampler, self.cfg, self.device)),
+            iter(self.sup_loader) if uses_sup else iter(()),
+            iter(self.con_loader) if uses_con else iter(()),
         )
 
     def train_one_epoch(self, epoch: int, progress: Any) -> Tensor:
@@ -473,6 +480,11 @@ def _loop(trainer: Trainer, show: bool) -> dict[str, Any]:
     start = time.perf_counter()
     bar = tqdm(total=cfg.epochs * trainer.steps_per_epoch, initial=st.epoch * trainer.steps_per_epoch + st.batch,
                desc=f"{cfg.strategy} {trainer.run_dir.name}", disable=not show, leave=False)
+    if cfg.strategy == "finetune" and st.global_step == 0 and not st.history:
+        # The starting checkpoint is a candidate too: selection on validation may keep it when
+        # fine-tuning does not help.
+        trainer.evaluate(-1, None)
+        trainer.save("last")
     while st.epoch < cfg.epochs and not st.stopped_early:
         epoch = st.epoch
         total = trainer.train_one_epoch(epoch, bar)
