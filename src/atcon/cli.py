@@ -14,7 +14,13 @@ import sys
 from collections.abc import Sequence
 
 # Modules providing ``register(subparsers)``; order is the order shown in ``atcon --help``.
-_COMMAND_MODULES: tuple[str, ...] = ("atcon.commands.maps", "atcon.data.cli", "atcon.train.cli")
+_COMMAND_MODULES: tuple[str, ...] = (
+    "atcon.commands.maps",
+    "atcon.data.cli",
+    "atcon.train.cli",
+    "atcon.commands.evaluate",
+    "atcon.commands.explain",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
