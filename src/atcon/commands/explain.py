@@ -271,7 +271,7 @@ def run(args: argparse.Namespace) -> int:
     video = inputs.x.ndim == 5
     written: list[Path] = []
     for i, name in enumerate(inputs.names):
-        stem = f"{i:03d}-{_slug(Path(name).stem)}"
+        stem = f"{i:03d}-{_slug(str(Path(name).with_suffix('')))}"
         x = inputs.x[i : i + 1]
         row = [_select(s, i) for s in shown]
         if video:

@@ -362,7 +362,8 @@ def evaluate_model(
     """Evaluate a classifier on a labelled dataset in one batched pass (Tables 1-3).
 
     Args:
-        model: classifier returning (B, C) logits; run in eval mode (flags restored after).
+        model: classifier returning (B, C) logits; moved to ``device`` and run in eval mode
+            (its train/eval flags are restored afterwards).
         dataset: items ``(x, target)`` of :mod:`atcon.data`: images with ``labels``/``ignore``
             (multi-label) and ``boxes``/``box_labels`` in pixels of ``x``; or clips with
             ``label`` and per-frame ``boxes`` (T, 4) (``nan`` where absent).
