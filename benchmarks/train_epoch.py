@@ -38,12 +38,21 @@ def main() -> None:
 
     info = distributed.setup(args.device)
     base = TrainConfig(
-        data=args.data, model=args.model, image_size=args.image_size, per_class=args.per_class,
-        batch_size=args.batch_size, workers=args.workers, amp=args.amp, device=args.device, epochs=1,
+        data=args.data,
+        model=args.model,
+        image_size=args.image_size,
+        per_class=args.per_class,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        amp=args.amp,
+        device=args.device,
+        epochs=1,
     )
     data = build_task_data(base)
-    print(f"device={info.device} model={args.model} size={data.image_size} batch={args.batch_size} "
-          f"workers={args.workers} amp={args.amp} train images={len(data.train)}")  # type: ignore[arg-type]
+    print(
+        f"device={info.device} model={args.model} size={data.image_size} batch={args.batch_size} "
+        f"workers={args.workers} amp={args.amp} train images={len(data.train)}"
+    )  # type: ignore[arg-type]
     with tempfile.TemporaryDirectory() as tmp:
         for strategy in args.strategies.split(","):
             trainer = Trainer(base.replace(strategy=strategy), Path(tmp), info, data)
@@ -56,7 +65,9 @@ def main() -> None:
             float(total)  # wait for the device
             seconds = time.perf_counter() - start
             images = trainer.steps_per_epoch * args.batch_size
-            print(f"{strategy:11s}: {images / seconds:8.1f} images/s  ({trainer.steps_per_epoch} steps, {seconds:.1f} s)")
+            print(
+                f"{strategy:11s}: {images / seconds:8.1f} images/s  ({trainer.steps_per_epoch} steps, {seconds:.1f} s)"
+            )
 
 
 if __name__ == "__main__":

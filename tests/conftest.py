@@ -10,7 +10,9 @@ from torch import nn
 class TinyCNN(nn.Module):
     """conv-bn-relu x2, global pool, linear head: small enough for gradcheck in float64."""
 
-    def __init__(self, in_ch: int = 3, width: int = 4, classes: int = 3, dims: int = 2, head_relu: bool = False):
+    def __init__(
+        self, in_ch: int = 3, width: int = 4, classes: int = 3, dims: int = 2, head_relu: bool = False
+    ):
         super().__init__()
         conv = nn.Conv2d if dims == 2 else nn.Conv3d
         bn = nn.BatchNorm2d if dims == 2 else nn.BatchNorm3d

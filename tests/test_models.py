@@ -28,7 +28,9 @@ def test_inception_heads_replaced() -> None:
 def test_checkpoint_round_trip_and_ddp_prefix(tmp_path: Path) -> None:
     torch.manual_seed(0)
     src = build_model("small", 3)
-    torch.save({"model": {f"module.{k}": v for k, v in src.state_dict().items()}, "epoch": 2}, tmp_path / "c.pt")
+    torch.save(
+        {"model": {f"module.{k}": v for k, v in src.state_dict().items()}, "epoch": 2}, tmp_path / "c.pt"
+    )
     loaded = build_model("small", 3, tmp_path / "c.pt")
     for (k, a), b in zip(src.state_dict().items(), loaded.state_dict().values()):
         assert torch.equal(a, b), k

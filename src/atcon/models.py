@@ -19,6 +19,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision
@@ -30,7 +31,7 @@ __all__ = ["MODELS", "ModelSpec", "SmallResNet", "build_model", "load_state_dict
 class _Block(nn.Module):
     """Basic residual block (two 3x3 convolutions), 2D or 3D."""
 
-    def __init__(self, cin: int, cout: int, stride: int | tuple[int, ...], dims: int) -> None:
+    def __init__(self, cin: int, cout: int, stride: Any, dims: int) -> None:
         super().__init__()
         conv = nn.Conv2d if dims == 2 else nn.Conv3d
         bn = nn.BatchNorm2d if dims == 2 else nn.BatchNorm3d
@@ -67,12 +68,12 @@ class SmallResNet(nn.Module):
         super().__init__()
         conv = nn.Conv2d if dims == 2 else nn.Conv3d
         bn = nn.BatchNorm2d if dims == 2 else nn.BatchNorm3d
-        first: int | tuple[int, ...] = 2 if dims == 2 else (1, 2, 2)
+        first: Any = 2 if dims == 2 else (1, 2, 2)
         self.stem = nn.Sequential(
             conv(in_channels, width, 3, stride=first, padding=1, bias=False), bn(width), nn.ReLU(inplace=True)
         )
         w = [width, 2 * width, 4 * width, 8 * width]
-        strides: list[int | tuple[int, ...]] = [1, 2, 2, 2] if dims == 2 else [1, (1, 2, 2), 2, (1, 2, 2)]
+        strides: list[Any] = [1, 2, 2, 2] if dims == 2 else [1, (1, 2, 2), 2, (1, 2, 2)]
         cin = width
         for i, (cout, stride) in enumerate(zip(w, strides), start=1):
             setattr(self, f"layer{i}", _Block(cin, cout, stride, dims))
@@ -85,7 +86,8 @@ class SmallResNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.stem(x)
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        for i in range(1, 5):
+            x = getattr(self, f"layer{i}")(x)
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
@@ -172,7 +174,9 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, Tensor]:
         try:
             from safetensors.torch import load_file
         except ImportError:  # pragma: no cover - optional dependency
-            raise RuntimeError(f"reading {path} needs the 'safetensors' package: pip install safetensors") from None
+            raise RuntimeError(
+                f"reading {path} needs the 'safetensors' package: pip install safetensors"
+            ) from None
         state: Mapping[str, object] = load_file(str(path))
     else:
         try:
@@ -221,7 +225,11 @@ def build_model(
     state = load_state_dict_file(as_path)
     own = model.state_dict()
     if new_head:
-        state = {k: v for k, v in state.items() if not (k.startswith(_HEAD_PREFIXES) and k in own and own[k].shape != v.shape)}
+        state = {
+            k: v
+            for k, v in state.items()
+            if not (k.startswith(_HEAD_PREFIXES) and k in own and own[k].shape != v.shape)
+        }
         state.update({k: v for k, v in own.items() if k.startswith(_HEAD_PREFIXES) and k not in state})
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

@@ -18,7 +18,9 @@ class OneReLU(nn.Module):
 
     def __init__(self, relu: Callable[[torch.Tensor], torch.Tensor]) -> None:
         super().__init__()
-        self.w1 = nn.Parameter(torch.tensor([[1.0, -1.0, 0.5, 0.0], [0.5, 2.0, -1.0, 1.0], [-1.0, 0.0, 1.0, 1.0]]))
+        self.w1 = nn.Parameter(
+            torch.tensor([[1.0, -1.0, 0.5, 0.0], [0.5, 2.0, -1.0, 1.0], [-1.0, 0.0, 1.0, 1.0]])
+        )
         self.w2 = nn.Parameter(torch.tensor([[1.0, -2.0, 3.0], [-1.0, 1.0, 1.0]]))
         self.relu = relu
 

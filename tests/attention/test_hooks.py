@@ -20,7 +20,8 @@ def snapshot(model: nn.Module) -> dict[str, object]:
         "grads": [None if p.grad is None else p.grad.clone() for p in model.parameters()],
         "state": {k: v.clone() for k, v in model.state_dict().items()},
         "hooks": sum(
-            len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules()
+            len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+            for m in model.modules()
         ),
         "modules": [(n, id(m)) for n, m in model.named_modules()],
         "inplace": [m.inplace for m in model.modules() if isinstance(m, nn.ReLU)],

@@ -181,7 +181,9 @@ def test_densenet_inplace_relu_after_target_does_not_alter_capture() -> None:
 
 
 def test_guided_backprop_needs_relus() -> None:
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GELU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.GELU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)
+    )
     with pytest.raises(ValueError, match="needs ReLU"):
         atcon.guided_backprop(model, torch.randn(1, 3, 8, 8))
 

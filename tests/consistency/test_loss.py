@@ -25,7 +25,9 @@ def test_default_path_is_algorithm_1(tiny: TinyCNN) -> None:
     cam1, gb, t = atcon.gradcam_and_guided_backprop(tiny, x, "features")
     p = soft_mask(saliency(gb))
     cam2 = atcon.gradcam(tiny, p[:, None] * x, "features", t)
-    r = torch.stack([torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1] for a, b in zip(cam1, cam2)])
+    r = torch.stack(
+        [torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1] for a, b in zip(cam1, cam2)]
+    )
     assert out.layer == "features" and torch.equal(out.targets, t)
     assert torch.allclose(out.mask, p, atol=1e-6)
     assert torch.allclose(out.loss, -r, atol=1e-5)
@@ -81,7 +83,9 @@ def test_batch_equals_single_samples(resolution: str, similarity: str, dims: int
     single = torch.cat([fn(x[i : i + 1]) for i in range(3)])
     assert batch.shape == (3,)
     assert torch.allclose(batch, single, atol=1e-5), (resolution, similarity)
-    grads = torch.autograd.grad(batch.sum(), [p for p in model.parameters() if p.requires_grad], allow_unused=True)
+    grads = torch.autograd.grad(
+        batch.sum(), [p for p in model.parameters() if p.requires_grad], allow_unused=True
+    )
     assert all(g is None or torch.isfinite(g).all() for g in grads)
     assert any(g is not None and g.abs().sum() > 0 for g in grads)
 
@@ -157,7 +161,9 @@ def test_warns_once_for_training_batchnorm(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_reference_mask_option_is_used(tiny: TinyCNN) -> None:
     x = torch.randn(2, 3, 8, 8)
-    ref = attention_consistency(tiny, x, atcon.ConsistencyConfig(mask_scale="none", mask_center=0.5, mask_sharpness=8))
+    ref = attention_consistency(
+        tiny, x, atcon.ConsistencyConfig(mask_scale="none", mask_center=0.5, mask_sharpness=8)
+    )
     _, gb, _ = atcon.gradcam_and_guided_backprop(tiny, x, "features")
     assert ref.mask is not None
     assert torch.allclose(ref.mask, soft_mask(saliency(gb), scale="none", center=0.5, sharpness=8), atol=1e-6)

@@ -36,7 +36,11 @@ def tiny_voc(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny") / "cluttered"
     config = ClutteredFashionConfig(num_train=30, num_val=9, num_test=9, image_size=32, max_objects=2)
     generate_cluttered_fashion(
-        out, config=config, seed=0, train_source=synthetic_objects(200, 1), test_source=synthetic_objects(60, 2),
+        out,
+        config=config,
+        seed=0,
+        train_source=synthetic_objects(200, 1),
+        test_source=synthetic_objects(60, 2),
         classes=CLASSES,
     )
     return out

@@ -16,7 +16,14 @@ from atcon.train.checkpoint import load_checkpoint
 
 
 def config(data: Path, **kw: object) -> TrainConfig:
-    base = {"data": str(data), "model": "small", "image_size": 32, "per_class": 2, "epochs": 2, "batch_size": 2}
+    base = {
+        "data": str(data),
+        "model": "small",
+        "image_size": 32,
+        "per_class": 2,
+        "epochs": 2,
+        "batch_size": 2,
+    }
     base.update(kw)
     return TrainConfig(**base)  # type: ignore[arg-type]
 
@@ -64,9 +71,28 @@ def test_resume_after_sigkill_equals_uninterrupted(tiny_voc: Path, tmp_path: Pat
     per_epoch = len(build_task_data(config(tiny_voc)).train)  # batches of 1: steps per epoch (supervised)
     assert per_epoch >= 2
     kill_at = per_epoch + 2  # the last checkpoint (every step) is then inside the second epoch
-    common = ["train", "--data", str(tiny_voc), "--model", "small", "--image-size", "32", "--per-class", "2",
-              "--epochs", "3", "--batch-size", "1", "--checkpoint-every", "1", "--no-progress",
-              "--strategy", strategy, "--lr", "1e-3"]
+    common = [
+        "train",
+        "--data",
+        str(tiny_voc),
+        "--model",
+        "small",
+        "--image-size",
+        "32",
+        "--per-class",
+        "2",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "1",
+        "--checkpoint-every",
+        "1",
+        "--no-progress",
+        "--strategy",
+        strategy,
+        "--lr",
+        "1e-3",
+    ]
     killed = _cli([*common, "--out", str(tmp_path / "a")], env={"ATCON_FAULT_KILL_AT_STEP": str(kill_at)})
     assert killed.returncode == -9, killed.stderr
     partial = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")["state"]
@@ -118,7 +144,15 @@ def test_cli_errors(tiny_voc: Path, tmp_path: Path, capsys: pytest.CaptureFixtur
     bad.write_text('epochs = "two"\n')
     assert main(["train", "--config", str(bad), "--out", str(tmp_path / "x")]) == 2
     assert "'epochs' must be int" in capsys.readouterr().err
-    args = ["finetune", "--init", str(tmp_path / "missing.pt"), "--data", str(tiny_voc), "--out", str(tmp_path / "y")]
+    args = [
+        "finetune",
+        "--init",
+        str(tmp_path / "missing.pt"),
+        "--data",
+        str(tiny_voc),
+        "--out",
+        str(tmp_path / "y"),
+    ]
     assert main(args) == 2
     assert "checkpoint not found" in capsys.readouterr().err
     assert main(["train", "--data", "no-such-benchmark", "--out", str(tmp_path / "z")]) == 2

@@ -33,7 +33,9 @@ def test_matches_naive() -> None:
 def test_aligned_views_give_lower_loss() -> None:
     g = torch.Generator().manual_seed(1)
     z = torch.randn(8, 16, generator=g)
-    assert NTXentLoss()(z, z + 0.01 * torch.randn(8, 16, generator=g)) < NTXentLoss()(z, torch.randn(8, 16, generator=g))
+    assert NTXentLoss()(z, z + 0.01 * torch.randn(8, 16, generator=g)) < NTXentLoss()(
+        z, torch.randn(8, 16, generator=g)
+    )
 
 
 def test_validation() -> None:

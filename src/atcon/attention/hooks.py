@@ -126,7 +126,9 @@ def _discover(model: nn.Module, x: Tensor) -> str:
 
 # Discovered names per model, keyed by the input's per-sample shape (a small input can shrink the
 # last maps to 1x1) and the model's module structure (a replaced submodule invalidates the entry).
-_DISCOVERED: weakref.WeakKeyDictionary[nn.Module, dict[tuple[tuple[int, ...], int], str]] = weakref.WeakKeyDictionary()
+_DISCOVERED: weakref.WeakKeyDictionary[nn.Module, dict[tuple[tuple[int, ...], int], str]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def find_target_layer(model: nn.Module, x: Tensor) -> str:
@@ -215,8 +217,4 @@ def preserve_model(model: nn.Module) -> Iterator[None]:
 
 def training_norm_layers(model: nn.Module) -> list[str]:
     """Names of BatchNorm layers in training mode (they couple the samples of a batch)."""
-    return [
-        n
-        for n, m in unwrap_model(model).named_modules()
-        if isinstance(m, _BatchNorm) and m.training
-    ]
+    return [n for n, m in unwrap_model(model).named_modules() if isinstance(m, _BatchNorm) and m.training]

@@ -71,7 +71,9 @@ def select_targets(logits: Tensor, targets: Targets) -> Tensor:
     # A user-given target is checked once here (one host sync); top-1 targets need no check.
     lo, hi = int(targets.min()), int(targets.max())
     if lo < 0 or hi >= classes:
-        raise ValueError(f"target class out of range: got {lo if lo < 0 else hi}, the model has {classes} classes")
+        raise ValueError(
+            f"target class out of range: got {lo if lo < 0 else hi}, the model has {classes} classes"
+        )
     return targets
 
 
@@ -104,8 +106,15 @@ class ForwardPass:
     features: Tensor  # empty when the pass captured no layer
     guide: GuidedState | None
 
-    def gradients(self, targets: Tensor, wrt: tuple[Tensor, ...], *, guided: bool, create_graph: bool,
-                  retain_graph: bool | None = None) -> tuple[Tensor, ...]:
+    def gradients(
+        self,
+        targets: Tensor,
+        wrt: tuple[Tensor, ...],
+        *,
+        guided: bool,
+        create_graph: bool,
+        retain_graph: bool | None = None,
+    ) -> tuple[Tensor, ...]:
         """``autograd.grad`` of the target scores w.r.t. ``wrt`` with the chosen ReLU rule."""
         if guided:
             if self.guide is None:

@@ -22,7 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("images", nargs="*", type=Path, help="image files or folders (default: a built-in sample)")
     p.add_argument("--model", default="small", help="architecture (see atcon.models.MODELS)")
-    p.add_argument("--weights", default=None, help="checkpoint path or torchvision weights name (default: random)")
+    p.add_argument(
+        "--weights", default=None, help="checkpoint path or torchvision weights name (default: random)"
+    )
     p.add_argument("--classes", type=int, default=10, help="number of classes of the model's head")
     p.add_argument("--size", type=int, default=None, help="input side in pixels (default: the model's)")
     p.add_argument("--layer", default=None, help="Grad-CAM layer (default: discovered)")

@@ -24,7 +24,6 @@ import warnings
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -242,7 +241,9 @@ class AttentionConsistencyLoss(nn.Module):
 
     def forward(self, x: Tensor, targets: Targets = None) -> Tensor:
         """Return the loss for ``x`` (scalar for ``reduction="mean"``, else ``(B,)``)."""
-        out = attention_consistency(self.model, x, self.config, target_layer=self.target_layer, targets=targets)
+        out = attention_consistency(
+            self.model, x, self.config, target_layer=self.target_layer, targets=targets
+        )
         return out.loss.mean() if self.reduction == "mean" else out.loss
 
     def extra_repr(self) -> str:

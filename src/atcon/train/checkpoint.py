@@ -56,7 +56,7 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:
 def rng_state() -> dict[str, Any]:
     """Capture the Python, NumPy, torch CPU and CUDA RNG states (weights-only serialisable)."""
     py = random.getstate()
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()
     state: dict[str, Any] = {
         "python": [py[0], list(py[1]), py[2]],
         "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],

@@ -11,7 +11,9 @@ from typing import Any
 def _common(p: argparse.ArgumentParser) -> None:
     from atcon.train.config import add_config_arguments
 
-    p.add_argument("--out", type=Path, required=False, default=None, help="run folder (default: runs/<strategy>)")
+    p.add_argument(
+        "--out", type=Path, required=False, default=None, help="run folder (default: runs/<strategy>)"
+    )
     p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in the run folder")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")

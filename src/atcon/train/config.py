@@ -169,7 +169,9 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ValueError(f"{path}: unknown config key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
+        raise ValueError(
+            f"{path}: unknown config key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}"
+        )
     return data
 
 
@@ -186,7 +188,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ..
         base = [a for a in allowed if not isinstance(a, tuple) and a is not type(None)]
         help_text = f"(default: {f.default})"
         if base == [bool]:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            parser.add_argument(
+                flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
         elif literals:
             parser.add_argument(flag, dest=f.name, choices=literals, default=None, help=help_text)
         else:

@@ -62,7 +62,9 @@ def _kind(cfg: TrainConfig) -> Literal["benchmark", "voc", "video"]:
         raise FileNotFoundError(
             f"data {cfg.data!r} is neither a built-in benchmark ({', '.join(D.BENCHMARKS)}) nor an existing path"
         )
-    if path.suffix == ".csv" or (path.is_dir() and not (path / "Annotations").is_dir() and not _has_voc(path)):
+    if path.suffix == ".csv" or (
+        path.is_dir() and not (path / "Annotations").is_dir() and not _has_voc(path)
+    ):
         return "video"
     return "voc"
 
@@ -81,7 +83,9 @@ def _split(cfg: TrainConfig, kind: str) -> D.Split:
         # otherwise (VOC2012) the paper's protocol: 500 validation images from train, val as test.
         main = find_voc_root(cfg.data) / "ImageSets" / "Main"
         if (main / "test.txt").is_file() and (main / "val.txt").is_file():
-            return D.voc_fewshot_split(cfg.data, cfg.per_class, cfg.split_seed, val_split="val", test_split="test")
+            return D.voc_fewshot_split(
+                cfg.data, cfg.per_class, cfg.split_seed, val_split="val", test_split="test"
+            )
         return D.voc_fewshot_split(cfg.data, cfg.per_class, cfg.split_seed)
     full = D.VideoClipDataset(cfg.data, probe=False)
     return D.clip_fewshot_split(
@@ -121,10 +125,16 @@ def build_task_data(cfg: TrainConfig, split: D.Split | None = None) -> TaskData:
 
         def images(ids: Sequence[str], tf: Any) -> Dataset[Any]:
             if kind == "benchmark":
-                return D.load_benchmark(cfg.data, ids=list(ids), seed=cfg.data_seed, size=cfg.data_size, transform=tf)
+                return D.load_benchmark(
+                    cfg.data, ids=list(ids), seed=cfg.data_seed, size=cfg.data_size, transform=tf
+                )
             return D.VOCDataset(cfg.data, ids=list(ids), classes=split.classes, transform=tf)
 
-        train, val, test = images(split.train, train_tf), images(split.val, eval_tf), images(split.test, eval_tf)
+        train, val, test = (
+            images(split.train, train_tf),
+            images(split.val, eval_tf),
+            images(split.test, eval_tf),
+        )
         unlabeled = UnlabeledFolder(cfg.unlabeled, train_tf, video=False) if cfg.unlabeled else None
         return TaskData("multilabel", tuple(split.classes), False, split, train, val, test, unlabeled, size)
 
@@ -137,8 +147,14 @@ def build_task_data(cfg: TrainConfig, split: D.Split | None = None) -> TaskData:
             return D.load_benchmark(cfg.data, ids=list(ids), seed=cfg.data_seed, size=cfg.data_size, **kw)
         return D.VideoClipDataset(cfg.data, ids=list(ids), classes=split.classes, **kw)
 
-    train, val, test = clips(split.train, clip_train), clips(split.val, clip_eval), clips(split.test, clip_eval)
-    unlabeled = UnlabeledFolder(cfg.unlabeled, clip_train, video=True, frame_size=size) if cfg.unlabeled else None
+    train, val, test = (
+        clips(split.train, clip_train),
+        clips(split.val, clip_eval),
+        clips(split.test, clip_eval),
+    )
+    unlabeled = (
+        UnlabeledFolder(cfg.unlabeled, clip_train, video=True, frame_size=size) if cfg.unlabeled else None
+    )
     return TaskData("multiclass", tuple(split.classes), True, split, train, val, test, unlabeled, size)
 
 

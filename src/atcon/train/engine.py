@@ -63,7 +63,9 @@ def classification_loss(logits: Tensor, labels: Tensor, task: str) -> Tensor:
     return (bce * keep).sum() / keep.sum().clamp(min=1)
 
 
-def supervised_loss(model: nn.Module, x: Tensor, labels: Tensor, task: str, aux_weight: float = 0.4) -> Tensor:
+def supervised_loss(
+    model: nn.Module, x: Tensor, labels: Tensor, task: str, aux_weight: float = 0.4
+) -> Tensor:
     """Classification loss of one batch; Inception's auxiliary logits add ``aux_weight`` times theirs."""
     logits, aux = unpack_output(model(x))
     loss = classification_loss(logits, labels, task)
@@ -72,7 +74,9 @@ def supervised_loss(model: nn.Module, x: Tensor, labels: Tensor, task: str, aux_
     return loss
 
 
-def consistency_loss(model: nn.Module, x: Tensor, config: ConsistencyConfig, target_layer: str | None) -> Tensor:
+def consistency_loss(
+    model: nn.Module, x: Tensor, config: ConsistencyConfig, target_layer: str | None
+) -> Tensor:
     """Mean attention-consistency loss of a batch, computed with the model in eval mode."""
     with eval_mode(model):
         return attention_consistency(model, x, config, target_layer=target_layer).loss.mean()
@@ -142,5 +146,5 @@ def predict(
             with autocast(device, amp):
                 logits, _ = unpack_output(model(x.to(device, non_blocking=True)))
             scores.append(logits.float().cpu())
-            labels.append(labels_of(target, task))
+            labels.append(labels_of(target, task))  # type: ignore[arg-type]
     return torch.cat(scores), torch.cat(labels)

@@ -60,7 +60,6 @@ from atcon.train.engine import (
 )
 from atcon.train.simclr import NTXentLoss, SimCLRNet
 
-
 # Testing hook: SIGKILL this process right after the given global step (0 = never).
 _KILL_AT_STEP = int(os.environ.get("ATCON_FAULT_KILL_AT_STEP", "0"))
 
@@ -103,7 +102,11 @@ def _versions() -> dict[str, Any]:
     src = Path(atcon.__file__).resolve().parent
     try:
         out = subprocess.run(
-            ["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+            ["git", "-C", str(src), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         )
         commit = out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
@@ -136,7 +139,15 @@ def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
             raise RunExistsError(
                 f"{run_dir} already holds a{done} run; use --resume to continue it or --overwrite to replace it"
             )
-        for name in ("checkpoints", "metrics.csv", "summary.json", "log.txt", "config.toml", "split.json", "meta.json"):
+        for name in (
+            "checkpoints",
+            "metrics.csv",
+            "summary.json",
+            "log.txt",
+            "config.toml",
+            "split.json",
+            "meta.json",
+        ):
             target = run_dir / name
             if target.is_dir():
                 shutil.rmtree(target)
@@ -163,7 +174,9 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _loader(dataset: Any, sampler: StreamBatchSampler, cfg: TrainConfig, device: torch.device) -> DataLoader[Any]:
+def _loader(
+    dataset: Any, sampler: StreamBatchSampler, cfg: TrainConfig, device: torch.device
+) -> DataLoader[Any]:
     return DataLoader(
         SeededItems(dataset, cfg.seed),
         batch_sampler=sampler,
@@ -212,16 +225,21 @@ class Trainer:
 
         labelled = data.train
         unlabelled = data.unlabeled if data.unlabeled is not None else data.train
-        self.sup_sampler = StreamBatchSampler(len(labelled), cfg.batch_size, cfg.seed, rank=info.rank, world=info.world_size)  # type: ignore[arg-type]
-        self.con_sampler = StreamBatchSampler(len(unlabelled), cfg.batch_size, cfg.seed + 1, rank=info.rank, world=info.world_size)  # type: ignore[arg-type]
+        n_lab, n_unl = len(labelled), len(unlabelled)  # type: ignore[arg-type]
+        self.sup_sampler = StreamBatchSampler(
+            n_lab, cfg.batch_size, cfg.seed, rank=info.rank, world=info.world_size
+        )
+        self.con_sampler = StreamBatchSampler(
+            n_unl, cfg.batch_size, cfg.seed + 1, rank=info.rank, world=info.world_size
+        )
         self.sup_data, self.con_data = labelled, unlabelled
         self.sup_loader = _loader(labelled, self.sup_sampler, cfg, self.device)
         self.con_loader = _loader(unlabelled, self.con_sampler, cfg, self.device)
         n_sup, n_con = self.sup_sampler.batches_per_epoch, self.con_sampler.batches_per_epoch
         if cfg.strategy == "alternated":
             self.steps_per_epoch = n_sup + n_con
-            weight = cfg.alternate_alpha * len(labelled)  # type: ignore[arg-type]
-            self.p_supervised = weight / (weight + len(unlabelled))  # type: ignore[arg-type]
+            weight = cfg.alternate_alpha * n_lab
+            self.p_supervised = weight / (weight + n_unl)
         elif cfg.strategy in ("finetune", "simclr"):
             self.steps_per_epoch = n_con if cfg.strategy == "finetune" else n_sup
         else:
@@ -278,7 +296,9 @@ class Trainer:
         if self.simclr is not None:
             fc_state = {k[3:]: v for k, v in model_state.items() if k.startswith("fc.")}
             self.simclr.__dict__["_fc"].load_state_dict(fc_state)
-            self.simclr.encoder.load_state_dict({k: v for k, v in model_state.items() if not k.startswith("fc.")})
+            self.simclr.encoder.load_state_dict(
+                {k: v for k, v in model_state.items() if not k.startswith("fc.")}
+            )
             self.simclr.projection.load_state_dict(ckpt["projection"])
         else:
             self.net.load_state_dict(model_state)
@@ -311,7 +331,9 @@ class Trainer:
         labels = labels_of(target, self.data.task).to(self.device, non_blocking=True)
         loss = supervised_loss(model, x, labels, self.data.task)
         if kind == "combined":
-            loss = loss + cfg.consistency_weight * consistency_loss(model, x, self.consistency, cfg.target_layer)
+            loss = loss + cfg.consistency_weight * consistency_loss(
+                model, x, self.consistency, cfg.target_layer
+            )
         return loss
 
     def step(self, kind: str, x: Tensor, target: dict[str, Any]) -> Tensor:
@@ -319,7 +341,9 @@ class Trainer:
         with autocast(self.device, self.cfg.amp):
             loss = self._loss(kind, x, target)
         loss = touch_parameters(loss, self.net)
-        optimizer_step(loss, self.optimizer, scaler=self.scaler, clip_grad=self.cfg.clip_grad, parameters=self.params)
+        optimizer_step(
+            loss, self.optimizer, scaler=self.scaler, clip_grad=self.cfg.clip_grad, parameters=self.params
+        )
         self.scheduler.step()
         return loss.detach()
 
@@ -382,12 +406,18 @@ class Trainer:
     def evaluate(self, epoch: int, train_loss: float | None) -> dict[str, Any]:
         """Validation metrics, model selection (best checkpoint) and one metrics row."""
         st, cfg = self.state, self.cfg
-        row: dict[str, Any] = {"epoch": epoch, "step": st.global_step, "train_loss": train_loss,
-                               "lr": self.optimizer.param_groups[0]["lr"]}
+        row: dict[str, Any] = {
+            "epoch": epoch,
+            "step": st.global_step,
+            "train_loss": train_loss,
+            "lr": self.optimizer.param_groups[0]["lr"],
+        }
         if self.simclr is None:
             scores, labels = predict(self.net, self.val_loader, self.device, self.data.task, cfg.amp)
             m = classification_metrics(scores, labels, self.data.task)
-            row.update(val_map=float(m["map"]), val_f1_macro=float(m["f1_macro"]), val_f1_micro=float(m["f1_micro"]))
+            row.update(
+                val_map=float(m["map"]), val_f1_macro=float(m["f1_macro"]), val_f1_micro=float(m["f1_micro"])
+            )
             metric = row["val_" + selection_metric(self.data.task)]
         else:
             metric = -train_loss if train_loss is not None else -math.inf
@@ -402,7 +432,10 @@ class Trainer:
         st.history.append(row)
         if self.info.is_main:
             self._write_metrics()
-        self.log(f"epoch {epoch} step {st.global_step}: " + ", ".join(f"{k}={v}" for k, v in row.items() if k != "epoch"))
+        self.log(
+            f"epoch {epoch} step {st.global_step}: "
+            + ", ".join(f"{k}={v}" for k, v in row.items() if k != "epoch")
+        )
         return row
 
     def _write_metrics(self) -> None:
@@ -460,8 +493,12 @@ def train(
         if info.is_main and not resume:
             data.split.save(run_dir / "split.json")
             atomic_write_text(run_dir / "config.toml", cfg.to_toml())
-            atomic_write_text(run_dir / "meta.json", json.dumps({**_versions(), "world_size": info.world_size,
-                                                                 "device": str(info.device)}, indent=1))
+            atomic_write_text(
+                run_dir / "meta.json",
+                json.dumps(
+                    {**_versions(), "world_size": info.world_size, "device": str(info.device)}, indent=1
+                ),
+            )
         trainer = Trainer(cfg, run_dir, info, data)
         if ckpt is not None:
             trainer.restore(ckpt)
@@ -478,8 +515,13 @@ def _loop(trainer: Trainer, show: bool) -> dict[str, Any]:
 
     cfg, st = trainer.cfg, trainer.state
     start = time.perf_counter()
-    bar = tqdm(total=cfg.epochs * trainer.steps_per_epoch, initial=st.epoch * trainer.steps_per_epoch + st.batch,
-               desc=f"{cfg.strategy} {trainer.run_dir.name}", disable=not show, leave=False)
+    bar = tqdm(
+        total=cfg.epochs * trainer.steps_per_epoch,
+        initial=st.epoch * trainer.steps_per_epoch + st.batch,
+        desc=f"{cfg.strategy} {trainer.run_dir.name}",
+        disable=not show,
+        leave=False,
+    )
     if cfg.strategy == "finetune" and st.global_step == 0 and not st.history:
         # The starting checkpoint is a candidate too: selection on validation may keep it when
         # fine-tuning does not help.
