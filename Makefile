@@ -18,7 +18,7 @@ $(BIN)/.installed: pyproject.toml
 venv: $(BIN)/.installed
 
 demo: venv
-	$(BIN)/atcon maps --out runs/demo
+	$(BIN)/atcon demo --out runs/demo
 
 test: venv lint
 	$(BIN)/python -m pytest -q
