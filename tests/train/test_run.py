@@ -159,3 +159,25 @@ def test_cli_errors(tiny_voc: Path, tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "neither a built-in benchmark" in capsys.readouterr().err
     assert main(["train", "--data", str(tiny_voc), "--model", "small3d", "--out", str(tmp_path / "w")]) == 2
     assert "is a video model" in capsys.readouterr().err
+
+
+def test_tensorboard_scalars_when_installed(
+    tiny_voc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import types
+
+    written: list[tuple[str, float, int]] = []
+
+    class Writer:
+        def __init__(self, folder: str) -> None:
+            assert folder.endswith("tensorboard")
+
+        def add_scalar(self, key: str, value: float, step: int) -> None:
+            written.append((key, value, step))
+
+        def flush(self) -> None:
+            pass
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=Writer))
+    train(config(tiny_voc, epochs=1), tmp_path / "tb", progress=False)
+    assert {"train_loss", "val_map"} <= {k for k, _, _ in written}

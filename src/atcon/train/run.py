@@ -252,6 +252,7 @@ class Trainer:
         )
         self.state = RunState()
         self.val_loader = _eval_loader(data.val, cfg, self.device)
+        self.tensorboard = _tensorboard(run_dir / "tensorboard") if info.is_main else None
 
     # --- checkpoints ---------------------------------------------------------------------
 
@@ -432,6 +433,15 @@ class Trainer:
         st.history.append(row)
         if self.info.is_main:
             self._write_metrics()
+            if self.tensorboard is not None:
+                for key, value in row.items():
+                    if (
+                        isinstance(value, (int, float))
+                        and not isinstance(value, bool)
+                        and key not in ("epoch", "step")
+                    ):
+                        self.tensorboard.add_scalar(key, value, st.global_step)
+                self.tensorboard.flush()
         self.log(
             f"epoch {epoch} step {st.global_step}: "
             + ", ".join(f"{k}={v}" for k, v in row.items() if k != "epoch")
@@ -447,6 +457,15 @@ class Trainer:
         writer.writeheader()
         writer.writerows(self.state.history)
         atomic_write_text(self.run_dir / "metrics.csv", buf.getvalue())
+
+
+def _tensorboard(folder: Path) -> Any:
+    """A TensorBoard writer when the ``tensorboard`` package is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(folder))
 
 
 def _simclr_second_view(trainer: Trainer, epoch: int, batch: int) -> Any:
