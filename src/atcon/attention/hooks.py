@@ -215,6 +215,21 @@ def preserve_model(model: nn.Module) -> Iterator[None]:
                 buf.copy_(saved)
 
 
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Whole model in eval mode inside the block (frozen normalisation, no dropout); restore on exit.
+
+    Each module's own flag is restored, so a model that mixes modes comes back as it was.
+    """
+    modes = [(m, m.training) for m in unwrap_model(model).modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, was in modes:
+            m.training = was
+
+
 def training_norm_layers(model: nn.Module) -> list[str]:
     """Names of BatchNorm layers in training mode (they couple the samples of a batch)."""
     return [n for n, m in unwrap_model(model).named_modules() if isinstance(m, _BatchNorm) and m.training]

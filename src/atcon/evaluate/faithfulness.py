@@ -19,31 +19,18 @@ Every perturbed input of a batch is built on the input's device and the model ru
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from atcon.attention.hooks import eval_mode
 from atcon.evaluate.localization import minmax_rescale, upsample_maps
 
 BaselineName = Literal["zero", "blur", "mean"]
 Baseline = BaselineName | float | Tensor
 ProbFn = Literal["softmax", "sigmoid"]
-
-
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode for the call (no BatchNorm statistics updates), each module's flag restored."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, training in modes:
-            m.training = training
 
 
 def gaussian_blur(x: Tensor, sigma: float = 5.0) -> Tensor:
@@ -179,7 +166,7 @@ def deletion_insertion(
     fractions = torch.linspace(0, 1, steps + 1, device=dev)
     n_changed = torch.round(fractions * n_pix).long()
 
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         tgt = _resolve_targets(model, x, targets, batch_size)
         base_del = make_baseline(x, deletion_baseline, blur_sigma)
         base_ins = make_baseline(x, insertion_baseline, blur_sigma)

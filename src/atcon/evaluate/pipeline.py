@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from atcon.attention.hooks import find_target_layer, resolve_layer, unwrap_model
+from atcon.attention.hooks import eval_mode, find_target_layer, resolve_layer, unwrap_model
 from atcon.attention.maps import LayerSpec, as_logits, gradcam_from
 from atcon.evaluate.bootstrap import (
     BootstrapResult,
@@ -237,17 +237,6 @@ def item_labels(target: Mapping[str, Any], task: Task) -> Tensor:
 
 
 @contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, training in modes:
-            m.training = training
-
-
-@contextlib.contextmanager
 def _head_graph(model: nn.Module, layer: nn.Module) -> Iterator[dict[str, Tensor]]:
     """Forward passes inside the block record an autograd graph from ``layer``'s output on only.
 
@@ -416,7 +405,7 @@ def evaluate_model(
         from tqdm.auto import tqdm
 
         batches = tqdm(loader, desc=f"evaluate {name}", leave=False)
-    with _eval_mode(model):
+    with eval_mode(model):
         for x, target in batches:
             x = x.to(device, non_blocking=True)
             labels = item_labels(target, task).to(device)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from atcon.attention.hooks import eval_mode
 from atcon.consistency import ConsistencyConfig, attention_consistency
 from atcon.evaluate import IGNORE
 from atcon.train.distributed import world_size
@@ -31,22 +32,6 @@ def freeze_norm(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m, was in norms:
             m.train(was)
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Whole model in eval mode inside the block (frozen normalisation, no dropout); restore on exit.
-
-    Consistency steps run this way: the two forward passes of Algorithm 1 must see the same
-    network, and eval-mode normalisation keeps samples independent.
-    """
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, was in modes:
-            m.training = was
 
 
 def unpack_output(output: Any) -> tuple[Tensor, Tensor | None]:
