@@ -52,9 +52,9 @@ PRESETS: dict[str, DemoConfig] = {
         model="small3d",
         image_size=64,
         per_class=8,
-        source_epochs=15,
-        epochs=30,
-        finetune_epochs=10,
+        source_epochs=4,
+        epochs=15,
+        finetune_epochs=5,
         batch_size=8,
     ),
     "full": DemoConfig(
