@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # the pyproject range works for users.
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv demo test lint clean
+.PHONY: venv demo test lint clean fashion-mnist
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -17,7 +17,15 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed
 
-demo: venv
+# Fashion-MNIST for the built-in benchmarks: the Debian package when we can install it, else
+# torchvision's download into atcon's data folder (both are found by atcon.data).
+fashion-mnist: venv
+	@test -d /usr/share/datasets/fashion-mnist || test -n "$$ATCON_FASHION_MNIST" || \
+	  { command -v apt-get >/dev/null && test "$$(id -u)" = 0 && \
+	    { apt-get install -y -q dataset-fashion-mnist || { apt-get update -qq && apt-get install -y -q dataset-fashion-mnist; }; }; } || \
+	  $(BIN)/python -c "from atcon.data import load_fashion_mnist as f; f('train', download=True); f('test', download=True)"
+
+demo: venv fashion-mnist
 	$(BIN)/atcon demo --out runs/demo
 
 test: venv lint
