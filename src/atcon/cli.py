@@ -21,6 +21,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "atcon.commands.evaluate",
     "atcon.commands.explain",
     "atcon.commands.demo",
+    "atcon.experiments.cli",
 )
 
 

@@ -1,0 +1,143 @@
+"""The paper's Table 4: which consistency loss tracks the supervised validation loss?
+
+Supervised training for E epochs; after every epoch the validation supervised loss and the 4 x 3
+variants of the consistency loss (resolution x similarity) are measured on the validation set.
+The table holds, for each variant, the Pearson correlation (in %) between its per-epoch curve and
+the supervised loss curve: high means the unsupervised loss estimates the supervised one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from atcon.consistency import RESOLUTIONS, SIMILARITIES, ConsistencyConfig, attention_consistency
+from atcon.data import collate
+from atcon.train import distributed
+from atcon.train.checkpoint import atomic_write_text
+from atcon.train.config import TrainConfig
+from atcon.train.data import build_task_data, labels_of
+from atcon.train.engine import classification_loss, eval_mode, unpack_output
+
+VARIANTS: list[tuple[str, str]] = list(itertools.product(RESOLUTIONS, SIMILARITIES))
+
+
+def validation_losses(
+    model: nn.Module,
+    loader: DataLoader[Any],
+    device: torch.device,
+    task: str,
+    target_layer: str | None = None,
+) -> dict[str, float]:
+    """Mean supervised loss and mean loss of every consistency variant over a loader (eval mode).
+
+    Returns:
+        ``{"supervised": ..., "<resolution>/<similarity>": ...}``.
+    """
+    sums = {"supervised": 0.0, **{f"{r}/{s}": 0.0 for r, s in VARIANTS}}
+    n = 0
+    with eval_mode(model):
+        for x, target in loader:
+            x = x.to(device)
+            labels = labels_of(target, task).to(device)  # type: ignore[arg-type]
+            with torch.no_grad():
+                logits, _ = unpack_output(model(x))
+                sums["supervised"] += float(classification_loss(logits, labels, task)) * len(x)
+            for r, s in VARIANTS:
+                cfg = ConsistencyConfig(resolution=r, similarity=s, detach_mask=True)  # type: ignore[arg-type]
+                loss = attention_consistency(model, x, cfg, target_layer=target_layer).loss
+                sums[f"{r}/{s}"] += float(loss.detach().sum())
+            n += len(x)
+    return {k: v / max(n, 1) for k, v in sums.items()}
+
+
+def pearson_r(a: list[float], b: list[float]) -> float:
+    """Pearson correlation of two curves (nan when either is constant or shorter than 3)."""
+    if len(a) < 3:
+        return math.nan
+    ta, tb = torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)
+    ta, tb = ta - ta.mean(), tb - tb.mean()
+    den = float(ta.norm() * tb.norm())
+    return float((ta * tb).sum()) / den if den > 0 else math.nan
+
+
+def correlation_table(curves: dict[str, list[float]]) -> str:
+    """Markdown table (rows: resolution, columns: similarity) of r x 100 with the supervised curve."""
+    head = "| resolution | " + " | ".join(SIMILARITIES) + " |"
+    lines = [head, "|---" + "|---:" * len(SIMILARITIES) + "|"]
+    for r in RESOLUTIONS:
+        cells = []
+        for s in SIMILARITIES:
+            value = pearson_r(curves[f"{r}/{s}"], curves["supervised"])
+            cells.append("n/a" if math.isnan(value) else f"{100 * value:.1f}")
+        lines.append(f"| {r} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_ablation(cfg: TrainConfig, out: str | Path, *, progress: bool = False) -> dict[str, Any]:
+    """Train ``cfg`` (supervised) and record the validation curves after every epoch.
+
+    Writes ``ablation.json`` (curves, table, seconds), ``ablation.md`` and ``curves.png`` into
+    ``out``; a finished ``ablation.json`` is returned as is (the experiment resumes by skipping).
+    """
+    from atcon.train.run import Trainer
+
+    out = Path(out)
+    done = out / "ablation.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    cfg = cfg.replace(strategy="supervised")
+    info = distributed.setup(cfg.device)
+    torch.manual_seed(cfg.seed)
+    data = build_task_data(cfg)
+    trainer = Trainer(cfg, out, info, data)
+    loader = DataLoader(data.val, batch_size=cfg.eval_batch_size, collate_fn=collate, num_workers=cfg.workers)
+    curves: dict[str, list[float]] = {}
+    for epoch in range(cfg.epochs):
+        trainer.state.batch = 0
+        trainer.train_one_epoch(epoch, None)
+        for k, v in validation_losses(trainer.net, loader, info.device, data.task, cfg.target_layer).items():
+            curves.setdefault(k, []).append(v)
+        if progress:
+            print(f"[ablation] epoch {epoch}: supervised val loss {curves['supervised'][-1]:.4f}", flush=True)
+    table = correlation_table(curves)
+    result = {
+        "config": cfg.to_dict(),
+        "curves": curves,
+        "table": table,
+        "seconds": time.perf_counter() - start,
+    }
+    _plot(curves, out / "curves.png")
+    atomic_write_text(out / "ablation.md", table + "\n")
+    atomic_write_text(done, json.dumps(result, indent=1))
+    return result
+
+
+def _plot(curves: dict[str, list[float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(SIMILARITIES) + 1, figsize=(4 * (len(SIMILARITIES) + 1), 3))
+    axes[0].plot(curves["supervised"], color="black")
+    axes[0].set_title("supervised val loss")
+    for ax, s in zip(axes[1:], SIMILARITIES):
+        for r in RESOLUTIONS:
+            ax.plot(curves[f"{r}/{s}"], label=r)
+        ax.set_title(f"consistency ({s})")
+        ax.set_xlabel("epoch")
+    axes[-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

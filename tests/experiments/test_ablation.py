@@ -1,0 +1,56 @@
+"""Table 4 experiment on a tiny benchmark."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from atcon.cli import main
+from atcon.experiments.ablation import VARIANTS, correlation_table, pearson_r
+
+
+def test_pearson_r_and_table() -> None:
+    assert pearson_r([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
+    assert pearson_r([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert math.isnan(pearson_r([1, 1, 1], [1, 2, 3]))
+    assert math.isnan(pearson_r([1, 2], [1, 2]))
+    curves = {"supervised": [3.0, 2.0, 1.0], **{f"{r}/{s}": [1.0, 2.0, 3.0] for r, s in VARIANTS}}
+    curves["gb_mask/pearson"] = [0.9, 0.5, 0.1]
+    table = correlation_table(curves)
+    assert "| gb_mask | 100.0 | -100.0 | -100.0 |" in table
+    assert len(table.splitlines()) == 6
+
+
+def test_ablation_command(tiny_voc: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "abl"
+    args = [
+        "experiment",
+        "ablation",
+        "--out",
+        str(out),
+        "--data",
+        str(tiny_voc),
+        "--model",
+        "small",
+        "--image-size",
+        "48",
+        "--per-class",
+        "2",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "2",
+    ]
+    assert main(args) == 0
+    result = json.loads((out / "ablation.json").read_text())
+    assert set(result["curves"]) == {"supervised", *(f"{r}/{s}" for r, s in VARIANTS)}
+    assert all(len(v) == 3 and all(math.isfinite(x) for x in v) for v in result["curves"].values())
+    assert (out / "curves.png").stat().st_size > 0
+    assert "Pearson correlation" in capsys.readouterr().out
+    # A finished experiment is reused, not recomputed.
+    (out / "curves.png").unlink()
+    assert main(args) == 0
+    assert not (out / "curves.png").exists()
