@@ -64,7 +64,7 @@ def test_guided_rule_every_relu_call(call: str) -> None:
 
 def test_relu_in_classifier_head_gradcam_plain_gb_guided() -> None:
     """Grad-CAM uses ordinary gradients through head ReLUs; GB applies the guided rule everywhere."""
-    from tests.conftest import TinyCNN, randomize_bn
+    from tests.conftest import GuidedReLUOracle, TinyCNN, randomize_bn
 
     torch.manual_seed(3)
     model = randomize_bn(TinyCNN(head_relu=True)).eval()
@@ -76,20 +76,9 @@ def test_relu_in_classifier_head_gradcam_plain_gb_guided() -> None:
     assert torch.allclose(cam, (g.mean((2, 3), keepdim=True) * feats).sum(1), atol=1e-6)
 
     # Reference guided backprop: a model copy whose ReLU modules apply the rule by hand.
-    class Guided(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, inp):  # type: ignore[override]
-            ctx.save_for_backward(inp)
-            return inp.clamp(min=0)
-
-        @staticmethod
-        def backward(ctx, grad):  # type: ignore[override]
-            (inp,) = ctx.saved_tensors
-            return grad.clamp(min=0) * (inp > 0)
-
     class GuidedReLU(nn.Module):
         def forward(self, inp: torch.Tensor) -> torch.Tensor:
-            return Guided.apply(inp)
+            return GuidedReLUOracle.apply(inp)
 
     import copy
 

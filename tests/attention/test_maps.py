@@ -10,7 +10,7 @@ from torch import nn
 
 import atcon
 from atcon.attention import gradcam_and_guided_backprop, select_targets
-from tests.conftest import TinyCNN, randomize_bn
+from tests.conftest import GuidedReLUOracle, TinyCNN, randomize_bn
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -80,17 +80,6 @@ def test_inception_functional_relus() -> None:
     ours = atcon.guided_backprop(model, x, 1)
 
     # Independent oracle: swap the functional relu the module calls for an explicit guided Function.
-    class Guided(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, inp):  # type: ignore[override]
-            ctx.save_for_backward(inp)
-            return inp.clamp(min=0)
-
-        @staticmethod
-        def backward(ctx, grad):  # type: ignore[override]
-            (inp,) = ctx.saved_tensors
-            return grad * (grad > 0) * (inp > 0)
-
     import torchvision.models.inception as inc
 
     class Shim:
@@ -99,7 +88,7 @@ def test_inception_functional_relus() -> None:
 
         @staticmethod
         def relu(inp: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-            return Guided.apply(inp)
+            return GuidedReLUOracle.apply(inp)
 
     original = inc.F
     inc.F = Shim()  # type: ignore[assignment]
