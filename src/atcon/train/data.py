@@ -217,6 +217,25 @@ class SeededItems(Dataset[Any]):
             return self.dataset[index]
 
 
+class TwoViews(Dataset[Any]):
+    """Two independently seeded augmentations of each item, stacked (SimCLR's positive pairs).
+
+    Items are ``(views (2, *item shape), target)``; the views are those :class:`SeededItems`
+    gives with ``seed`` and ``other_seed``.
+    """
+
+    def __init__(self, dataset: Dataset[Any], seed: int, other_seed: int) -> None:
+        self.first, self.second = SeededItems(dataset, seed), SeededItems(dataset, other_seed)
+
+    def __len__(self) -> int:
+        return len(self.first)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[Tensor, Any]:
+        x0, target = self.first[key]
+        x1, _ = self.second[key]
+        return torch.stack([torch.as_tensor(x0), torch.as_tensor(x1)]), target
+
+
 class StreamBatchSampler(Sampler[list[tuple[int, int]]]):
     """Batches of ``(epoch, index)`` from a seeded stream of permutations, sharded over processes.
 

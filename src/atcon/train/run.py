@@ -49,7 +49,15 @@ from atcon.models import build_model
 from atcon.train import distributed as dist_utils
 from atcon.train.checkpoint import atomic_save, atomic_write_text, load_checkpoint, rng_state, set_rng_state
 from atcon.train.config import TrainConfig
-from atcon.train.data import SeededItems, StreamBatchSampler, TaskData, build_task_data, item_seed, labels_of
+from atcon.train.data import (
+    SeededItems,
+    StreamBatchSampler,
+    TaskData,
+    TwoViews,
+    build_task_data,
+    item_seed,
+    labels_of,
+)
 from atcon.train.engine import (
     autocast,
     consistency_loss,
@@ -59,6 +67,9 @@ from atcon.train.engine import (
     touch_parameters,
 )
 from atcon.train.simclr import NTXentLoss, SimCLRNet
+
+# Offset of the second view's augmentation seed in SimCLR.
+_SECOND_VIEW_SEED = 7919
 
 # Testing hook: SIGKILL this process right after the given global step (0 = never).
 _KILL_AT_STEP = int(os.environ.get("ATCON_FAULT_KILL_AT_STEP", "0"))
@@ -175,10 +186,10 @@ def _seed_everything(seed: int) -> None:
 
 
 def _loader(
-    dataset: Any, sampler: StreamBatchSampler, cfg: TrainConfig, device: torch.device
+    items: Any, sampler: StreamBatchSampler, cfg: TrainConfig, device: torch.device
 ) -> DataLoader[Any]:
     return DataLoader(
-        SeededItems(dataset, cfg.seed),
+        items,
         batch_sampler=sampler,
         collate_fn=collate,
         num_workers=cfg.workers,
@@ -233,8 +244,14 @@ class Trainer:
             n_unl, cfg.batch_size, cfg.seed + 1, rank=info.rank, world=info.world_size
         )
         self.sup_data, self.con_data = labelled, unlabelled
-        self.sup_loader = _loader(labelled, self.sup_sampler, cfg, self.device)
-        self.con_loader = _loader(unlabelled, self.con_sampler, cfg, self.device)
+        # SimCLR reads each labelled item as two independently augmented views.
+        sup_items = (
+            TwoViews(labelled, cfg.seed, cfg.seed + _SECOND_VIEW_SEED)
+            if cfg.strategy == "simclr"
+            else SeededItems(labelled, cfg.seed)
+        )
+        self.sup_loader = _loader(sup_items, self.sup_sampler, cfg, self.device)
+        self.con_loader = _loader(SeededItems(unlabelled, cfg.seed), self.con_sampler, cfg, self.device)
         n_sup, n_con = self.sup_sampler.batches_per_epoch, self.con_sampler.batches_per_epoch
         if cfg.strategy == "alternated":
             self.steps_per_epoch = n_sup + n_con
@@ -374,10 +391,8 @@ class Trainer:
         for b in range(st.batch, self.steps_per_epoch):
             kind = self._batch_kind(epoch, b)
             if kind == "simclr":
-                x0, t0 = next(sup_it)
-                x1, _ = next(_simclr_second_view(self, epoch, b))
-                x = torch.cat([x0, x1])
-                target = t0
+                views, target = next(sup_it)  # (B, 2, C, *spatial)
+                x = torch.cat([views[:, 0], views[:, 1]])
             else:
                 x, target = next(con_it if kind == "consistency" else sup_it)
             total += self.step(kind, x, target)
@@ -466,16 +481,6 @@ def _tensorboard(folder: Path) -> Any:
     except ImportError:
         return None
     return SummaryWriter(str(folder))
-
-
-def _simclr_second_view(trainer: Trainer, epoch: int, batch: int) -> Any:
-    """The second augmented view of the same items as the first (a different augmentation seed)."""
-    s = trainer.sup_sampler
-    second = StreamBatchSampler(s.n, s.batch_size, s.seed, rank=s.rank, world=s.world)
-    second.set_epoch(epoch, batch, 1)
-    views = SeededItems(trainer.sup_data, trainer.cfg.seed + 7919)
-    # Same item indices as the first view (same sampler seed), augmentations from another seed.
-    return iter(DataLoader(views, batch_sampler=second, collate_fn=collate, num_workers=0))
 
 
 def train(

@@ -16,6 +16,7 @@ weights pass them with ``--weights`` instead.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -99,9 +100,7 @@ def source_checkpoint(
         # SimCLR on every clip of the training pool, without labels.
         split = benchmark_split(benchmark, 1, seed, size=size)
         pool = load_benchmark(benchmark, "train", seed=seed, size=size, probe=False)
-        split_file = split.__class__(**{**split.__dict__, "train": list(pool.ids)}).save(
-            cache / f"{final.stem}-split.json"
-        )
+        split_file = dataclasses.replace(split, train=list(pool.ids)).save(cache / f"{final.stem}-split.json")
         cfg = TrainConfig(
             data=benchmark,
             split=str(split_file),
