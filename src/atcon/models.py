@@ -25,7 +25,17 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-__all__ = ["MODELS", "ModelSpec", "SmallResNet", "build_model", "load_state_dict_file", "model_spec"]
+__all__ = [
+    "MODELS",
+    "ModelSpec",
+    "SmallResNet",
+    "build_model",
+    "cascade_blocks",
+    "load_state_dict_file",
+    "model_spec",
+    "randomized_copy",
+    "reinitialize",
+]
 
 
 class _Block(nn.Module):
@@ -247,3 +257,58 @@ def build_model(
         )
     model.load_state_dict(state)
     return model
+
+
+def cascade_blocks(model: nn.Module) -> list[str]:
+    """Names of the model's parameterised blocks, input to output.
+
+    Top-level children, with ``nn.Sequential`` / ``nn.ModuleList`` containers opened one level
+    (``layer1.0``, ``layer1.1``, ...), keeping those that own parameters: the units the
+    parameter-randomisation test of Adebayo et al. (2018) re-initialises one after another,
+    starting from the last.
+    """
+    names: list[str] = []
+    for name, child in model.named_children():
+        parts = (
+            [(f"{name}.{n}", m) for n, m in child.named_children()]
+            if isinstance(child, nn.Sequential | nn.ModuleList) and not _owns_parameters(child)
+            else [(name, child)]
+        )
+        names += [n for n, m in parts if any(True for _ in m.parameters())]
+    return names
+
+
+def _owns_parameters(module: nn.Module) -> bool:
+    return any(True for _ in module.parameters(recurse=False))
+
+
+@torch.no_grad()
+def reinitialize(module: nn.Module, seed: int = 0) -> nn.Module:
+    """Re-draw every parameter of ``module`` (in place) with its layers' default initialisation.
+
+    Every submodule with ``reset_parameters`` is reset (BatchNorm also forgets its running
+    statistics), drawing from a generator seeded with ``seed``, so the result is reproducible and
+    the global RNG is untouched. Returns ``module``.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for m in module.modules():
+            reset = getattr(m, "reset_parameters", None)
+            if callable(reset):
+                reset()
+            elif isinstance(m, nn.modules.batchnorm._NormBase):
+                m.reset_running_stats()
+    return module
+
+
+def randomized_copy(model: nn.Module, seed: int = 0) -> nn.Module:
+    """A deep copy of ``model`` with all weights re-initialised (:func:`reinitialize`), frozen.
+
+    The copy keeps the architecture (and so the ReLUs Guided Backprop needs) but none of the
+    learned weights: the "randomly re-initialised network" control of the consistency mask.
+    """
+    import copy
+
+    clone = reinitialize(copy.deepcopy(model), seed)
+    clone.requires_grad_(False)
+    return clone.eval()

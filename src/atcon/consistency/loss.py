@@ -28,13 +28,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from atcon.attention.hooks import LayerSpec, training_norm_layers
-from atcon.attention.maps import Targets, forward_pass, gradcam_from, select_targets
+from atcon.attention.maps import Targets, forward_pass, gradcam_from, guided_backprop, select_targets
 from atcon.attention.ops import upsample_to_input
-from atcon.consistency.masking import MaskScale, saliency, soft_mask
+from atcon.consistency.masking import (
+    MaskScale,
+    random_smooth_saliency,
+    saliency,
+    sobel_saliency,
+    soft_mask,
+)
 from atcon.consistency.similarity import SimilarityName, dissimilarity, ssim_window
 
 Resolution = Literal["gb_mask", "gradcam_mask", "gradcam_upsample", "gb_pool"]
 RESOLUTIONS: tuple[Resolution, ...] = get_args(Resolution)
+MaskSource = Literal["guided_backprop", "random_network", "sobel", "random_smooth"]
+MASK_SOURCES: tuple[MaskSource, ...] = get_args(MaskSource)
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,12 @@ class ConsistencyConfig:
             :mod:`atcon.consistency.masking`. ``("none", 0.5, 8.0)`` reproduces the published
             reference code.
         detach_mask: stop gradients at the mask ``P``.
+        mask_source: where the saliency behind ``P`` comes from (``gb_mask`` only):
+            ``"guided_backprop"`` (the method), or the controls ``"random_network"`` (Guided
+            Backprop of a randomly re-initialised copy of the network, passed as ``mask_model``),
+            ``"sobel"`` (edge magnitude of the input) and ``"random_smooth"`` (a random smooth
+            map, :func:`~atcon.consistency.masking.random_smooth_saliency`). The controls' masks
+            carry no gradient.
     """
 
     resolution: Resolution = "gb_mask"
@@ -61,10 +75,12 @@ class ConsistencyConfig:
     mask_center: float = 0.0
     mask_sharpness: float = 1.0
     detach_mask: bool = False
+    mask_source: MaskSource = "guided_backprop"
 
     def __post_init__(self) -> None:
         for field, allowed in (
             ("resolution", RESOLUTIONS),
+            ("mask_source", MASK_SOURCES),
             ("similarity", get_args(SimilarityName)),
             ("mask_scale", get_args(MaskScale)),
         ):
@@ -72,6 +88,11 @@ class ConsistencyConfig:
                 raise ValueError(f"{field} must be one of {allowed}, got {getattr(self, field)!r}")
         if not self.mask_sharpness > 0:
             raise ValueError(f"mask_sharpness must be > 0, got {self.mask_sharpness}")
+        if self.mask_source != "guided_backprop" and self.resolution != "gb_mask":
+            raise ValueError(
+                f"mask_source={self.mask_source!r} replaces the Guided Backprop mask of resolution='gb_mask'; "
+                f"resolution {self.resolution!r} has no such mask"
+            )
 
 
 @dataclass
@@ -132,6 +153,7 @@ def attention_consistency(
     *,
     target_layer: LayerSpec = None,
     targets: Targets = None,
+    mask_model: nn.Module | None = None,
 ) -> ConsistencyResult:
     """Evaluate the attention-consistency loss for a batch (functional core of the loss module).
 
@@ -141,6 +163,8 @@ def attention_consistency(
         config: the variant, see :class:`ConsistencyConfig`.
         target_layer: Grad-CAM layer (name, module, or None to discover it).
         targets: None (top-1 per sample, the paper's choice), int, or ``(B,)``.
+        mask_model: the network whose Guided Backprop makes the mask when
+            ``config.mask_source == "random_network"`` (see :func:`atcon.models.randomized_copy`).
 
     Returns:
         A :class:`ConsistencyResult`; ``result.loss`` is ``(B,)`` and differentiable w.r.t. the
@@ -148,7 +172,13 @@ def attention_consistency(
     """
     _warn_if_training_norm(model)
     res = config.resolution
-    mask_grad = not config.detach_mask
+    source = config.mask_source
+    if (source == "random_network") != (mask_model is not None):
+        raise ValueError(
+            "mask_source='random_network' needs mask_model (e.g. atcon.models.randomized_copy(model)); "
+            "other mask sources take none"
+        )
+    mask_grad = not config.detach_mask and source == "guided_backprop"
     with forward_pass(model, x, target_layer, guided=True) as fp:
         t = select_targets(fp.logits, targets)
         layer = fp.layer
@@ -157,8 +187,10 @@ def attention_consistency(
         if config.similarity == "ssim":
             ssim_window(tuple(a1.shape[1:]) if res in ("gb_mask", "gb_pool") else tuple(x.shape[2:]))
         gb_graph = mask_grad or res != "gb_mask"
-        (gx,) = fp.gradients(t, (fp.x,), guided=True, create_graph=gb_graph, retain_graph=True)
-        s1 = saliency(gx)
+        s1 = None
+        if source == "guided_backprop":
+            (gx,) = fp.gradients(t, (fp.x,), guided=True, create_graph=gb_graph, retain_graph=True)
+            s1 = saliency(gx)
         logits = fp.logits
 
     def make_mask(m: Tensor) -> Tensor:
@@ -167,21 +199,36 @@ def attention_consistency(
 
     mask: Tensor | None = None
     if res == "gb_mask":
-        mask = make_mask(s1)
+        mask = make_mask(s1 if s1 is not None else _control_saliency(source, x, t, mask_model))
         with forward_pass(model, _mask_input(x, mask), layer, guided=False) as fp2:
             (gf2,) = fp2.gradients(t, (fp2.features,), guided=False, create_graph=True)
             first, second = a1, gradcam_from(fp2.features, gf2)
     elif res == "gradcam_mask":
+        assert s1 is not None
         mask = make_mask(upsample_to_input(a1, x))
         with forward_pass(model, _mask_input(x, mask), layer, guided=True) as fp2:
             (gx2,) = fp2.gradients(t, (fp2.x,), guided=True, create_graph=True)
             first, second = s1, saliency(gx2)
     elif res == "gradcam_upsample":
+        assert s1 is not None
         first, second = upsample_to_input(a1, x), s1
     else:  # gb_pool
+        assert s1 is not None
         first, second = a1, _pool_to(s1, tuple(a1.shape[1:]))
     loss = dissimilarity(config.similarity, first, second)
     return ConsistencyResult(loss, first, second, mask, t, logits, layer)
+
+
+def _control_saliency(source: str, x: Tensor, targets: Tensor, mask_model: nn.Module | None) -> Tensor:
+    """The saliency of a control mask source (no gradient reaches the trained model)."""
+    x = x.detach()
+    if source == "sobel":
+        return sobel_saliency(x)
+    if source == "random_smooth":
+        return random_smooth_saliency(x)
+    assert mask_model is not None
+    # Guided Backprop of the random network for the trained network's target classes.
+    return saliency(guided_backprop(mask_model, x, targets=targets)).detach()
 
 
 class AttentionConsistencyLoss(nn.Module):

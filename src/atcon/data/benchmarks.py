@@ -683,7 +683,13 @@ def _read_list(path: Path) -> list[str]:
 
 
 def benchmark_split(
-    name: str, per_class: int, seed: int = 0, *, root: str | Path | None = None, size: float = 1.0
+    name: str,
+    per_class: int,
+    seed: int = 0,
+    *,
+    root: str | Path | None = None,
+    size: float = 1.0,
+    data_seed: int = 0,
 ) -> Any:
     """The paper's few-shot split of a built-in benchmark (generating it if needed).
 
@@ -691,12 +697,15 @@ def benchmark_split(
     generated. ``fashion-events``: ``per_class`` clips per class from the ``train`` set, ``val`` and
     ``test`` as generated (all three subject-disjoint).
 
+    ``seed`` draws the few-shot training subset; ``data_seed`` names the generated benchmark
+    (the same test set for every ``seed``).
+
     Returns:
         A :class:`~atcon.data.fewshot.Split`; save it with ``Split.save``.
     """
     from atcon.data.fewshot import Split, sample_per_class, voc_fewshot_split
 
-    folder = build_benchmark(name, root, seed=seed, size=size)
+    folder = build_benchmark(name, root, seed=data_seed, size=size)
     if name == "cluttered-fashion":
         return voc_fewshot_split(folder, per_class, seed, val_split="val", test_split="test")
     from atcon.data.video import VideoClipDataset

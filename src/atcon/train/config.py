@@ -65,6 +65,7 @@ class TrainConfig:
     resolution: Literal["gb_mask", "gradcam_mask", "gradcam_upsample", "gb_pool"] = "gb_mask"
     similarity: Literal["pearson", "cross_correlation", "ssim"] = "pearson"
     detach_mask: bool = False
+    mask_source: Literal["guided_backprop", "random_network", "sobel", "random_smooth"] = "guided_backprop"
     target_layer: str | None = None
     temperature: float = 0.5
     # selection

@@ -77,7 +77,9 @@ def _split(cfg: TrainConfig, kind: str) -> D.Split:
     if cfg.split is not None:
         return D.Split.load(cfg.split)
     if kind == "benchmark":
-        return D.benchmark_split(cfg.data, cfg.per_class, cfg.split_seed, size=cfg.data_size)
+        return D.benchmark_split(
+            cfg.data, cfg.per_class, cfg.split_seed, size=cfg.data_size, data_seed=cfg.data_seed
+        )
     if kind == "voc":
         # A folder with its own test list (VOC2007, generated benchmarks) keeps its val/test sets;
         # otherwise (VOC2012) the paper's protocol: 500 validation images from train, val as test.

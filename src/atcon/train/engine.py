@@ -60,11 +60,16 @@ def supervised_loss(
 
 
 def consistency_loss(
-    model: nn.Module, x: Tensor, config: ConsistencyConfig, target_layer: str | None
+    model: nn.Module,
+    x: Tensor,
+    config: ConsistencyConfig,
+    target_layer: str | None,
+    mask_model: nn.Module | None = None,
 ) -> Tensor:
     """Mean attention-consistency loss of a batch, computed with the model in eval mode."""
     with eval_mode(model):
-        return attention_consistency(model, x, config, target_layer=target_layer).loss.mean()
+        result = attention_consistency(model, x, config, target_layer=target_layer, mask_model=mask_model)
+        return result.loss.mean()
 
 
 def touch_parameters(loss: Tensor, model: nn.Module) -> Tensor:

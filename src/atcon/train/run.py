@@ -45,7 +45,7 @@ import atcon
 from atcon.consistency import ConsistencyConfig
 from atcon.data import Split, collate
 from atcon.evaluate import classification_metrics
-from atcon.models import build_model
+from atcon.models import build_model, randomized_copy
 from atcon.train import distributed as dist_utils
 from atcon.train.checkpoint import atomic_save, atomic_write_text, load_checkpoint, rng_state, set_rng_state
 from atcon.train.config import TrainConfig
@@ -70,6 +70,7 @@ from atcon.train.simclr import NTXentLoss, SimCLRNet
 
 # Offset of the second view's augmentation seed in SimCLR.
 _SECOND_VIEW_SEED = 7919
+_MASK_MODEL_SEED = 104729
 
 # Testing hook: SIGKILL this process right after the given global step (0 = never).
 _KILL_AT_STEP = int(os.environ.get("ATCON_FAULT_KILL_AT_STEP", "0"))
@@ -220,9 +221,18 @@ class Trainer:
         self.device = info.device
         self.log = _Log(run_dir / "log.txt", info.is_main)
         self.consistency = ConsistencyConfig(
-            resolution=cfg.resolution, similarity=cfg.similarity, detach_mask=cfg.detach_mask
+            resolution=cfg.resolution,
+            similarity=cfg.similarity,
+            detach_mask=cfg.detach_mask,
+            mask_source=cfg.mask_source,
         )
         classifier = build_model(cfg.model, len(data.classes), cfg.weights, new_head=cfg.new_head)
+        # The "random network" mask control: a fixed, re-initialised copy of the starting network.
+        self.mask_model = (
+            randomized_copy(classifier, cfg.seed + _MASK_MODEL_SEED).to(self.device)
+            if cfg.mask_source == "random_network"
+            else None
+        )
         self.simclr = SimCLRNet(classifier) if cfg.strategy == "simclr" else None
         self.net: nn.Module = (self.simclr or classifier).to(self.device)
         self.model: nn.Module = self.net
@@ -344,13 +354,13 @@ class Trainer:
             model.train()
             return self.ntxent(model(x0), model(x1))
         if kind == "consistency":
-            return consistency_loss(model, x, self.consistency, cfg.target_layer)
+            return consistency_loss(model, x, self.consistency, cfg.target_layer, self.mask_model)
         model.train()
         labels = labels_of(target, self.data.task).to(self.device, non_blocking=True)
         loss = supervised_loss(model, x, labels, self.data.task)
         if kind == "combined":
             loss = loss + cfg.consistency_weight * consistency_loss(
-                model, x, self.consistency, cfg.target_layer
+                model, x, self.consistency, cfg.target_layer, self.mask_model
             )
         return loss
 

@@ -98,7 +98,7 @@ def source_checkpoint(
     run_dir = cache / "runs" / final.stem
     if video:
         # SimCLR on every clip of the training pool, without labels.
-        split = benchmark_split(benchmark, 1, seed, size=size)
+        split = benchmark_split(benchmark, 1, seed, size=size, data_seed=seed)
         pool = load_benchmark(benchmark, "train", seed=seed, size=size, probe=False)
         split_file = dataclasses.replace(split, train=list(pool.ids)).save(cache / f"{final.stem}-split.json")
         cfg = TrainConfig(
