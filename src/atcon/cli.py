@@ -20,6 +20,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "atcon.train.cli",
     "atcon.commands.evaluate",
     "atcon.commands.explain",
+    "atcon.commands.sanity",
     "atcon.commands.demo",
     "atcon.experiments.cli",
 )

@@ -19,7 +19,9 @@ def test_sobel_matches_scipy_per_channel_and_frame() -> None:
     # scipy smooths along every other axis of an N-d array, so apply it to one 2D slice at a time.
     mag = np.zeros_like(a)
     for idx in np.ndindex(*a.shape[:3]):
-        mag[idx] = np.hypot(ndimage.sobel(a[idx], 0, mode="nearest"), ndimage.sobel(a[idx], 1, mode="nearest"))
+        mag[idx] = np.hypot(
+            ndimage.sobel(a[idx], 0, mode="nearest"), ndimage.sobel(a[idx], 1, mode="nearest")
+        )
     assert got.shape == (2, 3, 9, 11)
     np.testing.assert_allclose(got.numpy(), mag.sum(1), rtol=1e-10)
     np.testing.assert_allclose(sobel_saliency(x[:, :, 0]).numpy(), mag.sum(1)[:, 0], rtol=1e-10)

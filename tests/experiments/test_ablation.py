@@ -37,20 +37,26 @@ def test_ablation_command(tiny_voc: Path, tmp_path: Path, capsys: pytest.Capture
         "small",
         "--image-size",
         "48",
-        "--per-class",
-        "2",
         "--epochs",
         "3",
         "--batch-size",
         "2",
+        "--seeds",
+        "0",
+        "1",
     ]
     assert main(args) == 0
-    result = json.loads((out / "ablation.json").read_text())
-    assert set(result["curves"]) == {"supervised", *(f"{r}/{s}" for r, s in VARIANTS)}
-    assert all(len(v) == 3 and all(math.isfinite(x) for x in v) for v in result["curves"].values())
-    assert (out / "curves.png").stat().st_size > 0
+    for seed in (0, 1):
+        result = json.loads((out / f"seed{seed}" / "ablation.json").read_text())
+        assert result["config"]["seed"] == seed and result["config"]["split_seed"] == seed
+        assert set(result["curves"]) == {"supervised", *(f"{r}/{s}" for r, s in VARIANTS)}
+        assert all(len(v) == 3 and all(math.isfinite(x) for x in v) for v in result["curves"].values())
+        assert (out / f"seed{seed}" / "curves.png").stat().st_size > 0
+    summary = json.loads((out / "ablation.json").read_text())
+    r = summary["correlations"]["gb_mask/pearson"]
+    assert len(r) == 2 and f"{100 * sum(r) / 2:.1f} ± " in summary["table"]
     assert "Pearson correlation" in capsys.readouterr().out
-    # A finished experiment is reused, not recomputed.
-    (out / "curves.png").unlink()
+    # A finished seed is reused, not recomputed.
+    (out / "seed0" / "curves.png").unlink()
     assert main(args) == 0
-    assert not (out / "curves.png").exists()
+    assert not (out / "seed0" / "curves.png").exists()

@@ -225,6 +225,7 @@ class VOCDataset(Dataset[tuple[torch.Tensor, Target]]):
             images whose annotation is malformed, has an unknown class, or whose image is missing or
             corrupt (images are then test-decoded at construction), with one warning giving the count.
         difficult_as_positive: Count a class present only through difficult objects as positive.
+        cache: Keep decoded images in memory (see :meth:`preload`).
 
     Items are ``(image, target)``. Without a transform ``image`` is ``float32`` in ``[0, 1]``, shape
     ``(3, H, W)``; ``target`` holds:
@@ -248,8 +249,12 @@ class VOCDataset(Dataset[tuple[torch.Tensor, Target]]):
         transform: Callable[..., Any] | None = None,
         on_error: OnError = "raise",
         difficult_as_positive: bool = False,
+        cache: bool = False,
     ) -> None:
         self.on_error = check_on_error(on_error)
+        # Decoded uint8 images by index: experiments revisit the same few images in many runs.
+        self.cache = cache
+        self._decoded: dict[int, torch.Tensor] = {}
         self.root = find_voc_root(root)
         self.split = split if ids is None else None
         self.classes: tuple[str, ...] = tuple(classes) if classes is not None else read_vocabulary(self.root)
@@ -341,7 +346,11 @@ class VOCDataset(Dataset[tuple[torch.Tensor, Target]]):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, Target]:
         ann = self.annotations[index]
-        image = read_image_rgb(self.image_path(ann))
+        image = self._decoded.get(index)
+        if image is None:
+            image = read_image_rgb(self.image_path(ann))
+            if self.cache:
+                self._decoded[index] = image
         height, width = image.shape[-2:]
         # The decoded size wins over <size>: some annotation tools write it wrong.
         target = self._target(ann, height, width)
@@ -349,6 +358,13 @@ class VOCDataset(Dataset[tuple[torch.Tensor, Target]]):
             return image.float().div_(255), target
         out_image, out_target = self.transform(tv_tensors.Image(image), target)
         return out_image, out_target
+
+    def preload(self) -> None:
+        """Decode every image into the cache now (turns ``cache`` on; forked workers share it)."""
+        self.cache = True
+        for i in range(len(self.annotations)):
+            if i not in self._decoded:
+                self._decoded[i] = read_image_rgb(self.image_path(self.annotations[i]))
 
 
 def collate(batch: Sequence[tuple[torch.Tensor, Target]]) -> tuple[torch.Tensor, dict[str, Any]]:

@@ -500,6 +500,7 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    data: TaskData | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) training; returns the summary written to ``summary.json``.
 
@@ -509,6 +510,8 @@ def train(
         resume: continue the run in ``run_dir`` from ``checkpoints/last.pt``.
         overwrite: replace a run already in ``run_dir``.
         progress: show progress bars (main process only).
+        data: datasets already built for ``cfg`` and its split (experiments share them between
+            runs, so images are decoded once); default: built from ``cfg``.
     """
     run_dir = Path(run_dir)
     info = dist_utils.setup(cfg.device)
@@ -523,7 +526,7 @@ def train(
                 return json.loads((run_dir / "summary.json").read_text())
         split = Split.load(run_dir / "split.json") if resume else None
         _seed_everything(cfg.seed)
-        data = build_task_data(cfg, split)
+        data = data if data is not None else build_task_data(cfg, split)
         if info.is_main and not resume:
             data.split.save(run_dir / "split.json")
             atomic_write_text(run_dir / "config.toml", cfg.to_toml())

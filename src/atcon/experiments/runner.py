@@ -1,0 +1,222 @@
+"""Many small runs in one experiment folder: shared splits and data, skip-if-done, timings.
+
+An experiment is a list of :class:`Run` specs. :class:`Store` trains each one into
+``DIR/runs/<key>`` (the key hashes the full config and the parent run, so two experiments asking
+for the same run share it), evaluates its best checkpoint on the test set once
+(``test_eval.pt``), and records the wall time of both (``record.json``). A finished run is never
+redone; a killed one resumes from its last checkpoint.
+
+Every run of a (per-class, seed) pair reads the same split file ``DIR/splits/...json``; the
+datasets of a split are built once per process and decoded into memory once, so later runs pay
+neither for file decoding nor for dataset construction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from atcon.evaluate.pipeline import EvaluationResult
+from atcon.train.checkpoint import atomic_write_text
+from atcon.train.config import TrainConfig
+from atcon.train.data import TaskData, build_task_data
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run of an experiment.
+
+    Attributes:
+        method: row label in tables (e.g. ``"Baseline + Aug"``).
+        cfg: the run's config; ``weights`` is replaced by the parent's best checkpoint.
+        parent: the run whose best checkpoint this one starts from (fine-tuning), or None.
+        tags: what the run varies (``per_class``, ``seed``, ``model``, ...), for tables.
+    """
+
+    method: str
+    cfg: TrainConfig
+    parent: Run | None = None
+    tags: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def key(self) -> str:
+        """Folder name: readable prefix + hash of the config and of the parent chain.
+
+        The method label is not part of it, so experiments that name the same training
+        differently (the method's fine-tuning is also control (a)) share one run.
+        """
+        ident = json.dumps({"cfg": self.cfg.to_dict(), "parent": self.parent.key if self.parent else None})
+        digest = hashlib.sha256(ident.encode()).hexdigest()[:10]
+        c = self.cfg
+        return f"{c.strategy}-{c.model}-pc{c.per_class}-s{c.seed}-{digest}"
+
+
+@dataclass
+class Record:
+    """What the store knows about a finished run."""
+
+    run: Run
+    dir: Path
+    checkpoint: Path
+    train_seconds: float
+    eval_seconds: float
+    trained_now: bool
+    result: EvaluationResult
+
+
+class Store:
+    """Trains, evaluates and caches the runs of an experiment folder.
+
+    Args:
+        out: experiment folder.
+        device: evaluation device (training uses each config's ``device``).
+        n_resamples: bootstrap resamples of every evaluation.
+        progress: print one line per run and show training progress bars.
+    """
+
+    def __init__(
+        self, out: str | Path, *, device: str = "auto", n_resamples: int = 1000, progress: bool = True
+    ):
+        from atcon.commands.evaluate import resolve_device
+
+        self.out = Path(out)
+        self.device = resolve_device(device)
+        self.n_resamples = n_resamples
+        self.progress = progress
+        self._data: dict[str, TaskData] = {}
+        self._records: dict[str, Record] = {}
+
+    # --- splits and data -----------------------------------------------------------------
+
+    def split_file(self, cfg: TrainConfig) -> Path:
+        """The split file every run with ``cfg``'s data, per-class count and split seed shares."""
+        if cfg.split is not None:
+            return Path(cfg.split)
+        name = re.sub(r"[^A-Za-z0-9]+", "-", Path(cfg.data).name)
+        path = self.out / "splits" / f"{name}-d{cfg.data_seed}-pc{cfg.per_class}-s{cfg.split_seed}.json"
+        if not path.is_file():
+            data = build_task_data(cfg)
+            data.split.save(path)
+        return path
+
+    def with_split(self, cfg: TrainConfig) -> TrainConfig:
+        return cfg.replace(split=str(self.split_file(cfg)))
+
+    def data(self, cfg: TrainConfig) -> TaskData:
+        """Datasets for ``cfg`` (which must name its split file), built and decoded once per process."""
+        key = json.dumps(
+            [cfg.data, cfg.split, cfg.data_seed, cfg.data_size, cfg.model, cfg.image_size, cfg.augment]
+        )
+        if key not in self._data:
+            data = build_task_data(cfg)
+            for ds in (data.train, data.val, data.test):
+                preload = getattr(ds, "preload", None)
+                if callable(preload):
+                    preload()
+            self._data[key] = data
+        return self._data[key]
+
+    # --- runs ----------------------------------------------------------------------------
+
+    def resolve(self, run: Run) -> TrainConfig:
+        """The config the run trains with: its split file and, when it has one, its parent's weights."""
+        cfg = self.with_split(run.cfg)
+        if run.parent is not None:
+            cfg = cfg.replace(weights=str(self.get(run.parent).checkpoint), new_head=False)
+        return cfg
+
+    def get(self, run: Run) -> Record:
+        """Train (unless finished) and evaluate (unless evaluated) one run; returns its record."""
+        key = run.key
+        if key in self._records:
+            return self._records[key]
+        from atcon.train.run import train
+
+        cfg = self.resolve(run)
+        run_dir = self.out / "runs" / key
+        record_file = run_dir / "record.json"
+        old = json.loads(record_file.read_text()) if record_file.is_file() else {}
+        trained_now = not (run_dir / "summary.json").is_file()
+        train_seconds = old.get("train_seconds", 0.0)
+        if trained_now:
+            start = time.perf_counter()
+            resume = (run_dir / "checkpoints" / "last.pt").is_file()
+            train(cfg, run_dir, resume=resume, overwrite=not resume, progress=False, data=self.data(cfg))
+            train_seconds = time.perf_counter() - start
+        eval_file = run_dir / "test_eval.pt"
+        eval_seconds = old.get("eval_seconds", 0.0)
+        if eval_file.is_file():
+            result = EvaluationResult.load(eval_file)
+        else:
+            start = time.perf_counter()
+            result = self._evaluate(run, cfg, run_dir)
+            result.save(eval_file)
+            eval_seconds = time.perf_counter() - start
+        record = Record(
+            run,
+            run_dir,
+            run_dir / "checkpoints" / "best.pt",
+            train_seconds,
+            eval_seconds,
+            trained_now,
+            result,
+        )
+        atomic_write_text(
+            record_file,
+            json.dumps(
+                {
+                    "method": run.method,
+                    "tags": run.tags,
+                    "train_seconds": train_seconds,
+                    "eval_seconds": eval_seconds,
+                },
+                indent=1,
+            ),
+        )
+        if self.progress:
+            status = "trained" if trained_now else "reused"
+            print(
+                f"[experiment] {key}: {status}, train {train_seconds:.0f} s, eval {eval_seconds:.1f} s",
+                flush=True,
+            )
+        self._records[key] = record
+        return record
+
+    def _evaluate(self, run: Run, cfg: TrainConfig, run_dir: Path) -> EvaluationResult:
+        from atcon.commands.evaluate import load_model
+        from atcon.evaluate.pipeline import evaluate_model
+
+        loaded = load_model(run_dir / "checkpoints" / "best.pt", run.method)
+        data = self.data(cfg)
+        return evaluate_model(
+            loaded.model,
+            data.test,
+            data.task,
+            device=self.device,
+            classes=data.classes,
+            name=run.method,
+            n_resamples=self.n_resamples,
+            target_layer=loaded.target_layer,
+        )
+
+    def records(self) -> list[Record]:
+        return list(self._records.values())
+
+    def timing_table(self) -> str:
+        """Markdown: wall time of every run this process touched (0 s = done by an earlier process)."""
+        lines = [
+            "| run | method | tags | train (s) | eval (s) | this process |",
+            "|---|---|---|---:|---:|:-:|",
+        ]
+        for r in self._records.values():
+            tags = ", ".join(f"{k}={v}" for k, v in r.run.tags.items())
+            lines.append(
+                f"| {r.dir.name} | {r.run.method} | {tags} | {r.train_seconds:.1f} | {r.eval_seconds:.1f} | "
+                f"{'trained' if r.trained_now else 'reused'} |"
+            )
+        return "\n".join(lines)

@@ -1,0 +1,147 @@
+"""The experiment runner and the paper's experiments on a tiny benchmark."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from atcon.cli import main
+from atcon.evaluate.pipeline import summarize
+from atcon.experiments.aggregate import aggregate, cell, compare_rows
+from atcon.experiments.runner import Run, Store
+from atcon.experiments.suite import CONTROLS, ExperimentConfig, run_experiment
+from atcon.train.config import TrainConfig
+
+
+def _result(logits: torch.Tensor, labels: torch.Tensor, name: str = "m"):  # type: ignore[no-untyped-def]
+    pairs = torch.zeros(0, 2, dtype=torch.long)
+    return summarize(logits, labels, pairs, None, None, task="multiclass", classes=["a", "b", "c"], name=name,
+                     n_resamples=200)  # fmt: skip
+
+
+def test_seed_average_equals_the_mean_of_the_seeds_and_one_seed_is_plain() -> None:
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(3, (120,), generator=g)
+    a = _result(torch.randn(120, 3, generator=g) + 2 * torch.nn.functional.one_hot(labels, 3), labels)
+    b = _result(torch.randn(120, 3, generator=g), labels)
+    one = aggregate([a], "m", n_resamples=200)
+    for key in ("f1_macro", "map"):
+        assert float(one.metrics[key].estimate) == pytest.approx(float(a.metrics[key].estimate))
+        # Same resamples (seed 0) as the single evaluation: the same interval.
+        assert float(one.metrics[key].low) == pytest.approx(float(a.metrics[key].low), abs=1e-6)
+    both = aggregate([a, b], "m", n_resamples=200)
+    mean = (float(a.metrics["f1_macro"].estimate) + float(b.metrics["f1_macro"].estimate)) / 2
+    assert float(both.metrics["f1_macro"].estimate) == pytest.approx(mean)
+    assert both.n_seeds == 2 and both.seed_sd("f1_macro") > 0 and math.isnan(one.seed_sd("f1_macro"))
+    assert cell(both, "f1_macro").startswith(f"{100 * mean:.1f} [")
+
+
+def test_paired_comparison_of_rows_detects_a_real_difference_only() -> None:
+    g = torch.Generator().manual_seed(1)
+    labels = torch.randint(3, (200,), generator=g)
+    good = [_result(torch.randn(200, 3, generator=g) + 3 * torch.nn.functional.one_hot(labels, 3), labels)
+            for _ in range(2)]  # fmt: skip
+    bad = [_result(torch.randn(200, 3, generator=g), labels) for _ in range(2)]
+    rg, rb = aggregate(good, "good", n_resamples=200), aggregate(bad, "bad", n_resamples=200)
+    p = compare_rows(rg, rb, n_resamples=200)
+    assert p["f1_macro"] < 0.05 and p["map"] < 0.05
+    assert compare_rows(rg, rg, n_resamples=200)["f1_macro"] == 1.0
+    assert cell(rg, "f1_macro", p).endswith("*")
+    other = aggregate([_result(torch.randn(200, 3), torch.randint(3, (200,)))], "x", n_resamples=50)
+    with pytest.raises(ValueError, match="different test items"):
+        compare_rows(rg, other)
+
+
+@pytest.fixture()
+def base(tiny_voc: Path) -> TrainConfig:
+    return TrainConfig(data=str(tiny_voc), model="small", image_size=32, epochs=1, batch_size=2, per_class=1)
+
+
+EXP = ExperimentConfig(seeds=(0, 1), per_class=(1, 2), at_per_class=1, finetune_epochs=1, resamples=50,
+                       finetune_lr=1e-4)  # fmt: skip
+
+
+def test_classification_runs_share_splits_skip_when_done_and_write_tables(
+    base: TrainConfig, tmp_path: Path
+) -> None:
+    out = tmp_path / "exp"
+    outcome = run_experiment("classification", base, EXP, out, progress=False)
+    runs = sorted((out / "runs").iterdir())
+    assert len(runs) == 2 * 2 * 3  # per_class x seeds x methods
+    for run in runs:
+        record = json.loads((run / "record.json").read_text())
+        split = json.loads((run / "split.json").read_text())
+        tags = record["tags"]
+        shared = out / "splits" / f"{Path(base.data).name}-d0-pc{tags['per_class']}-s{tags['seed']}.json"
+        assert split["train"] == json.loads(shared.read_text())["train"]
+        assert record["train_seconds"] > 0 and (run / "test_eval.pt").is_file()
+    # Seeds draw different few-shot sets; every method of a cell reads the same one.
+    s0 = json.loads((out / "splits" / f"{Path(base.data).name}-d0-pc2-s0.json").read_text())["train"]
+    s1 = json.loads((out / "splits" / f"{Path(base.data).name}-d0-pc2-s1.json").read_text())["train"]
+    assert s0 != s1
+    finetuned = [r for r in runs if r.name.startswith("finetune-")]
+    assert len(finetuned) == 4 and all("augment = true" in (r / "config.toml").read_text() for r in finetuned)
+    md = (out / "results" / "classification.md").read_text()
+    assert "| 1 |" in md and "| 2 |" in md and "Baseline + Aug + Attention" in md
+    rows = json.loads((out / "results" / "classification.json").read_text())["rows"]
+    f1 = [r for r in rows if r["metric"] == "f1_macro"]
+    assert len(f1) == 2 * 3 and all(len(r["seeds"]) == 2 for r in f1)
+    att = next(r for r in f1 if r["method"] == "Baseline + Aug + Attention")
+    assert att["reference"] == "Baseline + Aug" and 0 < att["p_value"] <= 1
+    assert att["value"] == pytest.approx(sum(att["seeds"]) / 2, abs=1e-5)
+    for suffix in ("csv", "html", "png"):
+        assert (out / "results" / f"classification.{suffix}").stat().st_size > 0
+    assert len(outcome.rows) == len(rows)
+    # A second call trains nothing: every run is reused (checkpoints untouched).
+    stamps = {r.name: (r / "checkpoints" / "best.pt").stat().st_mtime_ns for r in runs}
+    store = Store(out, n_resamples=50, progress=False)
+    from atcon.experiments.suite import run_classification
+
+    run_classification(base, EXP, store)
+    assert not any(r.trained_now for r in store.records())
+    assert stamps == {r.name: (r / "checkpoints" / "best.pt").stat().st_mtime_ns for r in runs}
+
+
+def test_controls_and_strategies_reuse_the_baseline(base: TrainConfig, tmp_path: Path) -> None:
+    out = tmp_path / "exp"
+    exp = ExperimentConfig(seeds=(0,), at_per_class=1, finetune_epochs=1, resamples=50, finetune_lr=1e-4)
+    controls = run_experiment("controls", base, exp, out, progress=False)
+    methods = {r["method"] for r in controls.rows}
+    assert methods == {"Baseline + Aug", *CONTROLS}
+    strategies = run_experiment("strategies", base, exp, out, progress=False)
+    assert {r["method"] for r in strategies.rows} == {
+        "Baseline + Aug", "fine-tune (after supervised)", "combined (L + L_con)", "alternated",
+    }  # fmt: skip
+    # One supervised baseline; the method's fine-tuning is the same run in both experiments.
+    names = [p.name for p in (out / "runs").iterdir()]
+    assert sum(n.startswith("supervised-small") for n in names) == 1
+    assert len(names) == 1 + len(CONTROLS) + 2  # fine-tuning with the method's mask is run once
+    configs = {n: (out / "runs" / n / "config.toml").read_text() for n in names}
+    assert any('mask_source = "sobel"' in c for c in configs.values())
+    assert any('mask_source = "random_network"' in c for c in configs.values())
+    assert any("detach_mask = true" in c for c in configs.values())
+    assert "* vs (a) Guided Backprop mask (method)" in controls.markdown
+
+
+def test_localization_command_over_architectures(tiny_voc: Path, tmp_path: Path) -> None:
+    out = tmp_path / "loc"
+    args = ["experiment", "localization", "--out", str(out), "--data", str(tiny_voc), "--image-size", "32",
+            "--epochs", "1", "--finetune-epochs", "1", "--seeds", "0", "--at-per-class", "1", "--resamples", "50",
+            "--models", "small", "resnet18", "--batch-size", "2"]  # fmt: skip
+    assert main(args) == 0
+    table = json.loads((out / "results" / "localization.json").read_text())["rows"]
+    assert {(r["group"], r["method"]) for r in table if r["metric"] == "iou"} == {
+        (m, k) for m in ("small", "resnet18") for k in ("Baseline + Aug", "Baseline + Aug + Attention")
+    }
+
+
+def test_run_key_depends_on_config_and_parent(base: TrainConfig) -> None:
+    a = Run("Baseline + Aug", base)
+    assert a.key == Run("another name", base).key
+    assert a.key != Run("Baseline + Aug", base.replace(seed=1)).key
+    ft = base.replace(strategy="finetune")
+    assert Run("x", ft, a).key != Run("x", ft, Run("Baseline + Aug", base.replace(lr=0.1))).key
