@@ -43,6 +43,7 @@ class DemoConfig:
     seed: int = 0
     device: str = "auto"
     workers: int = 2
+    data_size: float = 1.0
 
 
 PRESETS: dict[str, DemoConfig] = {
@@ -114,7 +115,7 @@ def run_demo(config: DemoConfig, out: str | Path, *, progress: bool = True) -> d
 
     c = config
     with stage("benchmark"):
-        build_benchmark(c.benchmark, seed=c.seed)
+        build_benchmark(c.benchmark, seed=c.seed, size=c.data_size)
     with stage("source pretraining"):
         source = source_checkpoint(
             c.benchmark,
@@ -122,6 +123,7 @@ def run_demo(config: DemoConfig, out: str | Path, *, progress: bool = True) -> d
             image_size=c.image_size,
             epochs=c.source_epochs,
             seed=c.seed,
+            size=c.data_size,
             device=c.device,
             workers=c.workers,
             progress=progress,
@@ -133,6 +135,7 @@ def run_demo(config: DemoConfig, out: str | Path, *, progress: bool = True) -> d
         per_class=c.per_class,
         split_seed=c.seed,
         data_seed=c.seed,
+        data_size=c.data_size,
         epochs=c.epochs,
         batch_size=c.batch_size,
         seed=c.seed,

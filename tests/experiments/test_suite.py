@@ -133,7 +133,7 @@ def test_localization_command_over_architectures(tiny_voc: Path, tmp_path: Path)
             "--epochs", "1", "--finetune-epochs", "1", "--seeds", "0", "--at-per-class", "1", "--resamples", "50",
             "--models", "small", "resnet18", "--batch-size", "2"]  # fmt: skip
     assert main(args) == 0
-    table = json.loads((out / "results" / "localization.json").read_text())["rows"]
+    table = json.loads((out / "results" / "localization-small-resnet18.json").read_text())["rows"]
     assert {(r["group"], r["method"]) for r in table if r["metric"] == "iou"} == {
         (m, k) for m in ("small", "resnet18") for k in ("Baseline + Aug", "Baseline + Aug + Attention")
     }

@@ -40,7 +40,7 @@ def register(sub: Any) -> None:
         "--at-per-class",
         type=int,
         default=4,
-        help="localization/strategies/controls: samples per class (default 4)",
+        help="localization/strategies/controls/ablation: samples per class (default 4)",
     )
     p.add_argument("--models", nargs="+", default=[], help="localization: architectures (default: --model)")
     p.add_argument(
@@ -62,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
     if args.name == "ablation":
         from atcon.experiments.ablation import run_ablation_seeds
 
-        result = run_ablation_seeds(cfg, args.out, args.seeds, progress=True)
+        result = run_ablation_seeds(
+            cfg.replace(per_class=args.at_per_class), args.out, args.seeds, progress=True
+        )
         print("Pearson correlation (%) between each consistency loss and the supervised validation loss:")
         print(result["table"])
         print(f"{args.out / 'ablation.md'} ({result['seconds']:.0f} s)")

@@ -385,7 +385,7 @@ def run_localization(base: TrainConfig, exp: ExperimentConfig, store: Store) -> 
     ]
     return _write(
         store,
-        "localization",
+        "localization" + "".join(f"-{m}" for m in exp.models),
         f"Localization: {base.data}, seeds {list(exp.seeds)}",
         sections,
         _flat(groups, p_values, REFERENCES),

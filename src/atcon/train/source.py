@@ -57,6 +57,17 @@ def _key(parts: dict[str, object]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def _singles_per_class(folder: Path, size: float) -> int:
+    """Training images per class of the source task: about 5/6 of the average class's share,
+    capped by the rarest class (small generated sets are unbalanced)."""
+    from collections import Counter
+
+    from atcon.data import VOCDataset
+
+    counts = Counter(o.name for a in VOCDataset(folder, "train").annotations for o in a.objects)
+    return max(1, min(int(SINGLES.num_train * size) // 12, min(counts.values())))
+
+
 def source_checkpoint(
     benchmark: str,
     model: str,
@@ -123,7 +134,7 @@ def source_checkpoint(
             model=model,
             image_size=image_size,
             strategy="supervised",
-            per_class=int(SINGLES.num_train * size) // 12,
+            per_class=_singles_per_class(singles, size),
             epochs=epochs,
             batch_size=32,
             lr=1e-3,
