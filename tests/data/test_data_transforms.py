@@ -11,6 +11,7 @@ from atcon.data import (
     IMAGENET_STD,
     RandomCropFraction,
     clip_eval_transform,
+    clip_simclr_transform,
     clip_train_transform,
     denormalize,
     image_eval_transform,
@@ -103,6 +104,22 @@ def test_clip_train_transform_same_parameters_for_every_frame() -> None:
         assert torch.equal(out_boxes, out_boxes[:1].expand_as(out_boxes))
         changed += not torch.allclose(out, plain)
     assert changed == 5
+
+
+def test_clip_simclr_views_are_consistent_across_frames_and_milder_than_the_supervised_jitter() -> None:
+    torch.manual_seed(0)
+    frame = torch.randint(0, 256, (3, 24, 24), dtype=torch.uint8)
+    video = tv_tensors.Video(frame.expand(4, 3, 24, 24).contiguous())
+    views = [clip_simclr_transform(16)(video) for _ in range(20)]
+    assert all(v.shape == (4, 3, 16, 16) and torch.equal(v, v[:1].expand_as(v)) for v in views)
+    assert not torch.equal(views[0], views[1])
+    # Hue moves at most 0.05 of the colour circle: the mean colour of a view stays near the clip's.
+    plain = clip_eval_transform()(video).mean((0, 2, 3))
+    shift = torch.stack([(v.mean((0, 2, 3)) - plain).abs().max() for v in views]).mean()
+    strong = torch.stack(
+        [(clip_train_transform()(video).mean((0, 2, 3)) - plain).abs().max() for _ in range(20)]
+    )
+    assert shift < strong.mean()
 
 
 def test_random_crop_fraction_one_window_for_all_frames() -> None:

@@ -58,8 +58,8 @@ class ExperimentConfig:
         models: architectures of the localization experiment (default: the config's model).
         finetune_epochs: epochs of consistency fine-tuning.
         finetune_lr: its learning rate (default: the paper's 5e-6).
-        source_epochs: epochs of source pretraining when no weights are given (default: 8 for
-            images, 4 of SimCLR for clips, as in the CPU demo).
+        source_epochs: epochs of source pretraining when no weights are given (default 8, as
+            in the CPU demos: supervised on single objects for images, SimCLR for clips).
         resamples: bootstrap resamples.
         device: evaluation device.
     """
@@ -87,7 +87,7 @@ def source_weights(cfg: TrainConfig, exp: ExperimentConfig, progress: bool) -> s
 
     if cfg.weights is not None or cfg.data not in BENCHMARKS:
         return cfg.weights
-    epochs = exp.source_epochs or (4 if _video(cfg) else 8)
+    epochs = exp.source_epochs or 8
     path = source_checkpoint(
         cfg.data,
         cfg.model,

@@ -140,7 +140,12 @@ def build_task_data(cfg: TrainConfig, split: D.Split | None = None) -> TaskData:
         unlabeled = UnlabeledFolder(cfg.unlabeled, train_tf, video=False) if cfg.unlabeled else None
         return TaskData("multilabel", tuple(split.classes), False, split, train, val, test, unlabeled, size)
 
-    clip_train = D.clip_train_transform() if cfg.augment else D.clip_eval_transform()
+    if not cfg.augment:
+        clip_train = D.clip_eval_transform()
+    elif cfg.strategy == "simclr":
+        clip_train = D.clip_simclr_transform(size)
+    else:
+        clip_train = D.clip_train_transform()
     clip_eval = D.clip_eval_transform()
 
     def clips(ids: Sequence[str], tf: Any) -> Dataset[Any]:

@@ -101,7 +101,18 @@ def source_checkpoint(
     if benchmark not in ("cluttered-fashion", "fashion-events"):
         raise ValueError(f"no source task for {benchmark!r}; pass pretrained weights with --weights instead")
     epochs = epochs if epochs is not None else (30 if video else 4)
-    key = _key({"b": benchmark, "m": model, "s": image_size, "e": epochs, "seed": seed, "size": size, "v": 1})
+    # v2 of the video source: SimCLR views from clip_simclr_transform (v1 used the supervised jitter).
+    key = _key(
+        {
+            "b": benchmark,
+            "m": model,
+            "s": image_size,
+            "e": epochs,
+            "seed": seed,
+            "size": size,
+            "v": 2 if video else 1,
+        }
+    )
     cache = Path(cache) if cache is not None else default_data_dir() / "pretrained"
     final = cache / f"{benchmark}-{model}-{key}.pt"
     if final.is_file():
