@@ -56,6 +56,8 @@ def test_ablation_command(tiny_voc: Path, tmp_path: Path, capsys: pytest.Capture
     r = summary["correlations"]["gb_mask/pearson"]
     assert len(r) == 2 and f"{100 * sum(r) / 2:.1f} ± " in summary["table"]
     assert "Pearson correlation" in capsys.readouterr().out
+    assert len((out / "ablation.csv").read_text().splitlines()) == 1 + 2 * len(VARIANTS)
+    assert (out / "ablation.html").stat().st_size > 0
     # A finished seed is reused, not recomputed.
     (out / "seed0" / "curves.png").unlink()
     assert main(args) == 0

@@ -172,7 +172,7 @@ def run_ablation_seeds(
             cells.append(text)
         lines.append(f"| {r} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
-    result = {
+    result: dict[str, Any] = {
         "seeds": seeds,
         "correlations": rs,
         "table": table,
@@ -180,6 +180,29 @@ def run_ablation_seeds(
         "seconds": time.perf_counter() - start,
         "seconds_per_seed": [r["seconds"] for r in runs],
     }
-    atomic_write_text(out / "ablation.md", f"Pearson r (%) over seeds {seeds}: mean ± sd\n\n{table}\n")
+    title = f"Pearson r (%) between each consistency loss and the supervised validation loss, seeds {seeds}"
+    atomic_write_text(out / "ablation.md", f"{title}: mean ± sd\n\n{table}\n")
     atomic_write_text(out / "ablation.json", json.dumps(result, indent=1))
+    rows = ["resolution,similarity,seed,pearson_r"]
+    rows += [f"{k.replace('/', ',')},{s},{r!r}" for k, values in rs.items() for s, r in zip(seeds, values)]
+    atomic_write_text(out / "ablation.csv", "\n".join(rows) + "\n")
+    from atcon import report
+
+    report.write_report(
+        out / "ablation.html",
+        "Ablation (Table 4)",
+        [
+            report.table(table, title + " (mean ± sd over seeds)"),
+            *(
+                report.figure(out / f"seed{s}" / "curves.png", f"Validation curves, seed {s}")
+                for s in seeds
+                if (out / f"seed{s}" / "curves.png").is_file()
+            ),
+            report.text(json.dumps(runs[0]["config"], indent=1), "Settings (first seed)", preformatted=True),
+            report.text(
+                ", ".join(f"seed {s}: {t:.0f} s" for s, t in zip(seeds, result["seconds_per_seed"])),
+                "Wall time",
+            ),
+        ],
+    )
     return result
