@@ -160,3 +160,27 @@ def test_collate_keeps_variable_boxes_as_lists(voc_root: Path) -> None:
     loader = torch.utils.data.DataLoader(ds, batch_size=4, collate_fn=collate)
     batch_images, batch_targets = next(iter(loader))
     assert batch_images.shape == (4, 3, 32, 32) and len(batch_targets["box_labels"]) == 4
+
+
+def test_cached_datasets_share_decoded_images(voc_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from atcon.data import decoded
+    from atcon.data import voc as voc_module
+
+    decoded.clear()
+    first = VOCDataset(voc_root, "train", cache=True)
+    first.preload()
+    assert decoded.size() == len(first)
+    expected = first[0][0]
+
+    def fail(path: object) -> None:
+        raise AssertionError(f"decoded again: {path}")
+
+    monkeypatch.setattr(voc_module, "read_image_rgb", fail)
+    # Another dataset over the same files, with another transform: no decoding.
+    other = VOCDataset(voc_root, "train", cache=True, transform=lambda img, tgt: (img.flip(-1), tgt))
+    assert torch.equal(other[0][0], tv_tensors.Image((expected * 255).round().to(torch.uint8)).flip(-1))
+    uncached = VOCDataset(voc_root, "train")
+    with pytest.raises(AssertionError, match="decoded again"):
+        uncached[0]
+    decoded.clear()
+    assert decoded.size() == 0

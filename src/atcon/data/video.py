@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from atcon.data import decoded
 from atcon.data._common import DataError, OnError, check_on_error, filter_bad, not_found, require_dir
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -277,8 +278,9 @@ class VideoClipDataset(Dataset[tuple[torch.Tensor, dict[str, Any]]]):
         frame_size: Frame ``(H, W)`` after decoding (80x80).
         transform: Called as ``transform(video)`` or, when boxes exist, ``transform(video, target)`` with a
             ``uint8`` ``tv_tensors.Video`` ``(T, 3, H, W)``; see :mod:`atcon.data.transforms`.
-        cache: Keep decoded clips in memory (the experiments revisit the same few clips many times).
-            Each ``DataLoader`` worker holds its own cache; call :meth:`preload` before creating the
+        cache: Keep decoded clips in memory, shared with every other cached dataset of the process
+            (:mod:`atcon.data.decoded`; experiments revisit the same clips many times). Each
+            ``DataLoader`` worker holds its own copy; call :meth:`preload` before creating the
             loader to share one.
         on_error: ``"raise"`` stops at the first bad clip naming its file; ``"skip"`` drops clips that are
             missing, unreadable, too short or have an unknown class, with one warning giving the count.
@@ -336,8 +338,6 @@ class VideoClipDataset(Dataset[tuple[torch.Tensor, dict[str, Any]]]):
         self.num_frames, self.fps, self.frame_size = num_frames, fps, (int(frame_size[0]), int(frame_size[1]))
         self.transform = transform
         self.cache = cache
-        self._cache: dict[int, torch.Tensor] = {}
-        self._times: dict[int, list[float]] = {}
         self._boxes: dict[Path, tuple[float, int, int, np.ndarray]] = {}
         self.clips, self.skipped = filter_bad(clips, lambda c: self._check(c, probe), self.on_error, "clips")
         self.has_boxes = any(c.boxes is not None for c in self.clips)
@@ -390,14 +390,11 @@ class VideoClipDataset(Dataset[tuple[torch.Tensor, dict[str, Any]]]):
 
     def frames(self, index: int) -> tuple[torch.Tensor, list[float]]:
         """Decoded ``uint8`` frames ``(T, 3, H, W)`` of clip ``index`` and their source times (cached)."""
-        if index in self._cache:
-            return self._cache[index], self._times[index]
         clip = self.clips[index]
-        frames, times = decode_clip(clip.path, self.num_frames, self.fps, self.frame_size, clip.start or 0.0)
-        if self.cache:
-            self._cache[index] = frames
-            self._times[index] = times
-        return frames, times
+        args = (clip.path, self.num_frames, self.fps, self.frame_size, clip.start or 0.0)
+        if not self.cache:
+            return decode_clip(*args)
+        return decoded.get_or_decode(("clip", str(clip.path), *args[1:]), lambda: decode_clip(*args))
 
     def preload(self) -> None:
         """Decode every clip into the cache now (turns ``cache`` on)."""

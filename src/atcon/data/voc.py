@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from atcon.data import decoded
 from atcon.data._common import (
     DataError,
     OnError,
@@ -225,7 +226,8 @@ class VOCDataset(Dataset[tuple[torch.Tensor, Target]]):
             images whose annotation is malformed, has an unknown class, or whose image is missing or
             corrupt (images are then test-decoded at construction), with one warning giving the count.
         difficult_as_positive: Count a class present only through difficult objects as positive.
-        cache: Keep decoded images in memory (see :meth:`preload`).
+        cache: Keep decoded images in memory, shared with every other cached dataset of the
+            process (:mod:`atcon.data.decoded`, :meth:`preload`).
 
     Items are ``(image, target)``. Without a transform ``image`` is ``float32`` in ``[0, 1]``, shape
     ``(3, H, W)``; ``target`` holds:
@@ -252,9 +254,8 @@ class VOCDataset(Dataset[tuple[torch.Tensor, Target]]):
         cache: bool = False,
     ) -> None:
         self.on_error = check_on_error(on_error)
-        # Decoded uint8 images by index: experiments revisit the same few images in many runs.
+        # Experiments revisit the same images in many runs: keep them decoded (atcon.data.decoded).
         self.cache = cache
-        self._decoded: dict[int, torch.Tensor] = {}
         self.root = find_voc_root(root)
         self.split = split if ids is None else None
         self.classes: tuple[str, ...] = tuple(classes) if classes is not None else read_vocabulary(self.root)
@@ -346,11 +347,12 @@ class VOCDataset(Dataset[tuple[torch.Tensor, Target]]):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, Target]:
         ann = self.annotations[index]
-        image = self._decoded.get(index)
-        if image is None:
-            image = read_image_rgb(self.image_path(ann))
-            if self.cache:
-                self._decoded[index] = image
+        path = self.image_path(ann)
+        image = (
+            decoded.get_or_decode(("image", str(path)), lambda: read_image_rgb(path))
+            if self.cache
+            else read_image_rgb(path)
+        )
         height, width = image.shape[-2:]
         # The decoded size wins over <size>: some annotation tools write it wrong.
         target = self._target(ann, height, width)
@@ -360,11 +362,11 @@ class VOCDataset(Dataset[tuple[torch.Tensor, Target]]):
         return out_image, out_target
 
     def preload(self) -> None:
-        """Decode every image into the cache now (turns ``cache`` on; forked workers share it)."""
+        """Decode every image into the process-wide store now (turns ``cache`` on; forked workers share it)."""
         self.cache = True
-        for i in range(len(self.annotations)):
-            if i not in self._decoded:
-                self._decoded[i] = read_image_rgb(self.image_path(self.annotations[i]))
+        for ann in self.annotations:
+            path = self.image_path(ann)
+            decoded.get_or_decode(("image", str(path)), lambda path=path: read_image_rgb(path))  # type: ignore[misc]
 
 
 def collate(batch: Sequence[tuple[torch.Tensor, Target]]) -> tuple[torch.Tensor, dict[str, Any]]:

@@ -6,9 +6,10 @@ for the same run share it), evaluates its best checkpoint on the test set once
 (``test_eval.pt``), and records the wall time of both (``record.json``). A finished run is never
 redone; a killed one resumes from its last checkpoint.
 
-Every run of a (per-class, seed) pair reads the same split file ``DIR/splits/...json``; the
-datasets of a split are built once per process and decoded into memory once, so later runs pay
-neither for file decoding nor for dataset construction.
+Every run of a (per-class, seed) pair reads the same split file ``DIR/splits/...json``. The
+datasets of a split are built once per process, and every file is decoded once per process
+(:mod:`atcon.data.decoded`: all splits share the validation and test files), so later runs pay
+neither for decoding nor for dataset construction.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 from atcon.evaluate.pipeline import EvaluationResult
 from atcon.train.checkpoint import atomic_write_text
 from atcon.train.config import TrainConfig
-from atcon.train.data import TaskData, build_task_data
+from atcon.train.data import TaskData, build_task_data, task_split
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,7 @@ class Store:
         name = re.sub(r"[^A-Za-z0-9]+", "-", Path(cfg.data).name)
         path = self.out / "splits" / f"{name}-d{cfg.data_seed}-pc{cfg.per_class}-s{cfg.split_seed}.json"
         if not path.is_file():
-            data = build_task_data(cfg)
-            data.split.save(path)
+            task_split(cfg).save(path)
         return path
 
     def with_split(self, cfg: TrainConfig) -> TrainConfig:

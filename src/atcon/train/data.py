@@ -100,6 +100,11 @@ def _split(cfg: TrainConfig, kind: str) -> D.Split:
     )
 
 
+def task_split(cfg: TrainConfig) -> D.Split:
+    """The split ``cfg`` trains on: its ``split`` file, or drawn from ``per_class``/``split_seed``."""
+    return _split(cfg, _kind(cfg))
+
+
 def image_size_for(cfg: TrainConfig) -> int:
     return cfg.image_size or model_spec(cfg.model).input_size
 
