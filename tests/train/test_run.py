@@ -57,6 +57,31 @@ def test_finetune_from_checkpoint_changes_weights(tiny_voc: Path, tmp_path: Path
     assert torch.equal(before["fc.bias"], after["fc.bias"])  # no map depends on the output bias
 
 
+def test_finetune_keeps_the_starting_model_when_validation_only_gets_worse(
+    tiny_voc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from atcon.train import run as run_module
+
+    train(config(tiny_voc, epochs=1), tmp_path / "sup", progress=False)
+    init = tmp_path / "sup" / "checkpoints" / "best.pt"
+    real = run_module.classification_metrics
+    maps = iter([0.9, 0.5, 0.6, 0.4])  # start, then three fine-tuning epochs, all worse
+
+    def scripted(*args: object, **kw: object) -> dict[str, torch.Tensor]:
+        out = real(*args, **kw)  # type: ignore[arg-type]
+        return {**out, "map": torch.tensor(next(maps))}
+
+    monkeypatch.setattr(run_module, "classification_metrics", scripted)
+    cfg = config(tiny_voc, strategy="finetune", weights=str(init), lr=1e-3, epochs=3)
+    summary = train(cfg, tmp_path / "ft", progress=False)
+    assert summary["best_epoch"] == -1 and summary["best_metric"] == pytest.approx(0.9)
+    best = load_checkpoint(tmp_path / "ft" / "checkpoints" / "best.pt")["model"]
+    start = load_checkpoint(init)["model"]
+    last = load_checkpoint(tmp_path / "ft" / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(start[k], best[k]) for k in start)
+    assert not torch.equal(last["layer4.conv2.weight"], start["layer4.conv2.weight"])
+
+
 def _cli(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"), **(env or {})}
     return subprocess.run(

@@ -448,7 +448,8 @@ class Trainer:
         else:
             metric = -train_loss if train_loss is not None else -math.inf
         row["selection"] = metric
-        improved = metric > st.best_metric or st.best_epoch < 0
+        # The first evaluation always counts (even a nan metric), later ones must beat it.
+        improved = metric > st.best_metric or not st.history
         if improved:
             st.best_metric, st.best_epoch, st.bad_evals = metric, epoch, 0
             self.save("best")
