@@ -90,6 +90,11 @@ def test_classification_runs_share_splits_skip_when_done_and_write_tables(
     rows = json.loads((out / "results" / "classification.json").read_text())["rows"]
     f1 = [r for r in rows if r["metric"] == "f1_macro"]
     assert len(f1) == 2 * 3 and all(len(r["seeds"]) == 2 for r in f1)
+    # Selected epochs come from the runs' summaries (-1 = fine-tuning kept its starting model).
+    for r in f1:
+        for run, epoch in zip((0, 1), r["best_epochs"]):
+            assert -1 <= epoch < (EXP.finetune_epochs if "Attention" in r["method"] else base.epochs)
+    assert "selected epoch" in md
     att = next(r for r in f1 if r["method"] == "Baseline + Aug + Attention")
     assert att["reference"] == "Baseline + Aug" and 0 < att["p_value"] <= 1
     assert att["value"] == pytest.approx(sum(att["seeds"]) / 2, abs=1e-5)

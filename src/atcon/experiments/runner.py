@@ -68,6 +68,7 @@ class Record:
     eval_seconds: float
     trained_now: bool
     result: EvaluationResult
+    best_epoch: int = 0  # epoch of the selected checkpoint (-1: fine-tuning kept its starting model)
 
 
 class Store:
@@ -165,6 +166,7 @@ class Store:
             eval_seconds,
             trained_now,
             result,
+            int(json.loads((run_dir / "summary.json").read_text())["best_epoch"]),
         )
         atomic_write_text(
             record_file,

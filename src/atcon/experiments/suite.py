@@ -170,8 +170,9 @@ class Outcome:
 def _rows(store: Store, runs_by_seed: dict[str, list[Run]], exp: ExperimentConfig) -> dict[str, Row]:
     rows = {}
     for method, runs in runs_by_seed.items():
-        results = [store.get(r).result for r in runs]
-        rows[method] = aggregate(results, method, n_resamples=exp.resamples)
+        records = [store.get(r) for r in runs]
+        rows[method] = aggregate([r.result for r in records], method, n_resamples=exp.resamples)
+        rows[method].extra["best_epochs"] = [r.best_epoch for r in records]
     return rows
 
 
@@ -200,6 +201,7 @@ def _metric_table(
         *(LABELS.get(k, k) + " (%)" for k in keys),
         "seed sd (first metric)",
         "TP pairs",
+        "selected epoch",
     ]
     lines = ["| " + " | ".join(head) + " |", "|---|---" + "|---:" * (len(head) - 2) + "|"]
     for group, rows in groups.items():
@@ -208,6 +210,7 @@ def _metric_table(
             sd = row.seed_sd(keys[0])
             cells = [group, name, *(cell(row, k, ps) for k in keys)]
             cells += ["n/a" if math.isnan(sd) else f"{100 * sd:.1f}", "/".join(map(str, row.n_pairs))]
+            cells.append("/".join(map(str, row.extra.get("best_epochs", []))))
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -259,6 +262,7 @@ def _flat(
                         "seeds": row.seed_values.get(key, []),
                         "reference": refs.get(name, ""),
                         "p_value": p_values.get(group, {}).get(name, {}).get(key, math.nan),
+                        "best_epochs": row.extra.get("best_epochs", []),
                     }
                 )
     return out
@@ -281,6 +285,7 @@ def _write(
     timing = store.timing_table()
     note = (
         "Cells: mean over seeds [95% bootstrap interval over test items, same resamples for every seed]; "
+        "selected epoch: the validation-selected epoch of each seed (-1: fine-tuning kept its starting model); "
         "`*`: paired bootstrap p < 0.05 against the row's reference "
         f"({', '.join(f'{a} vs {b}' for a, b in meta.get('references', {}).items())})."
     )
