@@ -1,11 +1,12 @@
 """Per-run cost of an experiment: shared decoded data vs. building and decoding it for every run.
 
 Times short runs (``--epochs`` epochs at ``--per-class`` samples per class, then the test-set
-evaluation) through :class:`atcon.experiments.runner.Store`, alternating two modes in one process:
+evaluation) through :class:`atcon.experiments.runner.Store`, in two modes in one process:
 
-* ``shared``: one store for all runs, as ``atcon experiment`` does: datasets are built and decoded
-  once, later runs reuse them;
-* ``fresh``: a new store per run, so every run builds its datasets and decodes its files again.
+* ``fresh``: a new store per run and an emptied decoded-file store (:mod:`atcon.data.decoded`),
+  so every run builds its datasets and decodes its files again;
+* ``shared``: one store for all runs, as ``atcon experiment`` does: datasets are built and files
+  decoded once, later runs reuse them.
 
 The first ``shared`` run pays for the decoding; the rest show the per-run overhead left.
 
@@ -21,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from atcon.data import decoded
 from atcon.experiments.runner import Run, Store
 from atcon.train.config import TrainConfig
 
@@ -45,12 +47,18 @@ def main() -> None:
         device=args.device,
     )
     with tempfile.TemporaryDirectory() as tmp:
+        times: dict[str, list[float]] = {"fresh": [], "shared": []}
         shared = Store(Path(tmp) / "shared", device=args.device, n_resamples=100, progress=False)
-        times: dict[str, list[float]] = {"shared": [], "fresh": []}
-        for i in range(args.runs):
-            for mode in ("shared", "fresh"):
-                store = shared if mode == "shared" else Store(Path(tmp) / f"fresh{i}", device=args.device,
-                                                              n_resamples=100, progress=False)  # fmt: skip
+        for mode in ("fresh", "shared"):
+            decoded.clear()
+            for i in range(args.runs):
+                if mode == "fresh":
+                    decoded.clear()  # nothing decoded survives the run before
+                store = (
+                    shared
+                    if mode == "shared"
+                    else Store(Path(tmp) / f"fresh{i}", device=args.device, n_resamples=100, progress=False)
+                )
                 run = Run(mode, base.replace(seed=100 * i + (mode == "fresh")))
                 start = time.perf_counter()
                 store.get(run)
