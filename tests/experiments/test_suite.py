@@ -92,7 +92,8 @@ def test_classification_runs_share_splits_skip_when_done_and_write_tables(
     assert len(f1) == 2 * 3 and all(len(r["seeds"]) == 2 for r in f1)
     # Selected epochs come from the runs' summaries (-1 = fine-tuning kept its starting model).
     for r in f1:
-        for run, epoch in zip((0, 1), r["best_epochs"]):
+        assert len(r["best_epochs"]) == 2
+        for epoch in r["best_epochs"]:
             assert -1 <= epoch < (EXP.finetune_epochs if "Attention" in r["method"] else base.epochs)
     assert "selected epoch" in md
     att = next(r for r in f1 if r["method"] == "Baseline + Aug + Attention")
