@@ -12,6 +12,7 @@ import itertools
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,17 +70,23 @@ def pearson_r(a: list[float], b: list[float]) -> float:
     return float((ta * tb).sum()) / den if den > 0 else math.nan
 
 
-def correlation_table(curves: dict[str, list[float]]) -> str:
-    """Markdown table (rows: resolution, columns: similarity) of r x 100 with the supervised curve."""
+def variant_table(cell: Callable[[str], str]) -> str:
+    """Markdown table of the 4 x 3 variants (rows: resolution, columns: similarity); ``cell("r/s")`` fills it."""
     head = "| resolution | " + " | ".join(SIMILARITIES) + " |"
     lines = [head, "|---" + "|---:" * len(SIMILARITIES) + "|"]
     for r in RESOLUTIONS:
-        cells = []
-        for s in SIMILARITIES:
-            value = pearson_r(curves[f"{r}/{s}"], curves["supervised"])
-            cells.append("n/a" if math.isnan(value) else f"{100 * value:.1f}")
-        lines.append(f"| {r} | " + " | ".join(cells) + " |")
+        lines.append(f"| {r} | " + " | ".join(cell(f"{r}/{s}") for s in SIMILARITIES) + " |")
     return "\n".join(lines)
+
+
+def correlation_table(curves: dict[str, list[float]]) -> str:
+    """Markdown table (rows: resolution, columns: similarity) of r x 100 with the supervised curve."""
+
+    def cell(key: str) -> str:
+        value = pearson_r(curves[key], curves["supervised"])
+        return "n/a" if math.isnan(value) else f"{100 * value:.1f}"
+
+    return variant_table(cell)
 
 
 def run_ablation(cfg: TrainConfig, out: str | Path, *, progress: bool = False) -> dict[str, Any]:
@@ -160,18 +167,15 @@ def run_ablation_seeds(
         key: [pearson_r(r["curves"][key], r["curves"]["supervised"]) for r in runs]
         for key in (f"{a}/{b}" for a, b in VARIANTS)
     }
-    head = "| resolution | " + " | ".join(SIMILARITIES) + " |"
-    lines = [head, "|---" + "|---:" * len(SIMILARITIES) + "|"]
-    for r in RESOLUTIONS:
-        cells = []
-        for s in SIMILARITIES:
-            v = torch.tensor(rs[f"{r}/{s}"], dtype=torch.float64) * 100
-            text = f"{float(v.nanmean()):.1f}" if not v.isnan().all() else "n/a"
-            if len(v) > 1 and not v.isnan().any():
-                text += f" ± {float(v.std()):.1f}"
-            cells.append(text)
-        lines.append(f"| {r} | " + " | ".join(cells) + " |")
-    table = "\n".join(lines)
+
+    def mean_sd(key: str) -> str:
+        v = torch.tensor(rs[key], dtype=torch.float64) * 100
+        text = f"{float(v.nanmean()):.1f}" if not v.isnan().all() else "n/a"
+        if len(v) > 1 and not v.isnan().any():
+            text += f" ± {float(v.std()):.1f}"
+        return text
+
+    table = variant_table(mean_sd)
     result: dict[str, Any] = {
         "seeds": seeds,
         "correlations": rs,
