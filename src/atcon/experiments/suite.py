@@ -36,8 +36,6 @@ from atcon.models import model_spec
 from atcon.train.checkpoint import atomic_write_text
 from atcon.train.config import TrainConfig
 
-EXPERIMENTS = ("classification", "localization", "strategies", "controls")
-
 CONTROLS: dict[str, dict[str, Any]] = {
     "(a) Guided Backprop mask (method)": {},
     "(b) GB of a re-initialised network": {"mask_source": "random_network"},
@@ -400,17 +398,20 @@ def run_localization(base: TrainConfig, exp: ExperimentConfig, store: Store) -> 
 
 
 def _single_cell(
-    base: TrainConfig, exp: ExperimentConfig, store: Store, extra: Callable[[dict[str, Run]], dict[str, Run]]
+    base: TrainConfig, exp: ExperimentConfig, store: Store, extra: Callable[[Run], dict[str, Run]]
 ) -> tuple[dict[str, Row], str]:
+    """Rows of one samples-per-class cell: the reference model and the runs ``extra(reference)`` adds.
+
+    The reference is the best supervised model of the cell: ``Baseline + Aug`` for images,
+    ``SimCLR`` for clips (``Baseline`` without source weights).
+    """
     weights = source_weights(base, exp, store.progress)
     by_method: dict[str, list[Run]] = {}
     reference = ""
     for seed in exp.seeds:
         runs = method_runs(base, exp, exp.at_per_class, seed, weights)
-        reference = (
-            "Baseline + Aug" if "Baseline + Aug" in runs else ("SimCLR" if "SimCLR" in runs else "Baseline")
-        )
-        for method, run in {reference: runs[reference], **extra(runs)}.items():
+        reference = next(m for m in ("Baseline + Aug", "SimCLR", "Baseline") if m in runs)
+        for method, run in {reference: runs[reference], **extra(runs[reference])}.items():
             by_method.setdefault(method, []).append(run)
     return _rows(store, by_method, exp), reference
 
@@ -419,8 +420,7 @@ def run_strategies(base: TrainConfig, exp: ExperimentConfig, store: Store) -> Ou
     """Section 5: consistency fine-tuning after supervised training vs the combined and alternated losses."""
     start = time.perf_counter()
 
-    def extra(runs: dict[str, Run]) -> dict[str, Run]:
-        ref = runs.get("Baseline + Aug") or runs.get("SimCLR") or runs["Baseline"]
+    def extra(ref: Run) -> dict[str, Run]:
         tags = ref.tags
         return {
             "fine-tune (after supervised)": Run(
@@ -434,19 +434,17 @@ def run_strategies(base: TrainConfig, exp: ExperimentConfig, store: Store) -> Ou
 
     rows, reference = _single_cell(base, exp, store, extra)
     refs = {name: reference for name in rows if name != reference}
-    p_values = {"": _p_values(rows, refs, exp)}
     group = f"{exp.at_per_class}"
+    p_values = {group: _p_values(rows, refs, exp)}
     sections = [
         (
             f"Training strategies at {exp.at_per_class} samples per class",
-            _metric_table(
-                {group: rows}, {group: p_values[""]}, ["f1_macro", "map", "iou", "pointing"], "samples/class"
-            ),
+            _metric_table({group: rows}, p_values, ["f1_macro", "map", "iou", "pointing"], "samples/class"),
         )
     ]
     return _write(
         store, "strategies", f"Training strategies: {base.data}, {base.model}", sections,
-        _flat({group: rows}, {group: p_values[""]}, refs), _meta(base, exp, refs), time.perf_counter() - start,
+        _flat({group: rows}, p_values, refs), _meta(base, exp, refs), time.perf_counter() - start,
     )  # fmt: skip
 
 
@@ -454,8 +452,7 @@ def run_controls(base: TrainConfig, exp: ExperimentConfig, store: Store) -> Outc
     """Does the gain come from the Guided Backprop mask, or from any mask? Five fine-tunings from one baseline."""
     start = time.perf_counter()
 
-    def extra(runs: dict[str, Run]) -> dict[str, Run]:
-        ref = runs.get("Baseline + Aug") or runs.get("SimCLR") or runs["Baseline"]
+    def extra(ref: Run) -> dict[str, Run]:
         return {
             name: Run(name, _finetune(ref.cfg, exp, **changes), ref, ref.tags)
             for name, changes in CONTROLS.items()
