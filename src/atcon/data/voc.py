@@ -347,12 +347,7 @@ class VOCDataset(Dataset[tuple[torch.Tensor, Target]]):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, Target]:
         ann = self.annotations[index]
-        path = self.image_path(ann)
-        image = (
-            decoded.get_or_decode(("image", str(path)), lambda: read_image_rgb(path))
-            if self.cache
-            else read_image_rgb(path)
-        )
+        image = self._read(self.image_path(ann))
         height, width = image.shape[-2:]
         # The decoded size wins over <size>: some annotation tools write it wrong.
         target = self._target(ann, height, width)
@@ -365,8 +360,12 @@ class VOCDataset(Dataset[tuple[torch.Tensor, Target]]):
         """Decode every image into the process-wide store now (turns ``cache`` on; forked workers share it)."""
         self.cache = True
         for ann in self.annotations:
-            path = self.image_path(ann)
-            decoded.get_or_decode(("image", str(path)), lambda path=path: read_image_rgb(path))  # type: ignore[misc]
+            self._read(self.image_path(ann))
+
+    def _read(self, path: Path) -> torch.Tensor:
+        if not self.cache:
+            return read_image_rgb(path)
+        return decoded.get_or_decode(("image", str(path)), lambda: read_image_rgb(path))
 
 
 def collate(batch: Sequence[tuple[torch.Tensor, Target]]) -> tuple[torch.Tensor, dict[str, Any]]:
