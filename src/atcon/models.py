@@ -15,6 +15,7 @@ Weights are one of:
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -287,18 +288,21 @@ def reinitialize(module: nn.Module, seed: int = 0) -> nn.Module:
     """Re-draw every parameter of ``module`` (in place) with its layers' default initialisation.
 
     Every submodule with ``reset_parameters`` is reset (BatchNorm also forgets its running
-    statistics), drawing from a generator seeded with ``seed``, so the result is reproducible and
-    the global RNG is untouched. Returns ``module``.
+    statistics), drawing from the CPU generator seeded with ``seed``: the result is reproducible,
+    the same on every device, and neither the global CPU nor any CUDA generator is touched.
+    The module is moved to the CPU for the draw and back. Returns ``module``.
     """
+    device = next(itertools.chain(module.parameters(), module.buffers()), torch.empty(0)).device
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)  # CPU only (torch.manual_seed would reseed CUDA too)
+        module.cpu()
         for m in module.modules():
             reset = getattr(m, "reset_parameters", None)
             if callable(reset):
                 reset()
             elif isinstance(m, nn.modules.batchnorm._NormBase):
                 m.reset_running_stats()
-    return module
+    return module.to(device)
 
 
 def randomized_copy(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -23,7 +23,6 @@ the min-max normalised maps (:func:`atcon.consistency.similarity.ssim`).
 from __future__ import annotations
 
 import copy
-import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -168,12 +167,6 @@ def _maps(model: nn.Module, x: Tensor, layer: str, targets: Targets) -> tuple[di
     return {"gradcam": upsample_to_input(cam, x), "guided_backprop": s, "mask": soft_mask(s)}, t
 
 
-def _reinitialize_on_cpu(module: nn.Module, seed: int) -> None:
-    # Drawn on the CPU: the same random weights on every device, and the CUDA RNG is left alone.
-    device = next(itertools.chain(module.parameters(), module.buffers()), torch.empty(0)).device
-    reinitialize(module.cpu(), seed).to(device)
-
-
 def cascading_randomization(
     model: nn.Module,
     x: Tensor,
@@ -211,7 +204,7 @@ def cascading_randomization(
     reference, targets = _maps(clone, x, layer, None)
     steps: list[dict[str, dict[str, Tensor]]] = []
     for k, module in enumerate(modules, start=1):
-        _reinitialize_on_cpu(module, seed + k)
+        reinitialize(module, seed + k)
         maps, _ = _maps(clone, x, layer, targets)
         steps.append(
             {
