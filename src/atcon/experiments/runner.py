@@ -14,6 +14,7 @@ neither for decoding nor for dataset construction.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -49,9 +50,18 @@ class Run:
         """Folder name: readable prefix + hash of the config and of the parent chain.
 
         The method label is not part of it, so experiments that name the same training
-        differently (the method's fine-tuning is also control (a)) share one run.
+        differently (the method's fine-tuning is also control (a)) share one run. Only fields
+        that differ from their defaults are hashed, so a new config field (whose default keeps
+        the old behaviour) leaves every existing key, and its finished run, valid.
         """
-        ident = json.dumps({"cfg": self.cfg.to_dict(), "parent": self.parent.key if self.parent else None})
+        changed = {
+            f.name: getattr(self.cfg, f.name)
+            for f in dataclasses.fields(self.cfg)
+            if getattr(self.cfg, f.name) != f.default
+        }
+        ident = json.dumps(
+            {"cfg": changed, "parent": self.parent.key if self.parent else None}, sort_keys=True
+        )
         digest = hashlib.sha256(ident.encode()).hexdigest()[:10]
         c = self.cfg
         return f"{c.strategy}-{c.model}-pc{c.per_class}-s{c.seed}-{digest}"

@@ -13,7 +13,7 @@ import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
@@ -23,7 +23,9 @@ from atcon import data as D
 from atcon.data.voc import find_voc_root
 from atcon.evaluate import IGNORE
 from atcon.models import model_spec
-from atcon.train.config import TrainConfig
+
+if TYPE_CHECKING:
+    from atcon.train.config import TrainConfig
 
 Task = Literal["multilabel", "multiclass"]
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
@@ -145,9 +147,11 @@ def build_task_data(cfg: TrainConfig, split: D.Split | None = None) -> TaskData:
         unlabeled = UnlabeledFolder(cfg.unlabeled, train_tf, video=False) if cfg.unlabeled else None
         return TaskData("multilabel", tuple(split.classes), False, split, train, val, test, unlabeled, size)
 
+    from atcon.train.strategies import strategy_class
+
     if not cfg.augment:
         clip_train = D.clip_eval_transform()
-    elif cfg.strategy == "simclr":
+    elif strategy_class(cfg.strategy).two_views:  # contrastive views need SimCLR's stronger augmentation
         clip_train = D.clip_simclr_transform(size)
     else:
         clip_train = D.clip_train_transform()
