@@ -101,9 +101,11 @@ def run_demo(config: DemoConfig, out: str | Path, *, progress: bool = True) -> d
     Finished stages are reused when ``out`` already holds them (a killed demo resumes).
     """
     from atcon import report
-    from atcon.commands.evaluate import attention_examples, checkpoint_dataset, load_model, resolve_device
+    from atcon.checkpoints import checkpoint_dataset, load_model
     from atcon.data import build_benchmark
+    from atcon.devices import resolve_device
     from atcon.evaluate.pipeline import compare, results_table
+    from atcon.explain import attention_examples
     from atcon.train.config import TrainConfig
     from atcon.train.run import train
     from atcon.train.source import source_checkpoint

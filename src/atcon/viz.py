@@ -155,6 +155,28 @@ class ModelMaps:
     masks: Tensor | None = None
     scores: Tensor | None = None
 
+    def item(self, i: int) -> ModelMaps:
+        """The maps of item ``i`` alone (a batch of one)."""
+        return ModelMaps(
+            self.name,
+            self.cams[i : i + 1],
+            self.gbs[i : i + 1],
+            [self.predictions[i]],
+            None if self.masks is None else self.masks[i : i + 1],
+            None if self.scores is None else self.scores[i : i + 1],
+        )
+
+    def frame(self, t: int) -> ModelMaps:
+        """Frame ``t`` of clip maps, as image maps (cams ``(B, T, H, W)`` -> ``(B, H, W)``)."""
+        return ModelMaps(
+            self.name,
+            self.cams[:, t],
+            self.gbs[:, :, t],
+            self.predictions,
+            None if self.masks is None else self.masks[:, t],
+            self.scores,
+        )
+
 
 def comparison_figure(
     images: Tensor,

@@ -12,8 +12,6 @@ import argparse
 import json
 from pathlib import Path
 
-from atcon.commands.evaluate import checkpoint_dataset, load_model, resolve_device
-
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
@@ -36,7 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run(args: argparse.Namespace) -> int:
     from atcon import report
+    from atcon.checkpoints import checkpoint_dataset, load_model
     from atcon.data import collate
+    from atcon.devices import resolve_device
     from atcon.evaluate.sanity import cascading_randomization, sanity_figure
     from atcon.train.checkpoint import atomic_write_text
 

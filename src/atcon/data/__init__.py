@@ -32,6 +32,7 @@ from atcon.data.fewshot import (
     subject_disjoint_split,
     voc_fewshot_split,
 )
+from atcon.data.files import IMAGE_SUFFIXES, VIDEO_SUFFIXES, collect_files, load_images
 from atcon.data.transforms import (
     IMAGE_SIZE,
     IMAGENET_MEAN,
@@ -57,8 +58,10 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "IMAGE_SIZE",
+    "IMAGE_SUFFIXES",
     "KINETICS_MEAN",
     "KINETICS_STD",
+    "VIDEO_SUFFIXES",
     "VOC_CLASSES",
     "ClipSpec",
     "ClutteredFashionConfig",
@@ -77,6 +80,7 @@ __all__ = [
     "clip_simclr_transform",
     "clip_train_transform",
     "collate",
+    "collect_files",
     "decode_clip",
     "default_data_dir",
     "denormalize",
@@ -86,6 +90,7 @@ __all__ = [
     "image_train_transform",
     "load_benchmark",
     "load_fashion_mnist",
+    "load_images",
     "max_per_class",
     "parse_voc_xml",
     "read_idx",

@@ -84,7 +84,7 @@ class Store:
     def __init__(
         self, out: str | Path, *, device: str = "auto", n_resamples: int = 1000, progress: bool = True
     ):
-        from atcon.commands.evaluate import resolve_device
+        from atcon.devices import resolve_device
 
         self.out = Path(out)
         self.device = resolve_device(device)
@@ -190,7 +190,7 @@ class Store:
         return record
 
     def _evaluate(self, run: Run, cfg: TrainConfig, run_dir: Path) -> EvaluationResult:
-        from atcon.commands.evaluate import load_model
+        from atcon.checkpoints import load_model
         from atcon.evaluate.pipeline import evaluate_model
 
         loaded = load_model(run_dir / "checkpoints" / "best.pt", run.method)
