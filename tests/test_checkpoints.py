@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from atcon.checkpoints import checkpoint_dataset, display_stats, file_sha256, load_model
+from atcon.checkpoints import checkpoint_dataset, display_stats, evaluate_checkpoint, file_sha256, load_model
 from atcon.data import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -46,3 +46,20 @@ def test_errors(runs: dict[str, Path], tmp_path: Path) -> None:
         checkpoint_dataset(m, "train")
     with pytest.raises(FileNotFoundError, match="neither a built-in benchmark"):
         checkpoint_dataset(m, "test", str(tmp_path / "nowhere"))
+
+
+def test_evaluate_checkpoint_takes_task_classes_and_layer_from_the_checkpoint(runs: dict[str, Path]) -> None:
+    from atcon.data import collate
+    from atcon.evaluate import EvalSpec
+
+    r = evaluate_checkpoint(runs["a"], spec=EvalSpec("multiclass", n_resamples=20))
+    assert r.name == "a" and r.task == "multilabel" and r.classes == ("disc", "bar") and r.layer == "layer4"
+    m = load_model(runs["a"])
+    ds = checkpoint_dataset(m, "test")
+    x, _ = collate([ds[i] for i in range(len(ds))])  # type: ignore[arg-type]
+    with torch.no_grad():
+        torch.testing.assert_close(r.logits, m.model(x), rtol=1e-4, atol=1e-5)
+    assert r.n_resamples == 20
+    other = evaluate_checkpoint(m, ds, EvalSpec(target_layer="layer3", n_resamples=20))
+    assert other.layer == "layer3"
+    torch.testing.assert_close(other.logits, r.logits)

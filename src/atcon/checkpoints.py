@@ -11,14 +11,17 @@ through these functions.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 from torch.utils.data import Dataset
 
 from atcon.evaluate.metrics import Task
+
+if TYPE_CHECKING:  # pragma: no cover
+    from atcon.evaluate.results import EvalSpec, EvaluationResult
 
 _REQUIRED = ("model", "model_name", "num_classes", "classes", "task", "config")
 
@@ -173,3 +176,38 @@ def display_stats(loaded: LoadedModel) -> tuple[tuple[float, ...], tuple[float, 
     from atcon.data import IMAGENET_MEAN, IMAGENET_STD, KINETICS_MEAN, KINETICS_STD
 
     return (KINETICS_MEAN, KINETICS_STD) if loaded.video else (IMAGENET_MEAN, IMAGENET_STD)
+
+
+def evaluate_checkpoint(
+    checkpoint: LoadedModel | str | Path,
+    dataset: Dataset[Any] | None = None,
+    spec: EvalSpec | None = None,
+    *,
+    progress: bool = False,
+) -> EvaluationResult:
+    """Evaluate a trained checkpoint (Tables 1-3 figures with bootstrap intervals).
+
+    The task, the class names and (unless ``spec`` names one) the Grad-CAM layer come from the
+    checkpoint; everything else from ``spec``. The result is named after the checkpoint
+    (:attr:`LoadedModel.name`).
+
+    Args:
+        checkpoint: a loaded checkpoint, or the path of one.
+        dataset: the items (default: the test set of the checkpoint's run).
+        spec: how to evaluate (default: :class:`~atcon.evaluate.EvalSpec` defaults).
+        progress: show a progress bar.
+
+    Returns:
+        The :class:`~atcon.evaluate.EvaluationResult`.
+    """
+    from atcon.evaluate.pipeline import evaluate_model
+    from atcon.evaluate.results import EvalSpec
+
+    loaded = checkpoint if isinstance(checkpoint, LoadedModel) else load_model(checkpoint)
+    if dataset is None:
+        dataset = checkpoint_dataset(loaded, "test")
+    spec = spec or EvalSpec()
+    spec = replace(
+        spec, task=loaded.task, classes=loaded.classes, target_layer=spec.target_layer or loaded.target_layer
+    )
+    return evaluate_model(loaded.model, dataset, spec, name=loaded.name, progress=progress)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from atcon.cli import main
-from atcon.evaluate.pipeline import summarize
+from atcon.evaluate import EvalSpec, summarize
 from atcon.experiments.aggregate import aggregate, cell, compare_rows
 from atcon.experiments.runner import Run, Store
 from atcon.experiments.suite import CONTROLS, ExperimentConfig, run_experiment
@@ -19,8 +19,8 @@ from atcon.train.config import TrainConfig
 
 def _result(logits: torch.Tensor, labels: torch.Tensor, name: str = "m"):  # type: ignore[no-untyped-def]
     pairs = torch.zeros(0, 2, dtype=torch.long)
-    return summarize(logits, labels, pairs, None, None, task="multiclass", classes=["a", "b", "c"], name=name,
-                     n_resamples=200)  # fmt: skip
+    spec = EvalSpec("multiclass", classes=("a", "b", "c"), n_resamples=200)
+    return summarize(logits, labels, pairs, None, None, spec, name=name)
 
 
 def test_seed_average_equals_the_mean_of_the_seeds_and_one_seed_is_plain() -> None:

@@ -50,12 +50,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run(args: argparse.Namespace) -> int:
     from atcon import report
-    from atcon.checkpoints import checkpoint_dataset, load_model
+    from atcon.checkpoints import checkpoint_dataset, evaluate_checkpoint, load_model
     from atcon.devices import resolve_device
-    from atcon.evaluate.localization import LocalizationProtocol
-    from atcon.evaluate.pipeline import (
+    from atcon.evaluate import (
+        EvalSpec,
+        LocalizationProtocol,
+        comparison_table,
         comparisons_against,
-        evaluate_model,
         per_class_table,
         results_csv,
         results_table,
@@ -76,26 +77,19 @@ def run(args: argparse.Namespace) -> int:
         models = [ref, main]
     dataset = checkpoint_dataset(main, args.split, args.data)
     protocol = LocalizationProtocol(threshold=args.threshold, pointing_tolerance=args.tolerance)
+    spec = EvalSpec(
+        protocol=protocol,
+        faithfulness=args.faithfulness,
+        n_resamples=args.resamples,
+        seed=args.seed,
+        device=device,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+    )
     results = []
     for m in models:
         print(f"evaluating {m.name} ({m.path}) on {len(dataset)} {args.split} items, device {device} ...")  # type: ignore[arg-type]
-        results.append(
-            evaluate_model(
-                m.model,
-                dataset,
-                m.task,
-                device=device,
-                batch_size=args.batch_size,
-                target_layer=m.target_layer,
-                protocol=protocol,
-                n_resamples=args.resamples,
-                seed=args.seed,
-                faithfulness=args.faithfulness,
-                classes=m.classes,
-                name=m.name,
-                num_workers=args.workers,
-            )
-        )
+        results.append(evaluate_checkpoint(m, dataset, spec))
     reference = models[0].name if len(models) == 2 else None
     comparisons = comparisons_against(results, reference) if reference else {}
     table = results_table(results, reference=reference, comparisons=comparisons)
@@ -116,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     for comp in comparisons.values():
         print()
         print(f"{comp.name_a} vs. {comp.name_b}:")
-        print(comp.to_markdown())
+        print(comparison_table(comp))
 
     out: Path = args.out or (main.run_dir / f"evaluation-{args.split}")
     out.mkdir(parents=True, exist_ok=True)
@@ -140,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     if has_loc:
         markdown += [str(protocol), ""]
     for comp in comparisons.values():
-        markdown += [f"## {comp.name_a} vs. {comp.name_b}", "", comp.to_markdown(), ""]
+        markdown += [f"## {comp.name_a} vs. {comp.name_b}", "", comparison_table(comp), ""]
     markdown += ["## Per-class F1", "", per_class_table(results), ""]
     (out / "results.md").write_text("\n".join(markdown))
     (out / "results.csv").write_text(results_csv(results, comparisons))
@@ -152,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         sections.append(report.protocol(protocol))
     for comp in comparisons.values():
         sections.append(
-            report.table(comp.to_markdown(), f"{comp.name_a} vs. {comp.name_b} (paired bootstrap)")
+            report.table(comparison_table(comp), f"{comp.name_a} vs. {comp.name_b} (paired bootstrap)")
         )
     sections.append(report.table(per_class_table(results), "Per-class F1 (%)"))
     if args.figures > 0:

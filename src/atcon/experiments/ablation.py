@@ -22,10 +22,11 @@ from torch.utils.data import DataLoader
 
 from atcon.consistency import RESOLUTIONS, SIMILARITIES, ConsistencyConfig, attention_consistency
 from atcon.data import collate
+from atcon.evaluate.metrics import labels_of
 from atcon.train import distributed
 from atcon.train.checkpoint import atomic_write_text
 from atcon.train.config import TrainConfig
-from atcon.train.data import build_task_data, labels_of
+from atcon.train.data import build_task_data
 from atcon.train.engine import classification_loss, eval_mode, unpack_output
 
 VARIANTS: list[tuple[str, str]] = list(itertools.product(RESOLUTIONS, SIMILARITIES))

@@ -191,7 +191,7 @@ def _metric_table(
     group_title: str,
 ) -> str:
     """Rows = (group, method); columns = metrics; cells ``mean [CI]`` with stars vs the reference."""
-    from atcon.evaluate.pipeline import LABELS
+    from atcon.evaluate import LABELS
 
     head = [
         group_title,
@@ -488,7 +488,7 @@ def _curves_figure(groups: dict[str, dict[str, Row]], keys: list[str]) -> Any:
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.5))
     xs = [int(g) for g in groups]
     methods = list(next(iter(groups.values())))
-    from atcon.evaluate.pipeline import LABELS
+    from atcon.evaluate import LABELS
 
     for ax, key in zip(axes, keys):
         for m in methods:

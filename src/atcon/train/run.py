@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader
 import atcon
 from atcon.consistency import ConsistencyConfig
 from atcon.data import Split, collate
-from atcon.evaluate import classification_metrics
+from atcon.evaluate import classification_metrics, labels_of
 from atcon.models import build_model, randomized_copy
 from atcon.train import distributed as dist_utils
 from atcon.train.checkpoint import atomic_save, atomic_write_text, load_checkpoint, rng_state, set_rng_state
@@ -56,7 +56,6 @@ from atcon.train.data import (
     TwoViews,
     build_task_data,
     item_seed,
-    labels_of,
 )
 from atcon.train.engine import (
     autocast,
