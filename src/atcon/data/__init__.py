@@ -11,19 +11,10 @@ Everything a training script needs::
 """
 
 from atcon.data._common import DataError, default_data_dir
-from atcon.data.benchmarks import (
-    BENCHMARKS,
-    EVENTS,
-    ClutteredFashionConfig,
-    FashionEventsConfig,
-    benchmark_dir,
-    benchmark_split,
-    build_benchmark,
-    generate_cluttered_fashion,
-    generate_fashion_events,
-    load_benchmark,
-)
+from atcon.data.benchmarks import BENCHMARKS, benchmark_dir, benchmark_split, build_benchmark, load_benchmark
+from atcon.data.cluttered_fashion import ClutteredFashionConfig, generate_cluttered_fashion
 from atcon.data.fashion import FASHION_MNIST_CLASSES, FASHION_MNIST_TITLES, load_fashion_mnist, read_idx
+from atcon.data.fashion_events import EVENTS, FashionEventsConfig, generate_fashion_events
 from atcon.data.fewshot import (
     Split,
     clip_fewshot_split,
