@@ -37,8 +37,9 @@ def run(args: argparse.Namespace) -> int:
     from atcon.checkpoints import checkpoint_dataset, load_model
     from atcon.data import collate
     from atcon.devices import resolve_device
-    from atcon.evaluate.sanity import cascading_randomization, sanity_figure
+    from atcon.evaluate.sanity import cascading_randomization
     from atcon.train.checkpoint import atomic_write_text
+    from atcon.viz import sanity_figure, save_figure
 
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     }
     atomic_write_text(out / "sanity.json", json.dumps(info, indent=1, allow_nan=False) + "\n")
     atomic_write_text(out / "sanity.md", f"# Sanity check: {loaded.name}\n\n{table}\n\n{note}\n")
-    png = sanity_figure(result, out / "sanity.png")
+    png = save_figure(sanity_figure(result), out / "sanity.png")
     html = report.write_report(
         out / "report.html",
         f"atcon sanity check: {loaded.name}",

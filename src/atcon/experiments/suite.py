@@ -351,6 +351,8 @@ def run_classification(base: TrainConfig, exp: ExperimentConfig, store: Store) -
             _metric_table(groups, p_values, ["f1_macro", "map", "iou", "pointing"], "samples/class"),
         )
     )
+    from atcon.viz import metric_curves_figure
+
     seconds = time.perf_counter() - start
     return _write(
         store,
@@ -360,7 +362,7 @@ def run_classification(base: TrainConfig, exp: ExperimentConfig, store: Store) -
         _flat(groups, p_values, REFERENCES),
         _meta(base, exp, REFERENCES),
         seconds,
-        _curves_figure(groups, ["f1_macro", "map"]),
+        metric_curves_figure(groups, ["f1_macro", "map"]),
     )
 
 
@@ -477,33 +479,6 @@ def run_controls(base: TrainConfig, exp: ExperimentConfig, store: Store) -> Outc
         store, "controls", f"Mask controls: {base.data}, {base.model}", sections,
         _flat({group: rows}, p_ref, refs), _meta(base, exp, refs), time.perf_counter() - start,
     )  # fmt: skip
-
-
-def _curves_figure(groups: dict[str, dict[str, Row]], keys: list[str]) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.5))
-    xs = [int(g) for g in groups]
-    methods = list(next(iter(groups.values())))
-    from atcon.evaluate import LABELS
-
-    for ax, key in zip(axes, keys):
-        for m in methods:
-            ms = [groups[g][m].metrics[key] for g in groups]
-            est = [100 * float(v.estimate) for v in ms]
-            ax.plot(xs, est, marker="o", label=m)
-            ax.fill_between(
-                xs, [100 * float(v.low) for v in ms], [100 * float(v.high) for v in ms], alpha=0.15
-            )
-        ax.set_xlabel("samples per class")
-        ax.set_ylabel(LABELS.get(key, key) + " (%)")
-        ax.set_xticks(xs)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    return fig
 
 
 RUNNERS: dict[str, Callable[[TrainConfig, ExperimentConfig, Store], Outcome]] = {
