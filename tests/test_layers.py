@@ -93,5 +93,5 @@ def test_every_command_module_is_listed_and_builds_its_subcommands() -> None:
     }
     assert set(sub.choices) == expected
     for name, p in sub.choices.items():
-        # Each subcommand parses its own --help-free minimum and dispatches to a function.
-        assert p.get_default("func") is not None, name
+        assert p.get_default("func") is not None, name  # dispatches to a function
+        assert "%%" not in p.format_help(), name  # descriptions are not %-formatted by argparse

@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="F1, mAP, Grad-CAM localization (and faithfulness) with bootstrap CIs; results files and report",
         description="Evaluate a trained checkpoint on its run's test set: per-class/macro/micro F1 and mAP, "
         "and Grad-CAM localization of true positives (IoU, pointing game, energy) when the data has boxes, "
-        "each with a 95%% bootstrap CI. With --compare, the second checkpoint is the reference row and the "
+        "each with a 95% bootstrap CI. With --compare, the second checkpoint is the reference row and the "
         "first is starred where a paired bootstrap test gives p < 0.05. Writes results.json, results.md, "
         "results.csv, per-method raw tensors and report.html to --out.",
     )
