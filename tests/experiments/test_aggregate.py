@@ -7,16 +7,16 @@ import math
 import pytest
 import torch
 
+from atcon.evaluate import EvalSpec, summarize
 from atcon.evaluate.bootstrap import MeanMetric, bootstrap_ci, paired_bootstrap_test
 from atcon.evaluate.metrics import ClassificationMetrics
-from atcon.evaluate.pipeline import summarize
 from atcon.experiments.aggregate import SeedMean, _stack_tables, aggregate, cell, compare_rows
 
 
 def _result(logits: torch.Tensor, labels: torch.Tensor, name: str = "m"):  # type: ignore[no-untyped-def]
     pairs = torch.zeros(0, 2, dtype=torch.long)
-    return summarize(logits, labels, pairs, None, None, task="multiclass", classes=["a", "b", "c"], name=name,
-                     n_resamples=200)  # fmt: skip
+    spec = EvalSpec("multiclass", classes=("a", "b", "c"), n_resamples=200)
+    return summarize(logits, labels, pairs, None, None, spec, name=name)
 
 
 def test_seed_average_equals_the_mean_of_the_seeds_and_one_seed_is_plain() -> None:
@@ -57,8 +57,8 @@ def _with_pairs(logits: torch.Tensor, labels: torch.Tensor, values: torch.Tensor
     n = logits.shape[0]
     pairs = torch.stack([torch.arange(n), labels], dim=1)
     faith = {"deletion": values, "insertion": 1 - values}
-    return summarize(logits, labels, pairs, None, faith, task="multiclass", classes=["a", "b", "c"], name=name,
-                     n_resamples=300)  # fmt: skip
+    spec = EvalSpec("multiclass", classes=("a", "b", "c"), n_resamples=300)
+    return summarize(logits, labels, pairs, None, faith, spec, name=name)
 
 
 def test_seed_mean_resampled_equals_the_metric_on_each_materialised_resample() -> None:

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from atcon.evaluate import IGNORE
+from atcon.evaluate.metrics import labels_of
 from atcon.train.config import TrainConfig
 from atcon.train.data import (
     SeededItems,
@@ -18,7 +19,6 @@ from atcon.train.data import (
     UnlabeledFolder,
     build_task_data,
     item_seed,
-    labels_of,
 )
 
 

@@ -11,19 +11,10 @@ Everything a training script needs::
 """
 
 from atcon.data._common import DataError, default_data_dir
-from atcon.data.benchmarks import (
-    BENCHMARKS,
-    EVENTS,
-    ClutteredFashionConfig,
-    FashionEventsConfig,
-    benchmark_dir,
-    benchmark_split,
-    build_benchmark,
-    generate_cluttered_fashion,
-    generate_fashion_events,
-    load_benchmark,
-)
+from atcon.data.benchmarks import BENCHMARKS, benchmark_dir, benchmark_split, build_benchmark, load_benchmark
+from atcon.data.cluttered_fashion import ClutteredFashionConfig, generate_cluttered_fashion
 from atcon.data.fashion import FASHION_MNIST_CLASSES, FASHION_MNIST_TITLES, load_fashion_mnist, read_idx
+from atcon.data.fashion_events import EVENTS, FashionEventsConfig, generate_fashion_events
 from atcon.data.fewshot import (
     Split,
     clip_fewshot_split,
@@ -32,6 +23,7 @@ from atcon.data.fewshot import (
     subject_disjoint_split,
     voc_fewshot_split,
 )
+from atcon.data.files import IMAGE_SUFFIXES, VIDEO_SUFFIXES, collect_files, load_images
 from atcon.data.transforms import (
     IMAGE_SIZE,
     IMAGENET_MEAN,
@@ -57,8 +49,10 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "IMAGE_SIZE",
+    "IMAGE_SUFFIXES",
     "KINETICS_MEAN",
     "KINETICS_STD",
+    "VIDEO_SUFFIXES",
     "VOC_CLASSES",
     "ClipSpec",
     "ClutteredFashionConfig",
@@ -77,6 +71,7 @@ __all__ = [
     "clip_simclr_transform",
     "clip_train_transform",
     "collate",
+    "collect_files",
     "decode_clip",
     "default_data_dir",
     "denormalize",
@@ -86,6 +81,7 @@ __all__ = [
     "image_train_transform",
     "load_benchmark",
     "load_fashion_mnist",
+    "load_images",
     "max_per_class",
     "parse_voc_xml",
     "read_idx",

@@ -1,12 +1,13 @@
-"""Shared helpers of the data layer: error type, bad-file policy, cache folder, image decoding."""
+"""Shared helpers of the data layer: error type, bad-file policy, cache and output folders, image decoding."""
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -17,6 +18,9 @@ OnError = Literal["raise", "skip"]
 T = TypeVar("T")
 
 DATA_DIR_ENV = "ATCON_DATA_DIR"
+
+GENERATOR_VERSION = 1
+"""Version of the benchmark generators, stored in each build's ``meta.json``."""
 
 
 class DataError(ValueError):
@@ -100,6 +104,21 @@ def default_data_dir() -> Path:
     cache = os.environ.get("XDG_CACHE_HOME")
     base = Path(cache).expanduser() if cache else Path.home() / ".cache"
     return base / "atcon" / "datasets"
+
+
+def prepare_out(out: str | Path) -> Path:
+    """Create the output folder of a generated dataset; refuse one that holds anything."""
+    out = Path(out).expanduser()
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"output folder is not empty: {out} (choose another, or delete it first)")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def write_meta(out: Path, name: str, seed: int, params: dict[str, Any]) -> None:
+    """Write ``meta.json`` (name, generator version, seed, sizes); written last, it marks a finished build."""
+    meta = {"name": name, "generator_version": GENERATOR_VERSION, "seed": seed, **params}
+    (out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
 def require_dir(path: Path, what: str) -> Path:

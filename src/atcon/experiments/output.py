@@ -9,7 +9,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from atcon.experiments.aggregate import Row
 from atcon.experiments.methods import ExperimentConfig
 from atcon.experiments.runner import Store
 from atcon.train.checkpoint import atomic_write_text
@@ -79,31 +78,3 @@ def write_outcome(
 def run_meta(base: TrainConfig, exp: ExperimentConfig, refs: dict[str, str]) -> dict[str, Any]:
     """The settings written with the tables."""
     return {"train_config": base.to_dict(), "experiment": asdict(exp), "references": refs}
-
-
-def curves_figure(groups: dict[str, dict[str, Row]], keys: list[str]) -> Any:
-    """Metric against samples per class, one line and interval band per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.5))
-    xs = [int(g) for g in groups]
-    methods = list(next(iter(groups.values())))
-    from atcon.evaluate.pipeline import LABELS
-
-    for ax, key in zip(axes, keys):
-        for m in methods:
-            ms = [groups[g][m].metrics[key] for g in groups]
-            est = [100 * float(v.estimate) for v in ms]
-            ax.plot(xs, est, marker="o", label=m)
-            ax.fill_between(
-                xs, [100 * float(v.low) for v in ms], [100 * float(v.high) for v in ms], alpha=0.15
-            )
-        ax.set_xlabel("samples per class")
-        ax.set_ylabel(LABELS.get(key, key) + " (%)")
-        ax.set_xticks(xs)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    return fig

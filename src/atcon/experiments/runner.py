@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from atcon.evaluate.pipeline import EvaluationResult
+from atcon.evaluate import EvalSpec, EvaluationResult
 from atcon.train.checkpoint import atomic_write_text
 from atcon.train.config import TrainConfig
 from atcon.train.data import TaskData, build_task_data, task_split
@@ -94,7 +94,7 @@ class Store:
     def __init__(
         self, out: str | Path, *, device: str = "auto", n_resamples: int = 1000, progress: bool = True
     ):
-        from atcon.commands.evaluate import resolve_device
+        from atcon.devices import resolve_device
 
         self.out = Path(out)
         self.device = resolve_device(device)
@@ -200,21 +200,11 @@ class Store:
         return record
 
     def _evaluate(self, run: Run, cfg: TrainConfig, run_dir: Path) -> EvaluationResult:
-        from atcon.commands.evaluate import load_model
-        from atcon.evaluate.pipeline import evaluate_model
+        from atcon.checkpoints import evaluate_checkpoint, load_model
 
         loaded = load_model(run_dir / "checkpoints" / "best.pt", run.method)
-        data = self.data(cfg)
-        return evaluate_model(
-            loaded.model,
-            data.test,
-            data.task,
-            device=self.device,
-            classes=data.classes,
-            name=run.method,
-            n_resamples=self.n_resamples,
-            target_layer=loaded.target_layer,
-        )
+        spec = EvalSpec(n_resamples=self.n_resamples, device=self.device)
+        return evaluate_checkpoint(loaded, self.data(cfg).test, spec)
 
     def records(self) -> list[Record]:
         return list(self._records.values())

@@ -26,10 +26,11 @@ from atcon.experiments.methods import (
     reference_method,
     source_weights,
 )
-from atcon.experiments.output import Outcome, curves_figure, run_meta, write_outcome
+from atcon.experiments.output import Outcome, run_meta, write_outcome
 from atcon.experiments.runner import Run, Store
 from atcon.experiments.tables import flat_rows, metric_table, per_class_table, pivot_table
 from atcon.train.config import TrainConfig
+from atcon.viz import metric_curves_figure
 
 __all__ = [
     "CONTROLS",
@@ -108,7 +109,7 @@ def run_classification(base: TrainConfig, exp: ExperimentConfig, store: Store) -
         flat_rows(groups, p_values, REFERENCES),
         run_meta(base, exp, REFERENCES),
         seconds,
-        curves_figure(groups, ["f1_macro", "map"]),
+        metric_curves_figure(groups, ["f1_macro", "map"]),
     )
 
 

@@ -21,7 +21,7 @@ def metric_table(
     group_title: str,
 ) -> str:
     """Rows = (group, method); columns = metrics; cells ``mean [CI]`` with stars vs the reference."""
-    from atcon.evaluate.pipeline import LABELS
+    from atcon.evaluate import LABELS
 
     head = [
         group_title,

@@ -113,7 +113,7 @@ def predict(
         ``(scores (N, C), labels)`` with labels ``(N, C)`` multi-hot (``IGNORE`` for difficult-only
         classes) or ``(N,)`` class indices.
     """
-    from atcon.train.data import labels_of
+    from atcon.evaluate.metrics import labels_of
 
     scores, labels = [], []
     with eval_mode(model):

@@ -27,7 +27,8 @@ import torch
 from torch import Tensor, nn
 
 from atcon.consistency import ConsistencyConfig
-from atcon.train.data import Task, item_seed, labels_of
+from atcon.evaluate.metrics import Task, labels_of
+from atcon.train.data import item_seed
 from atcon.train.engine import consistency_loss, supervised_loss
 from atcon.train.selection import LowestTrainLoss, SelectionRule, ValidationMetric, selection_metric
 from atcon.train.simclr import NTXentLoss, SimCLRNet
