@@ -147,8 +147,8 @@ def test_given_sets_with_subjects(tmp_path: Path) -> None:
     rows[0]["split"] = "test"
     rewrite(path, rows)
     second = next(k for k, r in enumerate(rows) if k > 0 and r["subject"] == rows[0]["subject"])
-    with pytest.raises(DataError, match=rf"subject 'p00' is in two given sets: test \({path}: line 2\) and "
-                       rf"train \({path}: line {second + 2}\)"):  # fmt: skip
+    message = rf"subject 'p00' is in two given sets: test \({path}: line 2\) and train \({path}: line {second + 2}\)"
+    with pytest.raises(DataError, match=message):
         image_fewshot_split(ImageManifestDataset(path), per_class=1, seed=0, group_by="subject")
     # Without grouping the given sets are used as they are, with a warning about the shared subject.
     with pytest.warns(UserWarning, match=r"subject\(s\) have images in two sets \(e.g. 'p00'\)"):
@@ -173,8 +173,10 @@ def test_split_errors_say_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="fraction in"):
         image_fewshot_split(folders, per_class=1, val_size=1.5)
     # Sets given by folder: every image in a set folder.
-    split_root = write_folders(tmp_path / "sets", [Img(i.name, 12, 10, i.objects, i.subject, "test" if k % 3 == 0
-                                                  else "train") for k, i in enumerate(images)], split=True, subjects=False)  # fmt: skip
+    assigned = [
+        Img(i.name, 12, 10, i.objects, i.subject, "train" if k % 3 else "test") for k, i in enumerate(images)
+    ]
+    split_root = write_folders(tmp_path / "sets", assigned, split=True, subjects=False)
     split = image_fewshot_split(split_root, per_class=1, seed=0, val_size=2)
     assert all(i.startswith("test/") for i in split.test) and all(i.startswith("train/") for i in split.train)
     assert all(i.startswith("train/") for i in split.val)

@@ -82,9 +82,15 @@ def filter_bad(
     return good, errors
 
 
+class _NotFound(FileNotFoundError):
+    # OSError's own text becomes "[Errno None] None: '<filename>'" once ``filename`` is set.
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 def not_found(what: str, path: str | os.PathLike[str], note: str = "") -> FileNotFoundError:
     """A ``FileNotFoundError`` saying "<what> not found: <path>", with ``filename`` set for reports."""
-    err = FileNotFoundError(f"{what} not found: {path}{note}")
+    err = _NotFound(f"{what} not found: {path}{note}")
     err.filename = str(path)
     return err
 
