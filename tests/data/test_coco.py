@@ -135,14 +135,22 @@ def test_duplicate_files_unknown_splits_and_file_level_errors(tmp_path: Path) ->
         COCODataset(path, ids=["b.png"])
     for bad, message in [
         ({"images": [{"file_name": "a.png"}]}, "image entry 0 has no id"),
-        ({"images": [{"id": 1, "file_name": "a.png"}, {"id": 1, "file_name": "b.png"}]}, "image id 1 appears twice"),
-        ({"annotations": [{"id": 3, "image_id": 42, "category_id": 2, "bbox": [0, 0, 1, 1]}]},
-         "annotation 0 refers to image id 42, which is not in 'images'"),
-        ({"categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "cat"}]}, "category name 'cat' appears under"),
+        (
+            {"images": [{"id": 1, "file_name": "a.png"}, {"id": 1, "file_name": "b.png"}]},
+            "image id 1 appears twice",
+        ),
+        (
+            {"annotations": [{"id": 3, "image_id": 42, "category_id": 2, "bbox": [0, 0, 1, 1]}]},
+            "annotation 3 refers to image id 42, which is not in 'images'",
+        ),
+        (
+            {"categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "cat"}]},
+            "category name 'cat' appears under",
+        ),
         ({"categories": [{"id": 1, "name": "cat"}, {"id": 1, "name": "dog"}]}, "category id 1 appears twice"),
         ({"categories": [{"name": "cat"}]}, "malformed category 0"),
         ({"categories": None}, "no 'categories' list"),
-    ]:  # fmt: skip
+    ]:
         with pytest.raises(DataError, match=message):
             read_coco(write(tmp_path / "bad", coco(**bad)))
     (tmp_path / "x.json").write_text("{oops")

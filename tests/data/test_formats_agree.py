@@ -17,6 +17,7 @@ from atcon.data import (
     collate,
     image_eval_transform,
     image_fewshot_split,
+    image_train_transform,
     voc_fewshot_split,
 )
 from tests.data.userdata import (
@@ -166,6 +167,11 @@ def test_batches_of_single_label_items_collate_with_the_class_index(single: dict
     assert images.shape == (3, 3, 32, 32)
     assert targets["label"].tolist() == [int(ds[k][1]["label"]) for k in (0, 7, 13)]
     assert targets["labels"].shape == (3, 3) and len(targets["boxes"]) == 3
+    # Training augmentation moves the boxes and keeps the image-level targets.
+    ds.transform = image_train_transform(32)
+    x, target = ds[4]
+    assert x.shape == (3, 32, 32) and int(target["label"]) == int(ds.class_indices()[4])
+    assert target["labels"].shape == (3,) and len(target["box_labels"]) == len(target["boxes"])
 
 
 @pytest.mark.filterwarnings("ignore:.*subject.*in two sets")

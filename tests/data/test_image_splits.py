@@ -147,7 +147,8 @@ def test_given_sets_with_subjects(tmp_path: Path) -> None:
     rows[0]["split"] = "test"
     rewrite(path, rows)
     second = next(k for k, r in enumerate(rows) if k > 0 and r["subject"] == rows[0]["subject"])
-    message = rf"subject 'p00' is in two given sets: test \({path}: line 2\) and train \({path}: line {second + 2}\)"
+    rows_named = rf"test \({path}: line 2\) and train \({path}: line {second + 2}\)"
+    message = rf"subject 'p00' is in two given sets: {rows_named}"
     with pytest.raises(DataError, match=message):
         image_fewshot_split(ImageManifestDataset(path), per_class=1, seed=0, group_by="subject")
     # Without grouping the given sets are used as they are, with a warning about the shared subject.

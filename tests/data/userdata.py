@@ -1,4 +1,4 @@
-"""One small generated image set, written in every format the data layer reads (VOC, CSV, COCO, class folders).
+"""One small generated image set, written in every format the data layer reads (VOC, CSV, COCO, folders).
 
 Objects are painted as solid rectangles of their class colour over a random background, so a box read
 back from any format can be checked against the pixels themselves.

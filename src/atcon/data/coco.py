@@ -133,10 +133,13 @@ def read_coco(
         ids.add(iid)
         boxes[iid] = []
     for k, ann in enumerate(data.get("annotations", [])):
-        if not isinstance(ann, dict) or ann.get("image_id") not in ids:
-            image_id = ann.get("image_id") if isinstance(ann, dict) else None
-            raise DataError(f"annotation {k} refers to image id {image_id!r}, which is not in 'images'", path)
+        if not isinstance(ann, dict):
+            raise DataError(f"annotation entry {k} is not an object: {ann!r}", path)
         name = f"annotation {ann.get('id', k)}"
+        if ann.get("image_id") not in ids:
+            raise DataError(
+                f"{name} refers to image id {ann.get('image_id')!r}, which is not in 'images'", path
+            )
         cat = ann.get("category_id")
         box = _bbox(ann.get("bbox"))
         if cat not in categories:

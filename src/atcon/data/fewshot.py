@@ -476,8 +476,9 @@ def image_fewshot_split(
         missing = n if subjects is None else sum(s is None for s in subjects)
         if missing:
             raise DataError(
-                f"group_by='subject' needs a subject for every image; {missing} of {n} have none (a manifest's "
-                "subject column, class folders <class>/<subject>/<image>, or a COCO image's 'subject' key)",
+                f"group_by='subject' needs a subject for every image; {missing} of {n} have none (a "
+                "manifest's subject column, class folders <class>/<subject>/<image>, or a COCO image's "
+                "'subject' key)",
                 source or None,
             )
     raw_splits = getattr(data, "splits", None)

@@ -1,4 +1,4 @@
-"""Labelled images from the user's own formats, served exactly as :class:`~atcon.data.voc.VOCDataset` serves them.
+"""Labelled images from the user's own formats, served as :class:`~atcon.data.voc.VOCDataset` serves them.
 
 Each reader (class folders :mod:`atcon.data.folders`, CSV manifests :mod:`atcon.data.manifest`, COCO JSON
 :mod:`atcon.data.coco`) turns its source into :class:`ImageRecord` s; :class:`AnnotatedImageDataset` turns
@@ -129,6 +129,13 @@ class AnnotatedImageDataset(Dataset[tuple[torch.Tensor, Target]]):
     ``target`` holds exactly the keys of :class:`~atcon.data.voc.VOCDataset` (``labels``, ``ignore``,
     ``boxes``, ``box_labels``, ``difficult``, ``image_id``, ``orig_size``) and, when single-label,
     ``label``: ``int64`` scalar class index.
+
+    Attributes:
+        records: The served records, in order.
+        ids: Image id of every served item.
+        subjects: Subject of every served item (``None`` where the source has none).
+        splits: Given set (``train``/``val``/``test``) of every served item (``None`` where none is given).
+        skipped: Errors of the items dropped by ``on_error="skip"``.
     """
 
     format: ClassVar[str] = "records"
@@ -165,6 +172,9 @@ class AnnotatedImageDataset(Dataset[tuple[torch.Tensor, Target]]):
         served = self._select(records, ids)
         self.records, self.skipped = filter_bad(served, self._check, self.on_error, "images")
         self._label_matrix, self._ignore = self._encode(self.records)
+        self.ids: list[str] = [r.image_id for r in self.records]
+        self.subjects: list[str | None] = [r.subject for r in self.records]
+        self.splits: list[str | None] = [r.split for r in self.records]
 
     def _select(self, records: Sequence[ImageRecord], ids: Sequence[str] | None) -> list[ImageRecord]:
         if ids is None:
@@ -231,21 +241,6 @@ class AnnotatedImageDataset(Dataset[tuple[torch.Tensor, Target]]):
     def task(self) -> Literal["multilabel", "multiclass"]:
         """``"multilabel"`` (sigmoid outputs) or ``"multiclass"`` (single-label, softmax outputs)."""
         return "multilabel" if self.multi_label else "multiclass"
-
-    @property
-    def ids(self) -> list[str]:
-        """Image id of every served item."""
-        return [r.image_id for r in self.records]
-
-    @property
-    def subjects(self) -> list[str | None]:
-        """Subject of every served item (``None`` where the source has none)."""
-        return [r.subject for r in self.records]
-
-    @property
-    def splits(self) -> list[str | None]:
-        """Given set (``train``/``val``/``test``) of every served item (``None`` where none is given)."""
-        return [r.split for r in self.records]
 
     def where(self, index: int) -> str:
         """Item ``index``'s file and row, as error messages name them ("manifest.csv: line 7")."""
