@@ -80,7 +80,8 @@ def test_unknown_inputs_list_what_was_looked_for(tmp_path: Path) -> None:
         detect_format(tmp_path / "none")
     (tmp_path / "empty").mkdir()
     with pytest.raises(
-        DataError, match=r"no image or video files in subfolders. Looked for a VOC layout .*COCO"
+        DataError,
+        match=r"no image \(\.jpg.*\) or video \(\.mp4.*\) files in subfolders. Looked for a VOC layout .*COCO",
     ):
         detect_format(tmp_path / "empty")
     (tmp_path / "x.txt").write_text("hi")

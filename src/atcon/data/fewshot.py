@@ -469,7 +469,7 @@ def image_fewshot_split(
     ids, classes = list(data.ids), list(data.classes)
     labels = data.label_matrix()
     n = len(ids)
-    source = str(getattr(data, "source", "") or "")
+    source = str(getattr(data, "source", None) or getattr(data, "root", None) or "")
     info: dict[str, Any] = {"source": source, "format": getattr(data, "format", None), "group_by": group_by}
     subjects = getattr(data, "subjects", None)
     if group_by == "subject":

@@ -178,7 +178,11 @@ def detect_data(path: str | Path) -> DetectedData:
         return DetectedData("folders", path)
     if kind == "video":
         return DetectedData("clip-folders", path)
-    raise _looked_for(path, "a folder with no image or video files in subfolders")
+    raise _looked_for(
+        path,
+        f"a folder with no image ({', '.join(IMAGE_EXTENSIONS)}) or video ({', '.join(VIDEO_EXTENSIONS)}) "
+        "files in subfolders",
+    )
 
 
 def detect_format(path: str | Path) -> DataFormat:
