@@ -22,6 +22,9 @@ DATA_DIR_ENV = "ATCON_DATA_DIR"
 GENERATOR_VERSION = 1
 """Version of the benchmark generators, stored in each build's ``meta.json``."""
 
+# Pillow's modes for 16-bit greyscale; "I" is what older Pillow versions open 16-bit PNGs as.
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
 
 class DataError(ValueError):
     """A problem with the user's data; the message names the offending file.
@@ -80,9 +83,15 @@ def filter_bad(
     return good, errors
 
 
+class _NotFound(FileNotFoundError):
+    # OSError's own text becomes "[Errno None] None: '<filename>'" once ``filename`` is set.
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 def not_found(what: str, path: str | os.PathLike[str], note: str = "") -> FileNotFoundError:
     """A ``FileNotFoundError`` saying "<what> not found: <path>", with ``filename`` set for reports."""
-    err = FileNotFoundError(f"{what} not found: {path}{note}")
+    err = _NotFound(f"{what} not found: {path}{note}")
     err.filename = str(path)
     return err
 
@@ -131,6 +140,10 @@ def require_dir(path: Path, what: str) -> Path:
 def read_image_rgb(path: Path) -> torch.Tensor:
     """Decode an image file to RGB.
 
+    16-bit greyscale files (common for X-rays) are scaled from ``[0, 65535]`` to ``[0, 255]``
+    (``round(v / 257)``), the same for every image, so relative intensities across images are kept;
+    Pillow's own conversion would clip every value above 255 to white.
+
     Args:
         path: JPEG, PNG or anything Pillow reads.
 
@@ -150,7 +163,11 @@ def read_image_rgb(path: Path) -> torch.Tensor:
         raise not_found("image", path)
     try:
         with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"))
+            if im.mode in _SIXTEEN_BIT_MODES:
+                grey = np.asarray(im).astype(np.float64).clip(0, 65535) / 257.0
+                arr = np.repeat(np.rint(grey).astype(np.uint8)[..., None], 3, axis=2)
+            else:
+                arr = np.asarray(im.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(f"unreadable or corrupt image ({err})", path) from err
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
