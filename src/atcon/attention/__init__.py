@@ -1,6 +1,12 @@
 """Attention maps: Grad-CAM and Guided Backpropagation, batched and differentiable."""
 
-from atcon.attention.guided import GuidedState, guided_relu_mode
+from atcon.attention.guided import (
+    GuidedState,
+    guided_mode,
+    guided_relu_mode,
+    require_activations,
+    twice_differentiable,
+)
 from atcon.attention.hooks import capture_features, find_target_layer, preserve_model, resolve_layer
 from atcon.attention.maps import (
     as_logits,
@@ -12,9 +18,11 @@ from atcon.attention.maps import (
     select_targets,
 )
 from atcon.attention.ops import upsample_to_input
+from atcon.attention.tokens import TargetLayer
 
 __all__ = [
     "GuidedState",
+    "TargetLayer",
     "as_logits",
     "capture_features",
     "find_target_layer",
@@ -23,9 +31,12 @@ __all__ = [
     "gradcam_and_guided_backprop",
     "gradcam_from",
     "guided_backprop",
+    "guided_mode",
     "guided_relu_mode",
     "preserve_model",
+    "require_activations",
     "resolve_layer",
     "select_targets",
+    "twice_differentiable",
     "upsample_to_input",
 ]
