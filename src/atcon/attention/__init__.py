@@ -7,7 +7,14 @@ from atcon.attention.guided import (
     require_activations,
     twice_differentiable,
 )
-from atcon.attention.hooks import capture_features, find_target_layer, preserve_model, resolve_layer
+from atcon.attention.hooks import (
+    FeatureReader,
+    capture_features,
+    feature_reader,
+    find_target_layer,
+    preserve_model,
+    resolve_layer,
+)
 from atcon.attention.maps import (
     as_logits,
     forward_pass,
@@ -21,10 +28,12 @@ from atcon.attention.ops import upsample_to_input
 from atcon.attention.tokens import TargetLayer
 
 __all__ = [
+    "FeatureReader",
     "GuidedState",
     "TargetLayer",
     "as_logits",
     "capture_features",
+    "feature_reader",
     "find_target_layer",
     "forward_pass",
     "gradcam",

@@ -18,7 +18,15 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from atcon.attention.tokens import Layout, TargetLayer, from_spatial, model_hints, read_layout, to_spatial
+from atcon.attention.tokens import (
+    Layout,
+    ModelHints,
+    TargetLayer,
+    from_spatial,
+    model_hints,
+    read_layout,
+    to_spatial,
+)
 
 LayerSpec = str | nn.Module | TargetLayer | None
 
@@ -229,6 +237,51 @@ def find_target_layer(model: nn.Module, x: Tensor) -> str:
     return per_model[key]
 
 
+@dataclass(frozen=True)
+class FeatureReader:
+    """Reads one layer's outputs as feature maps ``(B, K, *grid)`` (see :mod:`atcon.attention.tokens`).
+
+    For code with its own forward hook on the Grad-CAM layer::
+
+        reader = feature_reader(model, layer, x)
+        def hook(module, inputs, out):
+            features, layout = reader.read(out)   # (B, K, *grid), differentiable
+            ...                                   # keep features (or a leaf made from it)
+            return reader.rebuild(features, out, layout)   # what the rest of the network sees
+
+    Attributes:
+        name: the layer's dotted name.
+        module: the layer.
+    """
+
+    name: str
+    module: nn.Module
+    x_shape: tuple[int, ...]
+    hints: ModelHints
+    spec: TargetLayer | None
+
+    def read(self, out: object) -> tuple[Tensor, Layout]:
+        """``(feature_map, layout)`` of one output; raises ``ValueError`` when it is not a feature map."""
+        if not isinstance(out, Tensor):
+            raise ValueError(f"target_layer {self.name!r} returned {type(out).__name__}, not a tensor")
+        layout = read_layout(out, self.x_shape, self.hints, self.spec, self.name)
+        return to_spatial(out, layout), layout
+
+    @staticmethod
+    def rebuild(features: Tensor, out: Tensor, layout: Layout) -> Tensor:
+        """``features`` in the layout of ``out``, as a new tensor that depends on ``features``."""
+        return from_spatial(features, out, layout)
+
+
+def feature_reader(model: nn.Module, layer: LayerSpec, x: Tensor) -> FeatureReader:
+    """Resolve ``layer`` (None: :func:`find_target_layer`) and how its outputs read for input ``x``."""
+    inner = unwrap_model(model)
+    spec = layer if isinstance(layer, TargetLayer) else None
+    chosen = spec.layer if spec is not None else layer
+    name, module = resolve_layer(inner, find_target_layer(inner, x) if chosen is None else chosen)
+    return FeatureReader(name, module, tuple(x.shape), model_hints(inner, x), spec)
+
+
 @contextlib.contextmanager
 def capture_features(model: nn.Module, layer: LayerSpec, x: Tensor) -> Iterator[Capture]:
     """Record the output of ``layer`` during forward passes run inside the block.
@@ -248,21 +301,14 @@ def capture_features(model: nn.Module, layer: LayerSpec, x: Tensor) -> Iterator[
     Raises:
         ValueError: (during the forward) the layer's output is not a feature map.
     """
-    inner = unwrap_model(model)
-    spec = layer if isinstance(layer, TargetLayer) else None
-    chosen = spec.layer if spec is not None else layer
-    name, module = resolve_layer(inner, find_target_layer(inner, x) if chosen is None else chosen)
-    shape, hints = tuple(x.shape), model_hints(inner, x)
-    cap = Capture(name)
+    reader = feature_reader(model, layer, x)
+    cap = Capture(reader.name)
 
     def keep(_m: nn.Module, _inp: object, out: object) -> object:
-        if not isinstance(out, Tensor):
-            raise ValueError(f"target_layer {name!r} returned {type(out).__name__}, not a tensor")
-        layout = read_layout(out, shape, hints, spec, name)
-        cap.output, cap.layout = to_spatial(out, layout), layout
-        return from_spatial(cap.output, out, layout)
+        cap.output, cap.layout = reader.read(out)
+        return reader.rebuild(cap.output, out, cap.layout)  # type: ignore[arg-type]
 
-    handle = module.register_forward_hook(keep)
+    handle = reader.module.register_forward_hook(keep)
     try:
         yield cap
     finally:

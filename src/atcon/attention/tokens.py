@@ -13,7 +13,7 @@ The patch grid ``(h, w)`` comes from the model when it says it -- timm's
 ``patch_embed.dynamic_feat_size(image size)`` (``patch_embed.grid_size``) and
 ``num_prefix_tokens``, torchvision's ``VisionTransformer.patch_size`` and the input size -- and
 is otherwise inferred from the token count: the fewest prefix tokens ``P`` (0 to 16) such that
-``N - P = h * w`` with ``h : w`` the input's aspect ratio. :class:`TargetLayer` overrides any of
+``N - P = h * w`` with ``h : w`` the input's aspect ratio (exactly, else within 10%). :class:`TargetLayer` overrides any of
 it. Clips with token layers need an explicit ``grid=(t, h, w)``.
 """
 
@@ -102,19 +102,21 @@ def _proportional(s: tuple[int, ...], size: tuple[int, ...]) -> bool:
 
 
 def _infer_grid(n: int, size: tuple[int, ...], max_prefix: int = 16) -> tuple[tuple[int, ...], int] | None:
+    """Fewest prefix tokens leaving an ``h x w`` grid of the input's aspect ratio: exactly first,
+    then within 10% (floor division of a size that is not a multiple of the patch)."""
     if len(size) != 2:
         return None
     height, width = size
-    for prefix in range(min(n, max_prefix + 1)):
-        m = n - prefix
-        root = math.sqrt(m * height / width)
-        for h in sorted({math.floor(root), math.ceil(root)}):
-            if h < 1 or m % h:
-                continue
-            w = m // h
-            # Patches about as tall as wide: strides agree within one patch.
-            if abs(height / h - width / w) <= 0.25 * max(height / h, width / w):
-                return (h, w), prefix
+    for tolerance in (0.0, 0.1):
+        for prefix in range(min(n, max_prefix + 1)):
+            m = n - prefix
+            root = math.sqrt(m * height / width)
+            for h in sorted({math.floor(root), math.ceil(root)}):
+                if h < 1 or m % h:
+                    continue
+                w = m // h
+                if abs(height / h - width / w) <= tolerance * max(height / h, width / w):
+                    return (h, w), prefix
     return None
 
 
