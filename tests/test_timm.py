@@ -24,6 +24,7 @@ ISSUE_MODELS = [
     "timm:efficientnet_b0",
     "timm:convnext_atto",
     "timm:mobilenetv3_small_100",
+    "timm:test_resnet",
     "efficientnet_b0",
     "mobilenet_v3_small",
 ]

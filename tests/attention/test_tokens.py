@@ -62,6 +62,24 @@ def test_vit_default_layer_matches_reference_and_varies_across_positions() -> No
     assert (cam.flatten(1).std(dim=1) > 1e-3 * cam.abs().max()).all()
 
 
+def test_distilled_deit_drops_both_prefix_tokens() -> None:
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model(
+        "deit_tiny_distilled_patch16_224",
+        img_size=32,
+        patch_size=8,
+        depth=2,
+        embed_dim=16,
+        num_heads=2,
+        num_classes=3,
+    ).eval()
+    assert atcon.find_target_layer(model, X) == "blocks.1.norm1"
+    ref = reference_gradcam(model, X, model.blocks[1].norm1, T, tokens_reader(2, 4, 4))
+    assert rel_err(atcon.gradcam(model, X, targets=T), ref) <= 1e-5
+
+
 def test_last_block_output_of_a_class_token_vit_gets_no_gradient() -> None:
     """Why the default is not the last block: its patch tokens reach the head only through the
     class token, so their gradient, and the map, are exactly zero."""
