@@ -209,6 +209,10 @@ def test_clip_tokens_with_explicit_grid() -> None:
 
 
 def test_not_a_feature_map_is_explained() -> None:
+    # A backbone without its head returns tokens, not logits.
+    backbone = tiny_vit(num_classes=0, global_pool="")
+    with pytest.raises(ValueError, match=r"must return logits shaped \(B, num_classes\)"):
+        atcon.gradcam(backbone, X)
     model = tiny_vit()
     with pytest.raises(ValueError, match="'head' outputs shape \\(3, 3\\), which is not a feature map"):
         atcon.gradcam(model, X, "head")
