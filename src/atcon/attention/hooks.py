@@ -93,13 +93,13 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module | TargetLayer) -> tup
 
 
 def _candidate(
-    module: nn.Module, output: object, x_shape: tuple[int, ...], hints: object, name: str
+    module: nn.Module, output: object, x_shape: tuple[int, ...], hints: ModelHints, name: str
 ) -> Layout | None:
     """The layout of a module's output if it is a feature map with more than one position."""
     if not isinstance(output, Tensor) or isinstance(module, _NOT_FEATURES) or output.shape[0] != x_shape[0]:
         return None
     try:
-        layout = read_layout(output, x_shape, hints, None, name)  # type: ignore[arg-type]
+        layout = read_layout(output, x_shape, hints, None, name)
     except ValueError:
         return None
     return layout if math.prod(layout.grid) > 1 else None
