@@ -5,6 +5,10 @@ and (on CUDA) peak memory of each.
 
     python benchmarks/consistency_step.py --model resnet18 --batch 8 --size 128        # CPU
     python benchmarks/consistency_step.py --model resnet50 --batch 32 --size 256 --device cuda --amp bf16
+    python benchmarks/consistency_step.py --model timm:efficientnet_b0 --batch 4 --size 96
+
+``--model`` takes any atcon model name (:func:`atcon.models.model_spec`): the curated ones, any
+torchvision classification or video model, or ``timm:NAME``; weights are random.
 """
 
 from __future__ import annotations
@@ -16,16 +20,15 @@ import time
 from collections.abc import Callable
 
 import torch
-import torchvision
 from torch import nn
 
 from atcon import AttentionConsistencyLoss
+from atcon.models import build_model, model_spec
 
 
 def build(name: str, classes: int) -> nn.Module:
-    if name == "r3d_18":
-        return torchvision.models.video.r3d_18(num_classes=classes)
-    return getattr(torchvision.models, name)(num_classes=classes)
+    """The atcon model ``name`` (curated, torchvision or ``timm:NAME``) with random weights."""
+    return build_model(name, classes)
 
 
 def timed_pair(
@@ -81,7 +84,7 @@ def main() -> None:
     model = build(args.model, args.classes).to(device)
     shape = (
         (args.batch, 3, args.frames, args.size, args.size)
-        if args.model == "r3d_18"
+        if model_spec(args.model).video
         else (args.batch, 3, args.size, args.size)
     )
     x = torch.randn(shape, device=device)

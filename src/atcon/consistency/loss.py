@@ -28,6 +28,7 @@ from typing import Any, Literal, get_args
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from atcon.attention.guided import twice_differentiable
 from atcon.attention.hooks import LayerSpec, training_norm_layers
 from atcon.attention.maps import Targets, forward_pass, gradcam_from, guided_backprop, select_targets
 from atcon.attention.ops import upsample_to_input
@@ -149,6 +150,7 @@ def _pool_to(s: Tensor, size: tuple[int, ...]) -> Tensor:
     return pool(s.unsqueeze(1), size).squeeze(1)
 
 
+@twice_differentiable()  # both passes are differentiated twice: attention on the math kernel
 def attention_consistency(
     model: nn.Module,
     x: Tensor,
@@ -161,7 +163,8 @@ def attention_consistency(
     """Evaluate the attention-consistency loss for a batch (functional core of the loss module).
 
     Args:
-        model: classifier with ReLUs, returning ``(B, K)`` logits; BatchNorm in eval mode.
+        model: classifier with rectifying activations (ReLU, SiLU, GELU, ...), returning
+            ``(B, K)`` logits; BatchNorm in eval mode.
         x: ``(B, C, H, W)`` images or ``(B, C, T, H, W)`` clips; needs no labels.
         config: the variant, see :class:`ConsistencyConfig`.
         target_layer: Grad-CAM layer (name, module, or None to discover it).
@@ -185,6 +188,7 @@ def attention_consistency(
     with forward_pass(model, x, target_layer, guided=True) as fp:
         t = select_targets(fp.logits, targets)
         layer = fp.layer
+        again = layer if target_layer is None else target_layer  # keeps a TargetLayer's reading
         (gf,) = fp.gradients(t, (fp.features,), guided=False, create_graph=True, retain_graph=True)
         a1 = gradcam_from(fp.features, gf)
         if config.similarity == "ssim":
@@ -203,13 +207,13 @@ def attention_consistency(
     mask: Tensor | None = None
     if res == "gb_mask":
         mask = make_mask(s1 if s1 is not None else _control_saliency(source, x, t, mask_model))
-        with forward_pass(model, _mask_input(x, mask), layer, guided=False) as fp2:
+        with forward_pass(model, _mask_input(x, mask), again, guided=False) as fp2:
             (gf2,) = fp2.gradients(t, (fp2.features,), guided=False, create_graph=True)
             first, second = a1, gradcam_from(fp2.features, gf2)
     elif res == "gradcam_mask":
         assert s1 is not None
         mask = make_mask(upsample_to_input(a1, x))
-        with forward_pass(model, _mask_input(x, mask), layer, guided=True) as fp2:
+        with forward_pass(model, _mask_input(x, mask), again, guided=True) as fp2:
             (gx2,) = fp2.gradients(t, (fp2.x,), guided=True, create_graph=True)
             first, second = s1, saliency(gx2)
     elif res == "gradcam_upsample":
