@@ -20,9 +20,10 @@ depend on the others. A warning is issued once when that happens.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -31,13 +32,14 @@ from atcon.attention.hooks import LayerSpec, training_norm_layers
 from atcon.attention.maps import Targets, forward_pass, gradcam_from, guided_backprop, select_targets
 from atcon.attention.ops import upsample_to_input
 from atcon.consistency.masking import (
+    MASK_SCALES,
     MaskScale,
     random_smooth_saliency,
     saliency,
     sobel_saliency,
     soft_mask,
 )
-from atcon.consistency.similarity import SimilarityName, dissimilarity, ssim_window
+from atcon.consistency.similarity import SIMILARITIES, SimilarityName, dissimilarity, ssim_window
 
 Resolution = Literal["gb_mask", "gradcam_mask", "gradcam_upsample", "gb_pool"]
 RESOLUTIONS: tuple[Resolution, ...] = get_args(Resolution)
@@ -81,8 +83,8 @@ class ConsistencyConfig:
         for field, allowed in (
             ("resolution", RESOLUTIONS),
             ("mask_source", MASK_SOURCES),
-            ("similarity", get_args(SimilarityName)),
-            ("mask_scale", get_args(MaskScale)),
+            ("similarity", SIMILARITIES),
+            ("mask_scale", MASK_SCALES),
         ):
             if getattr(self, field) not in allowed:
                 raise ValueError(f"{field} must be one of {allowed}, got {getattr(self, field)!r}")
@@ -130,7 +132,8 @@ def _warn_if_training_norm(model: nn.Module) -> None:
         warnings.warn(
             f"{len(names)} BatchNorm layers (e.g. {names[0]!r}) are in training mode: they couple the "
             "samples of a batch, so each sample's attention maps depend on the others. The "
-            "consistency loss is meant for eval-mode normalisation (see atcon.train.freeze_norm).",
+            "consistency loss is meant for eval-mode normalisation: compute it inside "
+            "`with atcon.train.eval_mode(model):`, as atcon's trainer does.",
             UserWarning,
             stacklevel=3,
         )
@@ -246,9 +249,17 @@ class AttentionConsistencyLoss(nn.Module):
     Args:
         model: the classifier to fine-tune (plain or DistributedDataParallel-wrapped).
         target_layer: Grad-CAM layer (dotted name, module, or None to discover).
-        resolution, similarity, mask_scale, mask_center, mask_sharpness, detach_mask:
-            see :class:`ConsistencyConfig`.
+        config: the variant (default: ``ConsistencyConfig()``, Algorithm 1).
+        mask_model: the network whose Guided Backprop makes the mask, needed by (and only by)
+            ``mask_source="random_network"``; referenced like ``model``.
         reduction: ``"mean"`` (scalar) or ``"none"`` (``(B,)``).
+        **overrides: fields of :class:`ConsistencyConfig` replaced in ``config``, a shorthand:
+            ``AttentionConsistencyLoss(model, resolution="gradcam_mask")``.
+
+    Raises:
+        TypeError: an override that is not a :class:`ConsistencyConfig` field.
+        ValueError: an invalid config, or ``mask_model`` given to (or missing from) a config
+            that does not use (or needs) it.
 
     Shape:
         x: ``(B, C, H, W)`` or ``(B, C, T, H, W)``; targets: optional ``(B,)``.
@@ -259,37 +270,46 @@ class AttentionConsistencyLoss(nn.Module):
         model: nn.Module,
         target_layer: LayerSpec = None,
         *,
-        resolution: Resolution = "gb_mask",
-        similarity: SimilarityName = "pearson",
-        mask_scale: MaskScale = "std",
-        mask_center: float = 0.0,
-        mask_sharpness: float = 1.0,
-        detach_mask: bool = False,
+        config: ConsistencyConfig | None = None,
+        mask_model: nn.Module | None = None,
         reduction: Literal["mean", "none"] = "mean",
+        **overrides: Any,
     ) -> None:
         super().__init__()
         if reduction not in ("mean", "none"):
             raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
-        self.config = ConsistencyConfig(
-            resolution=resolution,
-            similarity=similarity,
-            mask_scale=mask_scale,
-            mask_center=mask_center,
-            mask_sharpness=mask_sharpness,
-            detach_mask=detach_mask,
-        )
+        known = {f.name for f in dataclasses.fields(ConsistencyConfig)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise TypeError(
+                f"AttentionConsistencyLoss got unknown option(s) {', '.join(unknown)}; "
+                f"ConsistencyConfig fields are {', '.join(sorted(known))}"
+            )
+        self.config = dataclasses.replace(config or ConsistencyConfig(), **overrides)
+        if (self.config.mask_source == "random_network") != (mask_model is not None):
+            raise ValueError(
+                "mask_source='random_network' needs mask_model (e.g. atcon.models.randomized_copy(model)); "
+                "other mask sources take none"
+            )
         # Plain attributes, not submodules: see the class docstring.
         self.__dict__["model"] = model
+        self.__dict__["mask_model"] = mask_model
         self.__dict__["target_layer"] = target_layer
         self.reduction = reduction
 
     model: nn.Module
+    mask_model: nn.Module | None
     target_layer: LayerSpec
 
     def forward(self, x: Tensor, targets: Targets = None) -> Tensor:
         """Return the loss for ``x`` (scalar for ``reduction="mean"``, else ``(B,)``)."""
         out = attention_consistency(
-            self.model, x, self.config, target_layer=self.target_layer, targets=targets
+            self.model,
+            x,
+            self.config,
+            target_layer=self.target_layer,
+            targets=targets,
+            mask_model=self.mask_model,
         )
         return out.loss.mean() if self.reduction == "mean" else out.loss
 

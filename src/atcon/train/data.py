@@ -13,7 +13,7 @@ import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
@@ -21,13 +21,11 @@ from torch.utils.data import Dataset, Sampler
 
 from atcon import data as D
 from atcon.data.voc import find_voc_root
-from atcon.evaluate import IGNORE
+from atcon.evaluate.metrics import Task
 from atcon.models import model_spec
-from atcon.train.config import TrainConfig
 
-Task = Literal["multilabel", "multiclass"]
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+if TYPE_CHECKING:
+    from atcon.train.config import TrainConfig
 
 
 @dataclass
@@ -43,15 +41,6 @@ class TaskData:
     test: Dataset[Any]
     unlabeled: Dataset[Any] | None
     image_size: int
-
-
-def labels_of(target: dict[str, Any], task: Task) -> Tensor:
-    """Batch labels: multi-hot ``(B, C)`` float with ``IGNORE`` where difficult-only, or ``(B,)`` long."""
-    if task == "multiclass":
-        return torch.as_tensor(target["label"]).long()
-    labels = target["labels"].float()
-    ignore = target.get("ignore")
-    return labels.masked_fill(ignore, IGNORE) if isinstance(ignore, Tensor) else labels
 
 
 def _kind(cfg: TrainConfig) -> Literal["benchmark", "voc", "video"]:
@@ -145,9 +134,11 @@ def build_task_data(cfg: TrainConfig, split: D.Split | None = None) -> TaskData:
         unlabeled = UnlabeledFolder(cfg.unlabeled, train_tf, video=False) if cfg.unlabeled else None
         return TaskData("multilabel", tuple(split.classes), False, split, train, val, test, unlabeled, size)
 
+    from atcon.train.strategies import strategy_class
+
     if not cfg.augment:
         clip_train = D.clip_eval_transform()
-    elif cfg.strategy == "simclr":
+    elif strategy_class(cfg.strategy).two_views:  # contrastive views need SimCLR's stronger augmentation
         clip_train = D.clip_simclr_transform(size)
     else:
         clip_train = D.clip_train_transform()
@@ -180,7 +171,7 @@ class UnlabeledFolder(Dataset[tuple[Tensor, dict[str, Any]]]):
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise FileNotFoundError(f"unlabeled folder not found: {self.root}")
-        suffixes = VIDEO_SUFFIXES if video else IMAGE_SUFFIXES
+        suffixes = D.VIDEO_SUFFIXES if video else D.IMAGE_SUFFIXES
         self.files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in suffixes)
         if not self.files:
             raise FileNotFoundError(f"no {'video' if video else 'image'} files under {self.root}")

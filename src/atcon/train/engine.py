@@ -7,31 +7,16 @@ come from ``torch.autograd.grad`` inside it, which is what DistributedDataParall
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from atcon.attention.hooks import eval_mode
 from atcon.consistency import ConsistencyConfig, attention_consistency
 from atcon.evaluate import IGNORE
 from atcon.train.distributed import world_size
-
-
-@contextlib.contextmanager
-def freeze_norm(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every BatchNorm (1d/2d/3d/Sync) in eval mode inside the block; restore on exit."""
-    norms = [(m, m.training) for m in model.modules() if isinstance(m, _BatchNorm)]
-    for m, _ in norms:
-        m.eval()
-    try:
-        yield model
-    finally:
-        for m, was in norms:
-            m.train(was)
 
 
 def unpack_output(output: Any) -> tuple[Tensor, Tensor | None]:
@@ -128,7 +113,7 @@ def predict(
         ``(scores (N, C), labels)`` with labels ``(N, C)`` multi-hot (``IGNORE`` for difficult-only
         classes) or ``(N,)`` class indices.
     """
-    from atcon.train.data import labels_of
+    from atcon.evaluate.metrics import labels_of
 
     scores, labels = [], []
     with eval_mode(model):
