@@ -51,8 +51,8 @@ def test_prediction_anchor_rejects_bad_input() -> None:
 def test_parameter_anchor_plain_and_weighted() -> None:
     torch.manual_seed(0)
     model = TinyCNN()
-    anchor = ParameterAnchor(model)
-    assert float(anchor(model)) == 0.0
+    anchor = ParameterAnchor(copy.deepcopy(model).requires_grad_(False))
+    assert float(anchor(model).detach()) == 0.0
     start = copy.deepcopy(model.state_dict())
     with torch.no_grad():
         for p in model.parameters():
@@ -60,7 +60,7 @@ def test_parameter_anchor_plain_and_weighted() -> None:
     naive = sum(((p - start[n]) ** 2).sum() for n, p in model.named_parameters())
     assert torch.allclose(anchor(model), naive)
     weights = {n: torch.rand_like(p) for n, p in model.named_parameters()}
-    w_anchor = ParameterAnchor(copy.deepcopy(model), weights)
+    w_anchor = ParameterAnchor(copy.deepcopy(model), weights=weights)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05)
@@ -74,11 +74,23 @@ def test_parameter_anchor_plain_and_weighted() -> None:
 
 def test_parameter_anchor_skips_frozen_parameters() -> None:
     model = TinyCNN()
+    reference = copy.deepcopy(model)
     model.head.requires_grad_(False)
-    anchor = ParameterAnchor(model)
-    assert not any(n.startswith("head") for n in anchor.start)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    anchor = ParameterAnchor(reference)
+    features = sum(p.numel() for p in model.features.parameters())
+    assert float(anchor(model).detach()) == pytest.approx(features, rel=1e-5)  # head frozen: not counted
+    named = ParameterAnchor(reference, names=["features.0.weight"])
+    assert float(named(model).detach()) == pytest.approx(model.features[0].weight.numel(), rel=1e-5)
     with pytest.raises(ValueError, match="lack"):
-        ParameterAnchor(model, {"features.0.weight": torch.ones(1)})
+        ParameterAnchor(reference, weights={"features.0.weight": torch.ones(1)})
+    with pytest.raises(ValueError, match="no parameter"):
+        ParameterAnchor(reference, names=["nope.weight"])
+    # Restoring the reference's state restores the anchor's start.
+    reference.load_state_dict(model.state_dict())
+    assert float(anchor(model).detach()) == 0.0
 
 
 @pytest.mark.parametrize("task", ["multilabel", "multiclass"])
@@ -118,3 +130,27 @@ def test_trainable_top_blocks_freezes_the_rest() -> None:
         assert p.requires_grad == name.startswith(("layer4.", "fc.")), name
     with pytest.raises(ValueError, match="between 1 and"):
         trainable_top_blocks(SmallResNet(3), 99)
+
+
+def test_guard_penalty_combines_its_terms() -> None:
+    from atcon.train.guard import Guard
+
+    torch.manual_seed(0)
+    model = randomize_bn(TinyCNN(classes=3)).eval()
+    reference = copy.deepcopy(model).requires_grad_(False)
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        model.head[1].weight.add_(0.5)
+    logits = model(x)
+    guard = Guard(
+        reference,
+        "multiclass",
+        anchor_weight=2.0,
+        param_anchor=ParameterAnchor(reference),
+        param_anchor_weight=3.0,
+    )
+    expected = 2.0 * prediction_anchor(logits, reference(x), "multiclass") + 3.0 * ParameterAnchor(reference)(
+        model
+    )
+    assert torch.allclose(guard.penalty(model, x, logits), expected)
+    assert float(Guard(reference, "multiclass").penalty(model, x, logits)) == 0.0

@@ -40,33 +40,50 @@ def test_signals_of_the_starting_model_and_of_a_changed_one() -> None:
 
 
 def _row(cons: float, agree: float = 1.0, ent: float = 0.9) -> dict[str, float]:
-    return {"consistency": cons, "agreement": agree, "class_entropy": ent, "kl_to_start": 0.0}
+    return {"lf_consistency": cons, "lf_agreement": agree, "lf_class_entropy": ent, "lf_kl_to_start": 0.0}
+
+
+def _run(rule: LabelFreeSelection, rows: list[dict[str, float]]) -> list[tuple[bool, bool]]:
+    """Feed rows through the rule as the trainer does; returns (best, stop) per row."""
+    history: list[dict[str, object]] = []
+    out = []
+    for row in rows:
+        score = rule.score(row, history)
+        verdict = rule.judge(score, history)
+        history.append({**row, "selection": score, "best": verdict.best})
+        out.append((verdict.best, verdict.stop))
+    return out
 
 
 def test_selection_keeps_the_best_admissible_and_stops_on_plateau() -> None:
     rule = LabelFreeSelection(min_agreement=0.9, min_entropy_ratio=0.95, min_delta=0.01, patience=2)
-    assert rule.update(_row(-0.5)).best  # the start
-    assert rule.update(_row(-0.6)).best
-    d = rule.update(_row(-0.9, agree=0.5))  # more consistent but predictions drifted: rejected
-    assert not d.best and "inadmissible" in d.reason and not d.stop
-    d = rule.update(_row(-0.95, ent=0.5))  # collapsing class distribution: rejected, 2nd stale -> stop
-    assert not d.best and d.stop
-    assert rule.best_consistency == pytest.approx(-0.6)
+    verdicts = _run(
+        rule,
+        [
+            _row(-0.5),  # the start: always best
+            _row(-0.6),  # more consistent, admissible: best
+            _row(-0.9, agree=0.5),  # predictions drifted: rejected (stale 1)
+            _row(-0.95, ent=0.5),  # collapsing class histogram: rejected (stale 2 -> stop)
+        ],
+    )
+    assert verdicts == [(True, False), (True, False), (False, False), (False, True)]
+    assert rule.score(_row(-0.9, agree=0.5), [_row(-0.5)]) == -math.inf
+    assert rule.score(_row(-0.9, agree=0.5), []) == 0.9  # the first row always counts
 
 
 def test_selection_plateau_counts_small_improvements_as_stale() -> None:
     rule = LabelFreeSelection(min_delta=0.05, patience=2)
-    rule.update(_row(-0.5))
-    d1 = rule.update(_row(-0.51))
-    assert d1.best and not d1.stop  # better, but within min_delta: stale 1
-    d2 = rule.update(_row(-0.52))
-    assert d2.best and d2.stop
-    state = rule.state_dict()
-    again = LabelFreeSelection(min_delta=0.05, patience=2)
-    again.load_state_dict(state)
-    assert again.update(_row(-0.7)).best
+    verdicts = _run(rule, [_row(-0.5), _row(-0.51), _row(-0.52), _row(-0.7)])
+    # Better but within min_delta: best, yet no progress; two such in a row stop the run.
+    assert verdicts[:3] == [(True, False), (True, False), (True, True)]
+    never = LabelFreeSelection(min_delta=0.05, patience=0)
+    assert not any(stop for _, stop in _run(never, [_row(-0.5), _row(-0.5), _row(-0.5)]))
+    progress = _run(
+        LabelFreeSelection(min_delta=0.05, patience=2), [_row(-0.5), _row(-0.51), _row(-0.7), _row(-0.71)]
+    )
+    assert progress == [(True, False), (True, False), (True, False), (True, False)]
 
 
 def test_selection_needs_the_signals() -> None:
-    with pytest.raises(KeyError, match="agreement"):
-        LabelFreeSelection().update({"consistency": 0.0})
+    with pytest.raises(KeyError, match="lf_agreement"):
+        LabelFreeSelection().score({"lf_consistency": 0.0})

@@ -30,6 +30,7 @@ e.g. ``layer4`` and ``fc``) are trained.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -70,41 +71,80 @@ def prediction_anchor(logits: Tensor, reference: Tensor, task: str) -> Tensor:
 
 
 class ParameterAnchor:
-    """``mu * sum_i w_i (theta_i - theta0_i)^2`` over a model's trainable parameters.
+    """``sum_i w_i (theta_i - theta0_i)^2`` over named parameters (multiply by ``mu`` yourself).
 
     Args:
-        model: the network at the start of fine-tuning; its trainable parameters are copied.
-        weights: per-parameter weights ``w_i`` by parameter name (e.g. :func:`fisher_diagonal`),
-            or None for ``w_i = 1``.
-
-    Call with the model being trained; returns a scalar (without ``mu``).
+        reference: the frozen starting network; its parameters are ``theta_0`` (read at each
+            call, so restoring the reference's state restores the anchor).
+        names: the parameter names to anchor (the trainable ones); default: every parameter
+            that requires grad in ``reference``'s own counterpart when the anchor is called.
+        weights: per-parameter weights ``w_i`` by name (e.g. :func:`fisher_diagonal`), or None
+            for ``w_i = 1``.
     """
 
-    def __init__(self, model: nn.Module, weights: Mapping[str, Tensor] | None = None) -> None:
-        named = [(n, p) for n, p in unwrap_model(model).named_parameters() if p.requires_grad]
-        self.start = {n: p.detach().clone() for n, p in named}
+    def __init__(
+        self,
+        reference: nn.Module,
+        names: Iterable[str] | None = None,
+        weights: Mapping[str, Tensor] | None = None,
+    ) -> None:
+        self.reference = unwrap_model(reference)
+        own = dict(self.reference.named_parameters())
+        self.names = list(names) if names is not None else None
+        unknown = sorted(set(self.names or ()) - set(own))
+        if unknown:
+            raise ValueError(f"parameter anchor: the reference has no parameter {', '.join(unknown[:3])}")
         self.weights = dict(weights) if weights is not None else None
         if self.weights is not None:
-            missing = sorted(set(self.start) - set(self.weights))
+            missing = sorted(set(self.names if self.names is not None else own) - set(self.weights))
             if missing:
                 raise ValueError(f"parameter-anchor weights lack {', '.join(missing[:3])}")
 
-    def to(self, device: torch.device | str) -> ParameterAnchor:
-        self.start = {n: t.to(device) for n, t in self.start.items()}
-        if self.weights is not None:
-            self.weights = {n: t.to(device) for n, t in self.weights.items()}
-        return self
-
     def __call__(self, model: nn.Module) -> Tensor:
+        start = dict(self.reference.named_parameters())
         terms = []
         for name, p in unwrap_model(model).named_parameters():
-            if name not in self.start or not p.requires_grad:
+            if (self.names is not None and name not in self.names) or not p.requires_grad:
                 continue
-            sq = (p - self.start[name]).square()
-            terms.append((sq * self.weights[name] if self.weights is not None else sq).sum())
+            sq = (p - start[name].detach()).square()
+            terms.append((sq * self.weights[name].to(sq.device) if self.weights is not None else sq).sum())
         if not terms:
             raise ValueError("the parameter anchor has no trainable parameter to anchor")
         return torch.stack(terms).sum()
+
+
+@dataclass
+class Guard:
+    """The collapse guards of one fine-tuning run, as one extra loss term.
+
+    ``penalty = lambda * L_pred + mu * L_par`` (module docstring); terms with weight 0 are skipped.
+
+    Attributes:
+        reference: the frozen starting network (eval mode, no gradients).
+        task: ``"multilabel"`` or ``"multiclass"``.
+        anchor_weight: ``lambda``.
+        param_anchor: the parameter anchor, or None.
+        param_anchor_weight: ``mu``.
+    """
+
+    reference: nn.Module
+    task: str
+    anchor_weight: float = 0.0
+    param_anchor: ParameterAnchor | None = None
+    param_anchor_weight: float = 0.0
+
+    def penalty(self, model: nn.Module, x: Tensor, logits: Tensor) -> Tensor:
+        """The guard terms for batch ``x`` whose logits under ``model`` are ``logits`` (B, K)."""
+        total = logits.new_zeros((), dtype=torch.float32)
+        if self.anchor_weight:
+            with torch.no_grad():
+                out = self.reference(x)
+            total = total + self.anchor_weight * prediction_anchor(
+                logits, getattr(out, "logits", out), self.task
+            )
+        if self.param_anchor is not None and self.param_anchor_weight:
+            total = total + self.param_anchor_weight * self.param_anchor(model)
+        return total
 
 
 def fisher_diagonal(
@@ -195,6 +235,7 @@ def guard_summary(config: Any) -> str:
 
 
 __all__ = [
+    "Guard",
     "ParameterAnchor",
     "fisher_diagonal",
     "guard_summary",

@@ -24,9 +24,9 @@ by less than ``min_delta`` (the plateau).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from atcon.attention.hooks import eval_mode
 from atcon.consistency import ConsistencyConfig, attention_consistency
 from atcon.train.guard import prediction_anchor
+from atcon.train.selection import SelectionRule, Verdict
 
 SIGNALS = ("consistency", "agreement", "class_entropy", "kl_to_start")
 
@@ -103,81 +104,63 @@ def label_free_signals(
     }
 
 
-@dataclass
-class Decision:
-    """What a selection rule concluded from one evaluation."""
-
-    best: bool
-    stop: bool
-    reason: str = ""
+LF_KEYS = tuple(f"lf_{k}" for k in SIGNALS)
+"""The metrics-row keys of the label-free signals (``lf_consistency``, ...)."""
 
 
-class SelectionRule(Protocol):
-    """Decides, after each evaluation row, whether it is the best so far and whether to stop."""
-
-    def update(self, row: Mapping[str, Any]) -> Decision: ...
-
-
-@dataclass
-class LabelFreeSelection:
+@dataclass(frozen=True)
+class LabelFreeSelection(SelectionRule):
     """Select and stop from label-free signals only (see the module docstring).
+
+    Reads the ``lf_*`` keys of the metrics rows (:data:`LF_KEYS`); the first row is the starting
+    network. Stateless: everything it needs is in the rows, so a resumed run decides as an
+    uninterrupted one.
 
     Args:
         min_agreement: smallest admissible top-1 agreement with the starting network.
         min_entropy_ratio: smallest admissible ``class_entropy / class_entropy_0``.
-        min_delta: a smaller decrease of the best held-out consistency counts as a plateau.
-        patience: stop after this many evaluations in a row without an admissible improvement
-            (0: never stop early).
+        min_delta: an admissible model must lower the best held-out consistency by more than this
+            to count as progress (the plateau test).
+        patience: stop after this many evaluations in a row without progress (0: never).
     """
 
     min_agreement: float = 0.9
     min_entropy_ratio: float = 0.95
     min_delta: float = 0.002
     patience: int = 3
-    start: dict[str, float] | None = None
-    best_consistency: float = math.inf
-    stale: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
 
-    def admissible(self, row: Mapping[str, Any]) -> bool:
-        if self.start is None:
-            return True
-        return (
-            row["agreement"] >= self.min_agreement
-            and row["class_entropy"] >= self.min_entropy_ratio * self.start["class_entropy"]
-        )
+    @property
+    def name(self) -> str:
+        return "label-free"
 
-    def update(self, row: Mapping[str, Any]) -> Decision:
-        """``row`` holds the signals (keys of :data:`SIGNALS`); the first row is the start."""
-        missing = [k for k in SIGNALS if k not in row]
+    def admissible(self, row: Mapping[str, Any], start: Mapping[str, Any]) -> bool:
+        """Whether ``row``'s predictions stay close enough to the start's (``start`` itself is)."""
+        return float(row["lf_agreement"]) >= self.min_agreement and float(
+            row["lf_class_entropy"]
+        ) >= self.min_entropy_ratio * float(start["lf_class_entropy"])
+
+    def score(self, row: Mapping[str, Any], history: Sequence[Mapping[str, Any]] = ()) -> float:
+        """``-lf_consistency`` when admissible, else ``-inf``; the first row always counts."""
+        missing = [k for k in LF_KEYS if k not in row]
         if missing:
-            raise KeyError(f"label-free selection needs the signals {', '.join(missing)}")
-        if self.start is None:
-            self.start = {k: float(row[k]) for k in SIGNALS}
-            self.best_consistency = float(row["consistency"])
-            return Decision(True, False, "starting model")
-        ok = self.admissible(row)
-        improved = ok and row["consistency"] < self.best_consistency - self.min_delta
-        better = ok and row["consistency"] < self.best_consistency
-        if better:
-            self.best_consistency = float(row["consistency"])
-        self.stale = 0 if improved else self.stale + 1
-        stop = bool(self.patience) and self.stale >= self.patience
-        reason = "" if ok else "inadmissible (agreement or class entropy below the floor)"
-        if stop:
-            reason = (
-                reason + "; " if reason else ""
-            ) + f"no admissible improvement in {self.patience} evaluations"
-        return Decision(better, stop, reason)
+            raise KeyError(f"label-free selection needs the signals {', '.join(missing)} in the row")
+        if history and not self.admissible(row, history[0]):
+            return -math.inf
+        return -float(row["lf_consistency"])
 
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "start": self.start,
-            "best_consistency": self.best_consistency,
-            "stale": self.stale,
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.start = state["start"]
-        self.best_consistency = float(state["best_consistency"])
-        self.stale = int(state["stale"])
+    def judge(self, score: float, history: Sequence[Mapping[str, Any]]) -> Verdict:
+        """Best: a higher score than every earlier row. Stop: ``patience`` rows in a row, this one
+        included, that did not beat the best by more than ``min_delta``."""
+        if not history:
+            return Verdict(best=True, stop=False)
+        best_so_far = max(float(r["selection"]) for r in history)
+        best = score > best_so_far
+        stale = 0 if score > best_so_far + self.min_delta else 1
+        if stale:
+            # Count the earlier stale rows back to the last row that made progress.
+            running = [float(r["selection"]) for r in history]
+            for i in range(len(running) - 1, 0, -1):
+                if running[i] > max(running[:i]) + self.min_delta:
+                    break
+                stale += 1
+        return Verdict(best=best, stop=self.patience > 0 and stale >= self.patience)
