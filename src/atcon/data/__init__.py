@@ -31,6 +31,7 @@ from atcon.data.fewshot import (
     sample_per_class,
     subject_disjoint_split,
     voc_fewshot_split,
+    with_unlabeled_pool,
 )
 from atcon.data.files import IMAGE_SUFFIXES, VIDEO_SUFFIXES, collect_files, load_images
 from atcon.data.folders import ImageFolderDataset, scan_image_folders
@@ -118,4 +119,5 @@ __all__ = [
     "scan_image_folders",
     "subject_disjoint_split",
     "voc_fewshot_split",
+    "with_unlabeled_pool",
 ]

@@ -7,6 +7,7 @@ seed and saved; training code reads the file. Images are referred to by id (VOC 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import warnings
@@ -35,6 +36,9 @@ class Split:
         seed: Seed the split was drawn with.
         protocol: How it was built (``"voc-fewshot"``, ``"subject-disjoint"``).
         meta: Anything else worth recording (source folder, split names, sizes).
+        unlabeled: Ids of an unlabelled pool for consistency fine-tuning (their labels are
+            never read), drawn from the training pool, disjoint from ``val`` and ``test``; empty
+            when the split has none (see :func:`with_unlabeled_pool`).
     """
 
     train: list[str]
@@ -45,6 +49,7 @@ class Split:
     seed: int
     protocol: str
     meta: dict[str, Any] = field(default_factory=dict)
+    unlabeled: list[str] = field(default_factory=list)
 
     def save(self, path: str | Path) -> Path:
         """Write the split as JSON (parent folders created); returns the path."""
@@ -563,3 +568,26 @@ def _warn_shared_subjects(subjects: Sequence[Hashable | None], sets: Sequence[Se
             "inflates test scores; group_by='subject' keeps each subject in one set",
             stacklevel=3,
         )
+
+
+def with_unlabeled_pool(split: Split, candidates: Sequence[str], size: int, seed: int = 0) -> Split:
+    """``split`` with an unlabelled pool of ``size`` ids drawn from ``candidates``.
+
+    Ids of the validation and test sets are never drawn (the labelled training ids may be: the
+    pool stands for all the images a user has, without labels). The draw depends only on the
+    candidates, ``size`` and ``seed``.
+
+    Raises:
+        DataError: fewer than ``size`` candidates outside the validation and test sets.
+    """
+    held = set(split.val) | set(split.test)
+    pool = sorted(c for c in dict.fromkeys(candidates) if c not in held)
+    if size > len(pool):
+        raise DataError(
+            f"an unlabelled pool of {size} needs {size} training-pool items outside val/test; "
+            f"there are {len(pool)}: ask for a pool of at most {len(pool)}"
+        )
+    rng = random.Random(seed)
+    picked = sorted(rng.sample(pool, size))
+    meta = {**split.meta, "unlabeled_pool": size, "unlabeled_seed": seed}
+    return dataclasses.replace(split, unlabeled=picked, meta=meta)

@@ -57,7 +57,8 @@ class TrainConfig:
         data_seed: Seed that generates a built-in benchmark's images.
         data_size: Size of a built-in benchmark relative to its default (e.g. 0.25).
         unlabeled: Folder of unlabelled images or videos (searched recursively) for the
-            consistency steps; unset: the training samples without their labels.
+            consistency steps; unset: the split file's unlabelled pool if it has one, else the
+            training samples without their labels.
         image_size: Input side in pixels; unset: the model's own input size.
         augment: Random augmentation of the training samples.
         model: Architecture: resnet18, resnet50, inception_v3, r3d_18, small or small3d.
@@ -92,6 +93,26 @@ class TrainConfig:
         target_layer: Dotted name of the Grad-CAM layer (e.g. layer4); unset: the model's
             default.
         temperature: SimCLR's NT-Xent temperature.
+        anchor_weight: Collapse guard: weight lambda of the prediction anchor, the mean KL
+            divergence from the starting network's predictions to the fine-tuned network's on
+            the same unlabelled batch (0: off; see atcon.train.guard).
+        param_anchor_weight: Collapse guard: weight mu of the squared distance to the starting
+            weights (0: off).
+        param_anchor_fisher: Weight the parameter anchor by the starting network's diagonal
+            Fisher information, estimated from unlabelled data (EATA).
+        trainable_blocks: Collapse guard: train only the last this many blocks, e.g. 2 = layer4
+            and fc of a ResNet (0: all).
+        select: Model selection and stopping: labels (the validation metric, the paper's) or
+            label-free (held-out consistency within agreement and class-entropy floors; reads no
+            label; see atcon.train.labelfree).
+        holdout: label-free: share of the unlabelled pool held out for the label-free signals
+            (without a pool, the validation images are used with their labels unread).
+        min_agreement: label-free: smallest admissible share of held-out items whose top-1 class
+            is the starting network's.
+        min_entropy_ratio: label-free: smallest admissible entropy of the predicted-class
+            histogram, relative to the starting network's (the collapse signal).
+        plateau_delta: label-free: a smaller decrease of the best held-out consistency loss
+            counts as no progress (patience such evaluations stop the run).
         eval_every: Evaluate every this many steps (0: after every epoch).
         patience: Stop after this many evaluations without improvement (0: never).
         device: auto (CUDA when available), cpu or cuda.
@@ -137,7 +158,17 @@ class TrainConfig:
     mask_source: MaskSource = "guided_backprop"
     target_layer: str | None = None
     temperature: float = 0.5
+    # collapse guards (atcon.train.guard)
+    anchor_weight: float = 0.0
+    param_anchor_weight: float = 0.0
+    param_anchor_fisher: bool = False
+    trainable_blocks: int = 0
     # selection
+    select: Literal["labels", "label-free"] = "labels"
+    holdout: float = 0.2
+    min_agreement: float = 0.9
+    min_entropy_ratio: float = 0.95
+    plateau_delta: float = 0.002
     eval_every: int = 0
     patience: int = 0
     # runtime
@@ -155,13 +186,34 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("eval_every", "patience", "workers", "checkpoint_every", "clip_grad", "weight_decay"):
+        for name in (
+            "eval_every",
+            "patience",
+            "workers",
+            "checkpoint_every",
+            "clip_grad",
+            "weight_decay",
+            "anchor_weight",
+            "param_anchor_weight",
+            "trainable_blocks",
+            "plateau_delta",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.lr is not None and not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        for name in ("holdout", "min_agreement", "min_entropy_ratio"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.select == "label-free" and not strategy_class(self.strategy).label_free_selection:
+            raise ValueError(
+                f"select='label-free' decides on the signals of consistency fine-tuning; strategy "
+                f"{self.strategy!r} selects on labels: use --select labels, or atcon finetune"
+            )
+        if self.select == "label-free" and self.holdout <= 0 and self.unlabeled is not None:
+            raise ValueError("select='label-free' with an unlabelled pool needs holdout > 0 (e.g. 0.2)")
         self.consistency  # noqa: B018 -- builds the ConsistencyConfig, which validates its fields
 
     @property

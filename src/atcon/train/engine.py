@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from atcon.attention.hooks import eval_mode
-from atcon.consistency import ConsistencyConfig, attention_consistency
+from atcon.consistency import ConsistencyConfig, ConsistencyResult, attention_consistency
 from atcon.evaluate import IGNORE
 from atcon.train.distributed import world_size
 
@@ -52,9 +52,19 @@ def consistency_loss(
     mask_model: nn.Module | None = None,
 ) -> Tensor:
     """Mean attention-consistency loss of a batch, computed with the model in eval mode."""
+    return consistency_result(model, x, config, target_layer, mask_model).loss.mean()
+
+
+def consistency_result(
+    model: nn.Module,
+    x: Tensor,
+    config: ConsistencyConfig,
+    target_layer: str | None,
+    mask_model: nn.Module | None = None,
+) -> ConsistencyResult:
+    """Everything one consistency-loss evaluation of a batch produced (model in eval mode)."""
     with eval_mode(model):
-        result = attention_consistency(model, x, config, target_layer=target_layer, mask_model=mask_model)
-        return result.loss.mean()
+        return attention_consistency(model, x, config, target_layer=target_layer, mask_model=mask_model)
 
 
 def touch_parameters(loss: Tensor, model: nn.Module) -> Tensor:

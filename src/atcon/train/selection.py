@@ -50,8 +50,9 @@ class SelectionRule:
         """The signal's name, written into ``summary.json`` as ``selection_metric``."""
         raise NotImplementedError
 
-    def score(self, row: Mapping[str, Any]) -> float:
-        """The row's selection score; higher is better."""
+    def score(self, row: Mapping[str, Any], history: Sequence[Mapping[str, Any]] = ()) -> float:
+        """The row's selection score, higher is better (``history``: the earlier rows, first is
+        the first evaluation; rules that compare with the start read it)."""
         raise NotImplementedError
 
     def judge(self, score: float, history: Sequence[Mapping[str, Any]]) -> Verdict:
@@ -84,7 +85,7 @@ class ValidationMetric(SelectionRule):
     def name(self) -> str:
         return self.metric
 
-    def score(self, row: Mapping[str, Any]) -> float:
+    def score(self, row: Mapping[str, Any], history: Sequence[Mapping[str, Any]] = ()) -> float:
         return float(row["val_" + self.metric])
 
 
@@ -99,7 +100,7 @@ class LowestTrainLoss(SelectionRule):
     def name(self) -> str:
         return "train_loss"
 
-    def score(self, row: Mapping[str, Any]) -> float:
+    def score(self, row: Mapping[str, Any], history: Sequence[Mapping[str, Any]] = ()) -> float:
         loss = row.get("train_loss")
         return -float(loss) if loss is not None else -math.inf
 

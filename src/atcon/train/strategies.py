@@ -29,7 +29,8 @@ from torch import Tensor, nn
 from atcon.consistency import ConsistencyConfig
 from atcon.evaluate.metrics import Task, labels_of
 from atcon.train.data import item_seed
-from atcon.train.engine import consistency_loss, supervised_loss
+from atcon.train.engine import consistency_loss, consistency_result, supervised_loss
+from atcon.train.guard import Guard
 from atcon.train.selection import LowestTrainLoss, SelectionRule, ValidationMetric, selection_metric
 from atcon.train.simclr import NTXentLoss, SimCLRNet
 
@@ -55,6 +56,7 @@ class LossTerms:
         target_layer: Grad-CAM layer of the consistency loss (None: discovered).
         mask_model: the network behind ``mask_source="random_network"`` masks, else None.
         temperature: NT-Xent temperature of the contrastive term.
+        guard: collapse guards added to the consistency term, or None (the paper's loss).
     """
 
     model: nn.Module
@@ -63,6 +65,7 @@ class LossTerms:
     target_layer: str | None = None
     mask_model: nn.Module | None = None
     temperature: float = 0.5
+    guard: Guard | None = None
     ntxent: NTXentLoss = field(init=False)
 
     def __post_init__(self) -> None:
@@ -76,8 +79,13 @@ class LossTerms:
         return supervised_loss(self.model, x, labels, self.task)
 
     def attention(self, batch: Batch) -> Tensor:
-        """Mean attention-consistency loss of a batch (labels unused; the model in eval mode)."""
-        return consistency_loss(self.model, batch[0], self.consistency, self.target_layer, self.mask_model)
+        """Mean attention-consistency loss of a batch (labels unused; the model in eval mode),
+        plus the collapse guards' penalty when the run has any."""
+        x = batch[0]
+        if self.guard is None:
+            return consistency_loss(self.model, x, self.consistency, self.target_layer, self.mask_model)
+        result = consistency_result(self.model, x, self.consistency, self.target_layer, self.mask_model)
+        return result.loss.mean() + self.guard.penalty(self.model, x, result.logits)
 
     def contrastive(self, batch: Batch) -> Tensor:
         """NT-Xent loss of a batch of view pairs ``(B, 2, C, *spatial)``, the model in training mode."""
@@ -103,6 +111,7 @@ class Strategy:
         default_lr: learning rate when the config leaves ``lr`` unset.
         start_is_candidate: evaluate the starting network before the first step, so that model
             selection may keep it (fine-tuning that does not help is not kept).
+        label_free_selection: it can select and stop on label-free signals (``select="label-free"``).
     """
 
     name: ClassVar[str]
@@ -111,6 +120,7 @@ class Strategy:
     uses_consistency: ClassVar[bool] = False
     default_lr: ClassVar[float] = 1e-3
     start_is_candidate: ClassVar[bool] = False
+    label_free_selection: ClassVar[bool] = False
 
     def __init__(self, cfg: TrainConfig, items: Mapping[Stream, int], batches: Mapping[Stream, int]) -> None:
         self.cfg = cfg
@@ -173,9 +183,20 @@ class Finetune(Strategy):
     uses_consistency = True
     default_lr = 5e-6
     start_is_candidate = True
+    label_free_selection = True
 
     def loss(self, terms: LossTerms, batch: Mapping[Stream, Batch]) -> Tensor:
         return terms.attention(batch["unlabelled"])
+
+    def selection(self, task: Task, patience: int) -> SelectionRule:
+        """The validation metric (the paper's), or label-free signals (``select="label-free"``)."""
+        if self.cfg.select != "label-free":
+            return super().selection(task, patience)
+        from atcon.train.labelfree import LabelFreeSelection
+
+        return LabelFreeSelection(
+            self.cfg.min_agreement, self.cfg.min_entropy_ratio, self.cfg.plateau_delta, patience
+        )
 
 
 @register

@@ -13,6 +13,7 @@ within the epoch, RNG states). Augmentations and sampling are pure functions of
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import signal
@@ -33,6 +34,8 @@ from atcon.train.checkpoint import atomic_save, rng_state, set_rng_state
 from atcon.train.config import TrainConfig
 from atcon.train.data import SeededItems, StreamBatchSampler, TaskData, TwoViews
 from atcon.train.engine import autocast, optimizer_step, predict, touch_parameters
+from atcon.train.guard import Guard, ParameterAnchor, fisher_diagonal, guard_summary, trainable_top_blocks
+from atcon.train.labelfree import label_free_signals
 from atcon.train.rundir import RunLog, tensorboard, write_metrics
 from atcon.train.simclr import SimCLRNet
 from atcon.train.strategies import Batch, LossTerms, Strategy, Stream, strategy_class
@@ -145,6 +148,17 @@ class Trainer:
             cfg, sizes, {s: sampler.batches_per_epoch for s, sampler in self.samplers.items()}
         )
         classifier = build_model(cfg.model, len(data.classes), cfg.weights, new_head=cfg.new_head)
+        if cfg.trainable_blocks:
+            self.log(f"trainable blocks: {', '.join(trainable_top_blocks(classifier, cfg.trainable_blocks))}")
+        # The frozen starting network: the collapse guards' anchor and label-free selection's reference.
+        needs_reference = self.strategy.uses_consistency and (
+            cfg.anchor_weight > 0 or cfg.param_anchor_weight > 0 or cfg.select == "label-free"
+        )
+        self.reference = (
+            copy.deepcopy(classifier).eval().requires_grad_(False).to(self.device)
+            if needs_reference
+            else None
+        )
         # The "random network" mask control: a fixed, re-initialised copy of the starting network.
         self.mask_model = (
             randomized_copy(classifier, cfg.seed + _MASK_MODEL_SEED).to(self.device)
@@ -161,7 +175,18 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         self.scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
         self.terms = LossTerms(
-            self.model, data.task, cfg.consistency, cfg.target_layer, self.mask_model, cfg.temperature
+            self.model,
+            data.task,
+            cfg.consistency,
+            cfg.target_layer,
+            self.mask_model,
+            cfg.temperature,
+            self._guard(classifier),
+        )
+        self.holdout_loader = (
+            _eval_loader(data.holdout, cfg, self.device)
+            if cfg.select == "label-free" and data.holdout is not None
+            else None
         )
         self.selection = self.strategy.selection(data.task, cfg.patience)
         self.steps_per_epoch = self.strategy.steps_per_epoch
@@ -174,6 +199,34 @@ class Trainer:
         self.state = RunState()
         self.val_loader = _eval_loader(data.val, cfg, self.device)
         self.tensorboard = tensorboard(run_dir / "tensorboard") if info.is_main else None
+
+    def _guard(self, classifier: nn.Module) -> Guard | None:
+        """The collapse guards the config switches on (None: the paper's loss)."""
+        cfg = self.cfg
+        if self.reference is None or not (cfg.anchor_weight > 0 or cfg.param_anchor_weight > 0):
+            return None
+        anchor = None
+        if cfg.param_anchor_weight > 0:
+            names = [n for n, p in classifier.named_parameters() if p.requires_grad]
+            weights = None
+            if cfg.param_anchor_fisher:
+                weights = self._fisher(names)
+            anchor = ParameterAnchor(self.reference, names, weights)
+        self.log(f"collapse guard: {guard_summary(cfg)}")
+        return Guard(self.reference, self.data.task, cfg.anchor_weight, anchor, cfg.param_anchor_weight)
+
+    def _fisher(self, names: list[str]) -> dict[str, Tensor]:
+        """Diagonal Fisher of the starting network on unlabelled training items (no label read),
+        with a fixed seed for the items' augmentation so that a resumed run gets the same."""
+        assert self.reference is not None
+        source = self.data.unlabeled if self.data.unlabeled is not None else self.data.train
+        loader = DataLoader(source, batch_size=self.cfg.batch_size, shuffle=False, collate_fn=collate)
+        probe = copy.deepcopy(self.reference).requires_grad_(False)
+        for name, p in probe.named_parameters():
+            p.requires_grad_(name in names)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.cfg.seed)
+            return fisher_diagonal(probe, (x for x, _ in loader), self.data.task, device=self.device)
 
     # --- checkpoints ---------------------------------------------------------------------
 
@@ -210,6 +263,7 @@ class Trainer:
                 state=asdict(self.state),
                 rng=rng_state(),
                 projection=self.simclr.projection.state_dict() if self.simclr is not None else None,
+                reference=self.reference.state_dict() if self.reference is not None else None,
             )
         else:
             payload.update(epoch=self.state.epoch, metric=self.state.best_metric)
@@ -231,6 +285,8 @@ class Trainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if self.scaler is not None and ckpt.get("scaler") is not None:
             self.scaler.load_state_dict(ckpt["scaler"])
+        if self.reference is not None and ckpt.get("reference") is not None:
+            self.reference.load_state_dict(ckpt["reference"])
         self.state = RunState(**ckpt["state"])
         set_rng_state(ckpt["rng"])
 
@@ -305,7 +361,9 @@ class Trainer:
             row.update(
                 val_map=float(m["map"]), val_f1_macro=float(m["f1_macro"]), val_f1_micro=float(m["f1_micro"])
             )
-        score = self.selection.score(row)
+        if self.holdout_loader is not None:
+            row.update(self.holdout_signals())
+        score = self.selection.score(row, st.history)
         row["selection"] = score
         verdict = self.selection.judge(score, st.history)
         if verdict.best:
@@ -332,3 +390,18 @@ class Trainer:
             + ", ".join(f"{k}={v}" for k, v in row.items() if k != "epoch")
         )
         return row
+
+    def holdout_signals(self) -> dict[str, float]:
+        """The label-free signals on the held-out unlabelled slice (``lf_*`` row keys)."""
+        assert self.holdout_loader is not None and self.reference is not None
+        signals = label_free_signals(
+            self.net,
+            self.reference,
+            (x for x, _ in self.holdout_loader),  # the targets are never read
+            self.cfg.consistency,
+            self.data.task,
+            target_layer=self.cfg.target_layer,
+            device=self.device,
+            mask_model=self.mask_model,
+        )
+        return {f"lf_{k}": v for k, v in signals.items()}
