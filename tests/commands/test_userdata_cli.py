@@ -134,7 +134,9 @@ def small_voc(root: Path, n_train: int = 120, n_val: int = 30) -> Path:
     images = []
     for k in range(n_train + n_val):
         name = CLASSES[k % 3]
-        images.append(Img(f"v{k:03d}", 16, 16, (Obj(name, 2, 3, 12, 13),), "s", "train" if k < n_train else "test"))
+        images.append(
+            Img(f"v{k:03d}", 16, 16, (Obj(name, 2, 3, 12, 13),), "s", "train" if k < n_train else "test")
+        )
     write_voc(root, images)
     main_sets = root / "ImageSets" / "Main"
     (main_sets / "test.txt").rename(main_sets / "val.txt")
@@ -153,7 +155,17 @@ def test_small_voc_folder_trains_with_a_validation_draw_that_fits(
     assert split.meta["val_rule"] == "default: min(500, 20% of the pool)"
     assert not set(split.val) & set(split.train)
     # Asking for too many says what to do instead.
-    argv = ["train", "--data", str(root), "--per-class", "4", "--val-size", "500", "--out", str(tmp_path / "x")]
+    argv = [
+        "train",
+        "--data",
+        str(root),
+        "--per-class",
+        "4",
+        "--val-size",
+        "500",
+        "--out",
+        str(tmp_path / "x"),
+    ]
     assert main(argv) == 2
     err = one_line_error(capsys, "train")
     assert "val_size 500" in err and "no training images in 120" in err and "--val-size 24" in err

@@ -94,7 +94,11 @@ def test_one_run_per_format_gives_the_same_split_weights_and_evaluation(
         assert len(ref.train) == len(CLASSES)
     for fmt in others:
         s = splits[fmt]
-        assert (stems(s.train), stems(s.val), stems(s.test)) == (stems(ref.train), stems(ref.val), stems(ref.test))
+        assert (stems(s.train), stems(s.val), stems(s.test)) == (
+            stems(ref.train),
+            stems(ref.val),
+            stems(ref.test),
+        )
         assert (s.classes, s.per_class, s.seed) == (ref.classes, ref.per_class, ref.seed)
 
     # The same training: task, steps and every weight.
@@ -118,7 +122,10 @@ def test_one_run_per_format_gives_the_same_split_weights_and_evaluation(
         keys = a.metrics.keys() if boxed else {k for k in a.metrics if k not in ("iou", "pointing", "energy")}
         assert keys <= b.metrics.keys() and ("iou" in b.metrics) == boxed
         for k in keys:
-            for x, y in ((a.metrics[k].estimate, b.metrics[k].estimate), (a.metrics[k].low, b.metrics[k].low)):
+            for x, y in (
+                (a.metrics[k].estimate, b.metrics[k].estimate),
+                (a.metrics[k].low, b.metrics[k].low),
+            ):
                 assert torch.equal(x, y) or (x.isnan().all() and y.isnan().all()), (fmt, k)
     if kind == "single":
         assert "accuracy" in a.metrics and {"f1_macro", "map"} <= a.metrics.keys()
