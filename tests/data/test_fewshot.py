@@ -96,7 +96,7 @@ def test_default_validation_draw_is_500_or_a_fifth_of_a_smaller_pool(voc_root: P
         r"120 \(the pool\); ask for fewer \(--val-size 24, or a fraction",
     ):
         val_count(500, 120)
-    with pytest.raises(DataError, match="the default .* leaves no training images in 1"):
+    with pytest.raises(DataError, match=r"the default .* leaves no training images in 1"):
         val_count(None, 1)
     with pytest.raises(ValueError, match="a float >= 1"):
         val_count(2.0, 120)

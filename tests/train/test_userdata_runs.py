@@ -189,5 +189,5 @@ def test_checkpoint_dataset_reads_another_format_with_the_checkpoints_task(
         assert torch.equal(other[0][0], own[0][0])
     with pytest.raises(ValueError, match="no image is in the given val set"):
         checkpoint_dataset(loaded, "val", str(sources["single"]["coco"]))
-    with pytest.raises(ValueError, match="multi-label, but .* single-label model"):
+    with pytest.raises(ValueError, match=r"multi-label, but .* single-label model"):
         checkpoint_dataset(loaded, "test", str(sources["multilabel"]["voc"]))
