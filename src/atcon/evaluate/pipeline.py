@@ -196,6 +196,7 @@ def evaluate_model(
     loc_parts: list[LocalizationResult] = []
     faith_parts: dict[str, list[Tensor]] = {"deletion": [], "insertion": []}
     has_boxes = spec.localization
+    seen_box = False  # images without any box (class folders) are not scored for localization
     layer_name = ""
     offset = 0
     start = time.perf_counter()
@@ -225,6 +226,7 @@ def evaluate_model(
                 if boxes is None:
                     has_boxes = False
                 else:
+                    seen_box = seen_box or clips or any(len(b) for b in target["box_labels"])
                     loc = localization_metrics(maps, boxes, tuple(x.shape[2:]), protocol)  # type: ignore[arg-type]
                     loc_parts.append(LocalizationResult(*(getattr(loc, f.name).cpu() for f in fields(loc))))
             if spec.faithfulness and pairs.shape[0] > 0:
@@ -251,7 +253,7 @@ def evaluate_model(
         torch.cat(logits_parts),
         torch.cat(label_parts),
         torch.cat(pair_parts).long(),
-        LocalizationResult.cat(loc_parts) if has_boxes and loc_parts else None,
+        LocalizationResult.cat(loc_parts) if has_boxes and seen_box and loc_parts else None,
         faith,
         spec,
         name=name,
