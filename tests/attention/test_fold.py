@@ -23,7 +23,9 @@ BNS = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 
 @pytest.mark.parametrize("dims", [1, 2, 3])
 @pytest.mark.parametrize(("bias", "affine", "groups"), [(True, True, 1), (False, True, 2), (True, False, 1)])
-def test_fold_conv_bn_equals_conv_then_eval_batchnorm(dims: int, bias: bool, affine: bool, groups: int) -> None:
+def test_fold_conv_bn_equals_conv_then_eval_batchnorm(
+    dims: int, bias: bool, affine: bool, groups: int
+) -> None:
     torch.manual_seed(0)
     conv = CONVS[dims](4, 6, 3, padding=1, stride=2, groups=groups, bias=bias).double()
     bn = BNS[dims](6, affine=affine).double().eval()
@@ -55,7 +57,10 @@ def test_pairs_of_torchvision_resnet18() -> None:
     expected = {("conv1", "bn1")}
     for layer, blocks in (("layer1", 2), ("layer2", 2), ("layer3", 2), ("layer4", 2)):
         for i in range(blocks):
-            expected |= {(f"{layer}.{i}.conv1", f"{layer}.{i}.bn1"), (f"{layer}.{i}.conv2", f"{layer}.{i}.bn2")}
+            expected |= {
+                (f"{layer}.{i}.conv1", f"{layer}.{i}.bn1"),
+                (f"{layer}.{i}.conv2", f"{layer}.{i}.bn2"),
+            }
         if layer != "layer1":
             expected.add((f"{layer}.0.downsample.0", f"{layer}.0.downsample.1"))
     assert pairs == expected
@@ -326,9 +331,7 @@ def test_min_activation_ratio_selects_pairs_by_size() -> None:
     all_pairs = find_conv_bn_pairs(model, x)
     with folded_batchnorm(model, x, min_activation_ratio=4.0) as folded:
         pass
-    expected = [
-        p for p in all_pairs if 2 * p.out_numel >= 4.0 * model.get_submodule(p.conv).weight.numel()
-    ]
+    expected = [p for p in all_pairs if 2 * p.out_numel >= 4.0 * model.get_submodule(p.conv).weight.numel()]
     assert folded == expected and 0 < len(folded) < len(all_pairs)
     assert all_pairs[0].conv == "conv1" and all_pairs[0].out_numel == 64 * 32 * 32
 
