@@ -5,6 +5,7 @@ once per round, rounds interleaved, so background load hits all alike; the media
 is reported. A variant is a ``+``-joined set of levers (``base`` = none):
 
     fold            eval-mode BatchNorm folded into the convolutions (consistency passes only)
+    lean_conv       convolutions with the direct second-order backward (consistency passes only)
     channels_last   model and input in channels-last memory format
     bf16, fp16      autocast
     detach_mask     stop the gradient at the mask (cheaper, not the full method; for reference)
@@ -44,7 +45,7 @@ def build(name: str, classes: int) -> nn.Module:
     return getattr(torchvision.models, name)(num_classes=classes)
 
 
-LEVERS = ("fold", "channels_last", "bf16", "fp16", "detach_mask", "compile")
+LEVERS = ("fold", "lean_conv", "channels_last", "bf16", "fp16", "detach_mask", "compile")
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class Variant:
 
     name: str
     fold: bool = False
+    lean_conv: bool = False
     channels_last: bool = False
     amp: str = "none"
     detach_mask: bool = False
@@ -77,6 +79,7 @@ def parse_variants(spec: str, amp: str = "none", detach_mask: bool = False) -> l
             Variant(
                 name=name,
                 fold="fold" in levers,
+                lean_conv="lean_conv" in levers,
                 channels_last="channels_last" in levers,
                 amp=precision,
                 detach_mask=detach_mask or "detach_mask" in levers,
@@ -216,7 +219,7 @@ def compare(
 
     def consistency(v: Variant) -> Callable[[], None]:
         _, run, opt, x = model_for(v)
-        config = ConsistencyConfig(fold_norm=v.fold, detach_mask=v.detach_mask)
+        config = ConsistencyConfig(fold_norm=v.fold, lean_conv_grad=v.lean_conv, detach_mask=v.detach_mask)
 
         def step() -> None:
             run.eval()  # normalisation frozen, as in consistency fine-tuning
