@@ -172,8 +172,13 @@ def compare(
     max_seconds: float = float("inf"),
     clock: str = "wall",
     builder: Callable[[str, int], nn.Module] = build,
+    consistency_steps: bool = True,
+    compile_backend: str = "inductor",
 ) -> list[dict[str, object]]:
     """Time every variant's consistency step and the matching supervised steps in one process.
+
+    ``consistency_steps=False`` times the supervised steps only (their columns alone are filled).
+    ``compile_backend`` is the ``torch.compile`` backend of ``compile`` variants.
 
     Returns:
         One row per variant (name, levers, ms and images/s of both steps, ratio, speed-up over the
@@ -196,7 +201,7 @@ def compare(
             if v.channels_last:
                 fmt = torch.channels_last_3d if x0.ndim == 5 else torch.channels_last
                 m, x = m.to(memory_format=fmt), x0.contiguous(memory_format=fmt)
-            run: nn.Module = torch.compile(m) if v.compile else m  # type: ignore[assignment]
+            run: nn.Module = torch.compile(m, backend=compile_backend) if v.compile else m  # type: ignore[assignment]
             models[key] = (m, run, torch.optim.Adam(m.parameters(), lr=1e-5), x)
         return models[key]
 
@@ -238,13 +243,15 @@ def compare(
         levers += ["channels_last"] * v.channels_last + ["compile"] * v.compile
         sup_key[v.name] = "supervised " + "+".join(levers or ["base"])
         steps.setdefault(sup_key[v.name], supervised(v))
-        steps["consistency " + v.name] = consistency(v)
+        if consistency_steps:
+            steps["consistency " + v.name] = consistency(v)
     timings = interleaved(steps, device, warmup, repeats, max_seconds, clock)
 
     rows: list[dict[str, object]] = []
-    ref = timings["consistency " + variants[0].name].median if variants else float("nan")
+    none = Timing()
+    ref = timings.get("consistency " + variants[0].name, none).median if variants else float("nan")
     for v in variants:
-        sup, con = timings[sup_key[v.name]], timings["consistency " + v.name]
+        sup, con = timings[sup_key[v.name]], timings.get("consistency " + v.name, none)
         rows.append(
             {
                 **asdict(v),
@@ -262,7 +269,7 @@ def compare(
                 "speedup_vs_first": ref / con.median,
                 "supervised_peak_gib": sup.peak_gib,
                 "consistency_peak_gib": con.peak_gib,
-                "rounds": len(con.seconds),
+                "rounds": len(con.seconds or sup.seconds),
                 "error": "; ".join(e for e in (sup.error, con.error) if e),
             }
         )
