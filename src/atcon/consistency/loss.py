@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal, get_args
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -157,8 +158,13 @@ def _pool_to(s: Tensor, size: tuple[int, ...]) -> Tensor:
 
 
 @contextlib.contextmanager
-def _levers(model: nn.Module, x: Tensor, config: ConsistencyConfig) -> Iterator[None]:
-    with folded_batchnorm(model, x, enabled=config.fold_norm), lean_conv_grads(config.lean_conv_grad):
+def _pass(model: nn.Module, x: Tensor, config: ConsistencyConfig, name: str) -> Iterator[None]:
+    """One pass of the loss: the speed levers on, and a named range for profilers."""
+    with (
+        torch.profiler.record_function(f"atcon.{name}"),
+        folded_batchnorm(model, x, enabled=config.fold_norm),
+        lean_conv_grads(config.lean_conv_grad),
+    ):
         yield
 
 
@@ -195,7 +201,7 @@ def attention_consistency(
             "other mask sources take none"
         )
     mask_grad = not config.detach_mask and source == "guided_backprop"
-    with _levers(model, x, config), forward_pass(model, x, target_layer, guided=True) as fp:
+    with _pass(model, x, config, "first_pass"), forward_pass(model, x, target_layer, guided=True) as fp:
         t = select_targets(fp.logits, targets)
         layer = fp.layer
         (gf,) = fp.gradients(t, (fp.features,), guided=False, create_graph=True, retain_graph=True)
@@ -217,14 +223,14 @@ def attention_consistency(
     if res == "gb_mask":
         mask = make_mask(s1 if s1 is not None else _control_saliency(source, x, t, mask_model))
         xm = _mask_input(x, mask)
-        with _levers(model, xm, config), forward_pass(model, xm, layer, guided=False) as fp2:
+        with _pass(model, xm, config, "second_pass"), forward_pass(model, xm, layer, guided=False) as fp2:
             (gf2,) = fp2.gradients(t, (fp2.features,), guided=False, create_graph=True)
             first, second = a1, gradcam_from(fp2.features, gf2)
     elif res == "gradcam_mask":
         assert s1 is not None
         mask = make_mask(upsample_to_input(a1, x))
         xm = _mask_input(x, mask)
-        with _levers(model, xm, config), forward_pass(model, xm, layer, guided=True) as fp2:
+        with _pass(model, xm, config, "second_pass"), forward_pass(model, xm, layer, guided=True) as fp2:
             (gx2,) = fp2.gradients(t, (fp2.x,), guided=True, create_graph=True)
             first, second = s1, saliency(gx2)
     elif res == "gradcam_upsample":
