@@ -18,6 +18,10 @@ peak memory a step adds on top of what was allocated before it) and optionally w
     python benchmarks/consistency_step.py --threads 1 --variants base,fold,channels_last,bf16,detach_mask
     python benchmarks/consistency_step.py --model resnet50 --batch 32 --size 256 --device cuda \\
         --variants base,fold,channels_last,fold+channels_last,bf16,fold+channels_last+bf16 --json out.json
+    python benchmarks/consistency_step.py --model timm:efficientnet_b0 --batch 4 --size 96
+
+``--model`` takes any atcon model name (:func:`atcon.models.model_spec`): the curated ones, any
+torchvision classification or video model, or ``timm:NAME``; weights are random.
 """
 
 from __future__ import annotations
@@ -33,16 +37,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
 from atcon.consistency import ConsistencyConfig, attention_consistency
+from atcon.models import build_model, model_spec
 
 
 def build(name: str, classes: int) -> nn.Module:
-    if name == "r3d_18":
-        return torchvision.models.video.r3d_18(num_classes=classes)
-    return getattr(torchvision.models, name)(num_classes=classes)
+    """The atcon model ``name`` (curated, torchvision or ``timm:NAME``) with random weights."""
+    return build_model(name, classes)
 
 
 LEVERS = ("fold", "lean_conv", "channels_last", "bf16", "fp16", "detach_mask", "compile")
@@ -155,7 +158,8 @@ def interleaved(
 
 
 def input_shape(model: str, batch: int, size: int, frames: int) -> tuple[int, ...]:
-    return (batch, 3, frames, size, size) if model == "r3d_18" else (batch, 3, size, size)
+    """``(B, 3, H, W)``, or ``(B, 3, T, H, W)`` for a video model."""
+    return (batch, 3, frames, size, size) if model_spec(model).video else (batch, 3, size, size)
 
 
 def compare(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -114,4 +115,69 @@ def tiny_voc(tmp_path_factory: pytest.TempPathFactory) -> Path:
         test_source=synthetic_objects(60, 2),
         classes=CLASSES,
     )
+    return out
+
+
+def tiny_fashion(
+    n_per_class: int = 4, classes: Sequence[int] = range(10), seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fashion-MNIST-like source: 28x28 grey blobs whose shape depends on the class."""
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    yy, xx = np.mgrid[:28, :28]
+    for c in classes:
+        for _ in range(n_per_class):
+            cy, cx = 14 + rng.integers(-2, 3), 14 + rng.integers(-2, 3)
+            ry, rx = 6 + c % 5, 11 - c % 5
+            blob = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+            img = np.where(blob, rng.integers(120, 256, size=(28, 28)), 0).astype(np.uint8)
+            images.append(img)
+            labels.append(c)
+    return np.stack(images), np.array(labels, np.int64)
+
+
+@pytest.fixture
+def fashion_source() -> Callable[..., tuple[np.ndarray, np.ndarray]]:
+    return tiny_fashion
+
+
+# Two tiny trained runs for the checkpoint, explain and command tests.
+
+
+def shapes(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """28x28 grey objects, class 0 a filled disc, class 1 a horizontal bar."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:28, :28]
+    labels = rng.integers(0, 2, size=n)
+    images = np.zeros((n, 28, 28), np.uint8)
+    for i, c in enumerate(labels):
+        cy, cx = rng.integers(11, 17, size=2)
+        mask = np.hypot(yy - cy, xx - cx) < 8 if c == 0 else (abs(yy - cy) < 3) & (abs(xx - cx) < 12)
+        images[i][mask] = 220
+    return images, labels.astype(np.int64)
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """``{"data": folder, "a": best.pt, "b": best.pt}``: two one-epoch runs on the same split."""
+    from atcon.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("cmd")
+    data = root / "shapes"
+    config = ClutteredFashionConfig(num_train=12, num_val=4, num_test=6, image_size=32, max_objects=2)
+    generate_cluttered_fashion(
+        data,
+        config=config,
+        seed=0,
+        train_source=shapes(40, 1),
+        test_source=shapes(20, 2),
+        classes=("disc", "bar"),
+    )
+    out: dict[str, Path] = {"data": data}
+    for name, seed in (("a", 0), ("b", 1)):
+        cfg = TrainConfig(
+            data=str(data), model="small", image_size=32, per_class=1, epochs=1, batch_size=2, seed=seed
+        )
+        train(cfg, root / name, progress=False)
+        out[name] = root / name / "checkpoints" / "best.pt"
     return out

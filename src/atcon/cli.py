@@ -1,8 +1,9 @@
 """The ``atcon`` console script: one entry point, one subcommand per task.
 
-Each subcommand lives next to the code it drives, in a module exposing
-``register(subparsers)``; that function adds its parser and sets ``func`` (a callable taking the
-parsed ``argparse.Namespace`` and returning an exit code). Modules are imported only when the CLI
+Each subcommand is a module of :mod:`atcon.commands` exposing ``register(subparsers)``; that
+function adds its parser and sets ``func`` (a callable taking the parsed ``argparse.Namespace``
+and returning an exit code). The CLI is the top layer: commands are thin wrappers over library
+functions, and nothing in the library imports them. Modules are imported only when the CLI
 starts, so ``import atcon`` stays light.
 """
 
@@ -16,13 +17,13 @@ from collections.abc import Sequence
 # Modules providing ``register(subparsers)``; order is the order shown in ``atcon --help``.
 _COMMAND_MODULES: tuple[str, ...] = (
     "atcon.commands.maps",
-    "atcon.data.cli",
-    "atcon.train.cli",
+    "atcon.commands.data",
+    "atcon.commands.train",
     "atcon.commands.evaluate",
     "atcon.commands.explain",
     "atcon.commands.sanity",
     "atcon.commands.demo",
-    "atcon.experiments.cli",
+    "atcon.commands.experiment",
 )
 
 

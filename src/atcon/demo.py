@@ -101,9 +101,11 @@ def run_demo(config: DemoConfig, out: str | Path, *, progress: bool = True) -> d
     Finished stages are reused when ``out`` already holds them (a killed demo resumes).
     """
     from atcon import report
-    from atcon.commands.evaluate import attention_examples, checkpoint_dataset, load_model, resolve_device
+    from atcon.checkpoints import checkpoint_dataset, evaluate_checkpoint, load_model
     from atcon.data import build_benchmark
-    from atcon.evaluate.pipeline import compare, results_table
+    from atcon.devices import resolve_device
+    from atcon.evaluate import EvalSpec, compare, comparison_table, results_table
+    from atcon.explain import attention_examples
     from atcon.train.config import TrainConfig
     from atcon.train.run import train
     from atcon.train.source import source_checkpoint
@@ -180,27 +182,13 @@ def run_demo(config: DemoConfig, out: str | Path, *, progress: bool = True) -> d
                 lr=c.finetune_lr,
             ),
         )
-    device = resolve_device(c.device)
-    from atcon.evaluate.pipeline import evaluate_model
-
+    spec = EvalSpec(
+        n_resamples=c.resamples, seed=c.seed, device=resolve_device(c.device), num_workers=c.workers
+    )
     with stage("evaluation"):
         models = [load_model(baseline, "Baseline + Aug"), load_model(finetuned, "Baseline + Aug + Attention")]
         test = checkpoint_dataset(models[0], "test")
-        results = [
-            evaluate_model(
-                m.model,
-                test,
-                m.task,
-                device=device,
-                classes=m.classes,
-                name=m.name,
-                n_resamples=c.resamples,
-                seed=c.seed,
-                target_layer=m.target_layer,
-                num_workers=c.workers,
-            )
-            for m in models
-        ]
+        results = [evaluate_checkpoint(m, test, spec) for m in models]
         comparison = compare(results[1], results[0])
         columns = (
             ["f1_macro", "map", "iou", "pointing"]
@@ -223,7 +211,7 @@ def run_demo(config: DemoConfig, out: str | Path, *, progress: bool = True) -> d
                     "bootstrap p < 0.05 against the baseline."
                 ),
                 report.table(table, "Results on the test set"),
-                report.table(comparison.to_markdown(), "Paired comparison"),
+                report.table(comparison_table(comparison), "Paired comparison"),
                 report.protocol(protocol),
                 report.figure(
                     fig,
@@ -242,11 +230,13 @@ def run_demo(config: DemoConfig, out: str | Path, *, progress: bool = True) -> d
     summary = {
         "config": asdict(c),
         "table": table,
-        "comparison": comparison.to_markdown(),
+        "comparison": comparison_table(comparison),
         "protocol": str(protocol),
         "seconds": times,
         "report": str(path),
     }
     atomic_write_text(out / "demo.json", json.dumps(summary, indent=1))
-    (out / "results.md").write_text(table + "\n\n" + comparison.to_markdown() + "\n\n" + str(protocol) + "\n")
+    (out / "results.md").write_text(
+        table + "\n\n" + comparison_table(comparison) + "\n\n" + str(protocol) + "\n"
+    )
     return summary

@@ -1,24 +1,38 @@
-"""Model zoo: the paper's networks with a task head, plus small CPU-friendly variants.
+"""Model zoo: the paper's networks with a task head, small CPU-friendly variants, torchvision and timm.
 
 ``build_model(name, num_classes, weights)`` returns a classifier producing ``(B, num_classes)``
 logits (Inception-v3 returns ``InceptionOutputs`` in train mode when it has its auxiliary head).
+Names are:
+
+* the curated :data:`MODELS` (``resnet18``, ``resnet50``, ``inception_v3``, ``r3d_18``, ``small``,
+  ``small3d``);
+* any other torchvision classification or video model by its torchvision name
+  (``efficientnet_b0``, ``convnext_tiny``, ``mobilenet_v3_small``, ``vit_b_16``, ``swin_t``,
+  ``r2plus1d_18``, ...);
+* ``timm:NAME`` for any timm model (``timm:efficientnet_b0``, ``timm:convnext_atto``,
+  ``timm:vit_small_patch16_224``; needs ``pip install atcon[timm]``). Vision Transformers are
+  built with ``dynamic_img_size=True`` where timm offers it, so they take any input size (the
+  position embedding is interpolated), as CPU-sized training needs.
 
 Weights are one of:
 
 * ``None`` / ``"none"``: random initialisation;
-* a torchvision weights name (``"IMAGENET1K_V2"``, ``"KINETICS400_V1"``, ``"DEFAULT"``),
-  downloaded by torchvision when the machine is online; the head is replaced afterwards;
+* a torchvision weights name (``"IMAGENET1K_V2"``, ``"KINETICS400_V1"``, ``"DEFAULT"``), or for
+  ``timm:`` models a timm pretrained tag (``"in1k"``, ``"augreg_in21k_ft_in1k"``; ``"DEFAULT"``
+  for timm's default tag), downloaded when the machine is online; the head is replaced afterwards;
 * a path to a checkpoint file: an atcon checkpoint (``{"model": state_dict, ...}``), a plain
-  state dict, or a ``.safetensors`` file. Files are read with ``torch.load(weights_only=True)``:
-  no arbitrary object is ever unpickled.
+  state dict, or a ``.safetensors`` file (timm's Hugging Face files included). Files are read
+  with ``torch.load(weights_only=True)``: no arbitrary object is ever unpickled.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +46,7 @@ __all__ = [
     "SmallResNet",
     "build_model",
     "cascade_blocks",
+    "head_names",
     "load_state_dict_file",
     "model_spec",
     "randomized_copy",
@@ -104,12 +119,21 @@ class SmallResNet(nn.Module):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What the rest of atcon needs to know about an architecture."""
+    """What the rest of atcon needs to know about an architecture.
+
+    Attributes:
+        name: the name :func:`build_model` takes.
+        video: whether it takes clips ``(B, C, T, H, W)``.
+        input_size: default square input side (pixels).
+        target_layer: Grad-CAM layer, or None for :func:`atcon.attention.find_target_layer`'s
+            choice (the last feature map; the last block's first norm of a Vision Transformer).
+        build: ``build(num_classes, weights_name_or_None) -> nn.Module``.
+    """
 
     name: str
     video: bool
-    input_size: int  # default square input side (pixels)
-    target_layer: str
+    input_size: int
+    target_layer: str | None
     build: Callable[..., nn.Module]
 
 
@@ -144,14 +168,40 @@ def _download(name: str, weights: str, **kwargs: object) -> nn.Module:
         ) from err
 
 
-def _replace_head(model: nn.Module, num_classes: int) -> None:
-    fc = model.fc
-    assert isinstance(fc, nn.Linear)
-    model.fc = nn.Linear(fc.in_features, num_classes)
-    aux = getattr(model, "AuxLogits", None)
-    if aux is not None:
-        aux.fc = nn.Linear(aux.fc.in_features, num_classes)
+def head_names(model: nn.Module) -> tuple[str, ...]:
+    """Dotted names of the classification head(s): the layers a new class count replaces.
 
+    timm models say it (``pretrained_cfg["classifier"]``, e.g. ``"head"``, ``"classifier"``,
+    ``("head", "head_dist")``); otherwise the last ``nn.Linear`` of the model, plus the final
+    ``nn.Linear`` of auxiliary heads (Inception's ``AuxLogits.fc``, GoogLeNet's ``aux1.fc2``).
+    """
+    cfg = getattr(model, "pretrained_cfg", None)
+    if isinstance(cfg, Mapping) and cfg.get("classifier"):
+        names = cfg["classifier"]
+        return (names,) if isinstance(names, str) else tuple(names)
+    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        return ()
+    last, head = linears[-1]
+    aux_parents = {n.split(".")[0] for n, _ in linears if "aux" in n.split(".")[0].lower()}
+    aux = [
+        [n for n, m in linears if n.split(".")[0] == parent and m.out_features == head.out_features][-1:]
+        for parent in sorted(aux_parents)
+    ]
+    return (last, *(n for names in aux for n in names if n != last))
+
+
+def _replace_head(model: nn.Module, num_classes: int) -> None:
+    heads = head_names(model)
+    if not heads:
+        raise ValueError(f"{type(model).__name__} has no linear classification head to replace")
+    for name in heads:
+        old = model.get_submodule(name)
+        if isinstance(old, nn.Linear):
+            model.set_submodule(name, nn.Linear(old.in_features, num_classes))
+
+
+_SMALL = ("small", "small3d")
 
 MODELS: dict[str, ModelSpec] = {
     "resnet18": ModelSpec("resnet18", False, 256, "layer4", _torchvision("resnet18")),
@@ -165,11 +215,93 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
+def _torchvision_spec(name: str) -> ModelSpec | None:
+    video = name in torchvision.models.list_models(module=torchvision.models.video)
+    if not video and name not in torchvision.models.list_models(module=torchvision.models):
+        return None
+    size: Any = 224
+    with contextlib.suppress(ValueError, AttributeError, KeyError):
+        size = torchvision.models.get_model_weights(name).DEFAULT.transforms.keywords["crop_size"]
+    side = int(size[-1] if isinstance(size, tuple | list) else size)
+    return ModelSpec(name, video, side, None, _torchvision(name))
+
+
+def _timm_spec(name: str) -> ModelSpec:
+    timm = _import_timm()
+    arch = name.removeprefix("timm:")
+    if not timm.is_model(arch) or "." in arch:
+        close = timm.list_models(f"*{arch.split('.')[0]}*")[:8]
+        hint = f"; similar names: {', '.join(close)}" if close else ""
+        raise ValueError(
+            f"unknown timm model {arch!r} (pass the architecture, e.g. timm:vit_small_patch16_224, "
+            f"and a pretrained tag as weights){hint}"
+        )
+    cfg = timm.get_pretrained_cfg(arch)
+    side = int(cfg.input_size[-1]) if cfg is not None and cfg.input_size else 224
+    return ModelSpec(name, False, side, None, partial(_build_timm, arch))
+
+
+def _import_timm() -> Any:
+    try:
+        import timm
+    except ImportError:
+        raise ValueError("timm: models need the timm package: pip install 'atcon[timm]'") from None
+    return timm
+
+
+def _build_timm(arch: str, num_classes: int, weights: str | None) -> nn.Module:
+    """A timm model with a ``num_classes`` head; ``weights`` a pretrained tag or None."""
+    timm = _import_timm()
+    pretrained = weights is not None
+    full = arch if weights is None or weights.upper() == "DEFAULT" else f"{arch}.{weights}"
+    if pretrained:
+        try:
+            timm.get_pretrained_cfg(full, allow_unregistered=False)
+        except RuntimeError:
+            tags = [m.split(".", 1)[1] for m in timm.list_pretrained(f"{arch}.*")]
+            raise ValueError(
+                f"unknown weights {weights!r} for timm:{arch}; timm offers: {', '.join(['DEFAULT', *tags])}"
+            ) from None
+    try:
+        # Vision Transformers: any input size (the CPU presets train at 96-128 px).
+        return timm.create_model(full, pretrained=pretrained, num_classes=num_classes, dynamic_img_size=True)
+    except TypeError as err:
+        if "dynamic_img_size" not in str(err):
+            raise
+    except OSError as err:  # huggingface_hub's download errors are OSErrors
+        raise RuntimeError(
+            f"could not download timm weights {full} ({type(err).__name__}: {err}). This machine may "
+            f"be offline: download model.safetensors from https://huggingface.co/timm/{full} elsewhere "
+            "and pass its path as weights."
+        ) from err
+    try:
+        return timm.create_model(full, pretrained=pretrained, num_classes=num_classes)
+    except OSError as err:
+        raise RuntimeError(
+            f"could not download timm weights {full} ({type(err).__name__}: {err}). This machine may "
+            f"be offline: download model.safetensors from https://huggingface.co/timm/{full} elsewhere "
+            "and pass its path as weights."
+        ) from err
+
+
 def model_spec(name: str) -> ModelSpec:
-    """Look up an architecture; raises ``ValueError`` listing the known names."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
-    return MODELS[name]
+    """Look up an architecture: :data:`MODELS`, a torchvision model name, or ``timm:NAME``.
+
+    Raises:
+        ValueError: an unknown name (the message lists the options), or ``timm:`` without timm.
+    """
+    if name in MODELS:
+        return MODELS[name]
+    if name.startswith("timm:"):
+        return _timm_spec(name)
+    spec = _torchvision_spec(name)
+    if spec is None:
+        raise ValueError(
+            f"unknown model {name!r}; choose one of {', '.join(MODELS)}, any torchvision classification "
+            "or video model (efficientnet_b0, convnext_tiny, mobilenet_v3_small, vit_b_16, swin_t, ...), "
+            "or timm:NAME (pip install 'atcon[timm]')"
+        )
+    return spec
 
 
 def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, Tensor]:
@@ -201,9 +333,6 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}  # type: ignore[misc]
 
 
-_HEAD_PREFIXES = ("fc.", "AuxLogits.fc.")
-
-
 def build_model(
     name: str, num_classes: int, weights: str | os.PathLike[str] | None = None, *, new_head: bool = False
 ) -> nn.Module:
@@ -211,9 +340,10 @@ def build_model(
 
     Args:
         name: one of :data:`MODELS` (``resnet18``, ``resnet50``, ``inception_v3``, ``r3d_18``,
-            ``small``, ``small3d``).
+            ``small``, ``small3d``), a torchvision model name, or ``timm:NAME``.
         num_classes: number of output classes.
-        weights: None, a torchvision weights name, or a checkpoint path (see module docstring).
+        weights: None, a torchvision weights name / timm pretrained tag, or a checkpoint path
+            (see module docstring).
         new_head: with a checkpoint path, keep a fresh classification head when the file's head
             has another number of classes (pretrained backbones, e.g. an ImageNet ``.pth``).
 
@@ -229,19 +359,20 @@ def build_model(
     as_path = Path(weights)
     looks_like_file = as_path.suffix in (".pt", ".pth", ".ckpt", ".safetensors") or as_path.exists()
     if not looks_like_file:
-        if spec.name in ("small", "small3d"):
+        if spec.name in _SMALL:
             raise ValueError(f"{name} has no torchvision weights; pass a checkpoint path or None")
         return spec.build(num_classes, str(weights))
     model = spec.build(num_classes, None)
     state = load_state_dict_file(as_path)
     own = model.state_dict()
+    heads = tuple(f"{h}." for h in head_names(model))
     if new_head:
         state = {
             k: v
             for k, v in state.items()
-            if not (k.startswith(_HEAD_PREFIXES) and k in own and own[k].shape != v.shape)
+            if not (k.startswith(heads) and k in own and own[k].shape != v.shape)
         }
-        state.update({k: v for k, v in own.items() if k.startswith(_HEAD_PREFIXES) and k not in state})
+        state.update({k: v for k, v in own.items() if k.startswith(heads) and k not in state})
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)

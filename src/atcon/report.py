@@ -16,13 +16,12 @@ A report is a title and a list of :class:`Section` objects built by the helpers 
     )
 
 Nothing in the file refers to another file or to the network: images are ``data:`` URIs, so the
-report can be mailed or archived as is. matplotlib is imported only by the helpers that plot.
+report can be mailed or archived as is. Plots come from :mod:`atcon.viz`, imported only when drawn.
 """
 
 from __future__ import annotations
 
 import base64
-import csv
 import datetime as _dt
 import html
 import io
@@ -166,11 +165,11 @@ _MIME = {
 
 def figure_bytes(fig: Figure, dpi: int = 100) -> bytes:
     """PNG bytes of a matplotlib figure (the figure is closed)."""
-    import matplotlib.pyplot as plt
+    from atcon.viz import pyplot
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
+    pyplot().close(fig)
     return buf.getvalue()
 
 
@@ -211,59 +210,13 @@ def protocol(p: LocalizationProtocol | str, title: str = "Localization protocol"
     return Section(title, f'<p>{_inline(str(p))}</p>\n<p class="meta">{_inline(params)}</p>')
 
 
-def read_metrics_csv(path: str | Path) -> dict[str, list[float]]:
-    """Numeric columns of a run's ``metrics.csv`` (empty cells and text become ``nan``)."""
-    with Path(path).open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    cols: dict[str, list[float]] = {}
-    for row in rows:
-        for k, v in row.items():
-            try:
-                x = float(v) if v not in (None, "") else math.nan
-            except ValueError:
-                x = math.nan
-            cols.setdefault(k, []).append(x)
-    return {k: v for k, v in cols.items() if any(not math.isnan(x) for x in v) or k == "epoch"}
-
-
-def training_curves_figure(runs: Mapping[str, str | Path]) -> Figure:
-    """Loss and validation metrics per epoch of one or more runs' ``metrics.csv``.
-
-    Args:
-        runs: label -> path of a ``metrics.csv`` (or of its run folder).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(9, 3.2))
-    skip = {"epoch", "step", "lr", "selection", "best"}
-    for label, path in runs.items():
-        p = Path(path)
-        cols = read_metrics_csv(p / "metrics.csv" if p.is_dir() else p)
-        epochs = cols.get("epoch") or list(range(len(next(iter(cols.values()), []))))
-        prefix = f"{label}: " if len(runs) > 1 else ""
-        for k, v in cols.items():
-            if k in skip:
-                continue
-            ax = ax_loss if k.endswith("loss") else ax_val
-            ax.plot(epochs, v, marker="o", ms=3, label=prefix + k)
-    for ax, name in ((ax_loss, "loss"), (ax_val, "validation metric")):
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(name)
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
 def training_curves(
     runs: str | Path | Mapping[str, str | Path], title: str = "Training curves", caption: str | None = None
 ) -> Section:
     """A figure section with the curves of one run (path) or several (label -> path)."""
     mapping = runs if isinstance(runs, Mapping) else {Path(runs).name: runs}
+    from atcon.viz import training_curves_figure
+
     return figure(training_curves_figure(mapping), title, caption)
 
 

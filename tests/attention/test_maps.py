@@ -169,11 +169,18 @@ def test_densenet_inplace_relu_after_target_does_not_alter_capture() -> None:
     assert rel_err(cam, ref) <= 1e-5
 
 
-def test_guided_backprop_needs_relus() -> None:
+def test_guided_backprop_needs_rectifiers() -> None:
+    """Gates (sigmoid, tanh, hardsigmoid) are not rectifiers: no Guided Backprop without one."""
     model = nn.Sequential(
-        nn.Conv2d(3, 4, 3), nn.GELU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)
+        nn.Conv2d(3, 4, 3),
+        nn.Sigmoid(),
+        nn.Tanh(),
+        nn.Hardsigmoid(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 2),
     )
-    with pytest.raises(ValueError, match="needs ReLU"):
+    with pytest.raises(ValueError, match="needs rectifying activations"):
         atcon.guided_backprop(model, torch.randn(1, 3, 8, 8))
 
 

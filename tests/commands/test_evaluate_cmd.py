@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from atcon.cli import main
-from atcon.commands.evaluate import checkpoint_dataset, load_model
 from atcon.evaluate.pipeline import EvaluationResult
 
 
@@ -72,17 +71,6 @@ def test_evaluate_single_val_split_default_out(
     out = runs["a"].parent.parent / "evaluation-val"
     assert (out / "results.md").read_text().startswith("# Evaluation (val)")
     assert "*" not in capsys.readouterr().out.split("Values in %")[0].split("\n", 3)[-1]
-
-
-def test_checkpoint_helpers(runs: dict[str, Path]) -> None:
-    m = load_model(runs["a"])
-    assert m.name == "a" and m.task == "multilabel" and m.target_layer == "layer4" and len(m.sha256) == 64
-    ds = checkpoint_dataset(m, "test")
-    x, target = ds[0]
-    assert x.shape == (3, 32, 32) and "boxes" in target
-    # Another data source: that source's own split list.
-    assert len(checkpoint_dataset(m, "test", str(runs["data"]))) == 6  # type: ignore[arg-type]
-    assert isinstance(m.model(x[None]), torch.Tensor)
 
 
 def test_evaluate_errors(runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -98,3 +98,39 @@ def test_randomized_copy_keeps_architecture_and_leaves_the_original() -> None:
     assert not any(p.requires_grad for p in copy.parameters()) and not copy.training
     again = randomized_copy(model, 0)
     assert all(torch.equal(a, b) for a, b in zip(copy.state_dict().values(), again.state_dict().values()))
+
+
+def test_loss_module_takes_a_config_and_a_mask_model() -> None:
+    import atcon
+
+    torch.manual_seed(0)
+    model = build_model("small", 3).eval()
+    copy = randomized_copy(model, 3)
+    x = torch.rand(3, 3, 32, 32)
+    cfg = ConsistencyConfig(
+        mask_source="random_network", mask_scale="none", mask_center=0.5, mask_sharpness=8
+    )
+    fn = atcon.AttentionConsistencyLoss(model, config=cfg, mask_model=copy, reduction="none")
+    expected = attention_consistency(model, x, cfg, mask_model=copy).loss
+    torch.testing.assert_close(fn(x), expected)
+    # Keyword overrides replace fields of the given config, validated by ConsistencyConfig.
+    sobel = atcon.AttentionConsistencyLoss(model, config=cfg, mask_source="sobel")
+    assert sobel.config == ConsistencyConfig(
+        mask_source="sobel", mask_scale="none", mask_center=0.5, mask_sharpness=8
+    )
+    torch.testing.assert_close(sobel(x), attention_consistency(model, x, sobel.config).loss.mean())
+    assert list(fn.parameters()) == [] and list(fn.children()) == []
+
+
+def test_loss_module_checks_its_options_when_built() -> None:
+    import atcon
+
+    model = build_model("small", 3).eval()
+    with pytest.raises(ValueError, match="needs mask_model"):
+        atcon.AttentionConsistencyLoss(model, mask_source="random_network")
+    with pytest.raises(ValueError, match="take none"):
+        atcon.AttentionConsistencyLoss(model, mask_model=model)
+    with pytest.raises(TypeError, match=r"unknown option.*mask_sharpnes\b"):
+        atcon.AttentionConsistencyLoss(model, mask_sharpnes=8)
+    with pytest.raises(ValueError, match="mask_sharpness must be > 0"):
+        atcon.AttentionConsistencyLoss(model, mask_sharpness=0)

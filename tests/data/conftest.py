@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -104,24 +105,10 @@ def clip_writer() -> Callable[..., Path]:
     return write_video
 
 
-def tiny_fashion(
-    n_per_class: int = 4, classes: Sequence[int] = range(10), seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Fashion-MNIST-like source: 28x28 grey blobs whose shape depends on the class."""
-    rng = np.random.default_rng(seed)
-    images, labels = [], []
-    yy, xx = np.mgrid[:28, :28]
-    for c in classes:
-        for _ in range(n_per_class):
-            cy, cx = 14 + rng.integers(-2, 3), 14 + rng.integers(-2, 3)
-            ry, rx = 6 + c % 5, 11 - c % 5
-            blob = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
-            img = np.where(blob, rng.integers(120, 256, size=(28, 28)), 0).astype(np.uint8)
-            images.append(img)
-            labels.append(c)
-    return np.stack(images), np.array(labels, np.int64)
-
-
-@pytest.fixture
-def fashion_source() -> Callable[..., tuple[np.ndarray, np.ndarray]]:
-    return tiny_fashion
+def digest(root: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``root``, by relative path."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }

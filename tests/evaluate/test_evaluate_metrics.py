@@ -146,3 +146,17 @@ def test_ignored_multiclass_items_are_dropped():
     for k in m:
         torch.testing.assert_close(m[k], ref[k], equal_nan=True)
     assert float(m["f1_micro"]) == 1.0
+
+
+def test_labels_of_collated_batches() -> None:
+    from atcon.evaluate import IGNORE, labels_of
+
+    target = {
+        "labels": torch.tensor([[1.0, 0.0], [0.0, 1.0]]),
+        "ignore": torch.tensor([[False, True], [False, False]]),
+    }
+    got = labels_of(target, "multilabel")
+    assert got.dtype == torch.float32 and got.tolist() == [[1.0, IGNORE], [0.0, 1.0]]
+    assert labels_of({"labels": [[0, 1]]}, "multilabel").tolist() == [[0.0, 1.0]]  # no ignore key
+    clips = labels_of({"label": torch.tensor([2, 0])}, "multiclass")
+    assert clips.dtype == torch.long and clips.tolist() == [2, 0]

@@ -3,57 +3,14 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
-import torch
 
 from atcon.cli import main
-from atcon.evaluate.pipeline import summarize
-from atcon.experiments.aggregate import aggregate, cell, compare_rows
-from atcon.experiments.runner import Run, Store
+from atcon.experiments.runner import Store
 from atcon.experiments.suite import CONTROLS, ExperimentConfig, run_experiment
 from atcon.train.config import TrainConfig
-
-
-def _result(logits: torch.Tensor, labels: torch.Tensor, name: str = "m"):  # type: ignore[no-untyped-def]
-    pairs = torch.zeros(0, 2, dtype=torch.long)
-    return summarize(logits, labels, pairs, None, None, task="multiclass", classes=["a", "b", "c"], name=name,
-                     n_resamples=200)  # fmt: skip
-
-
-def test_seed_average_equals_the_mean_of_the_seeds_and_one_seed_is_plain() -> None:
-    g = torch.Generator().manual_seed(0)
-    labels = torch.randint(3, (120,), generator=g)
-    a = _result(torch.randn(120, 3, generator=g) + 2 * torch.nn.functional.one_hot(labels, 3), labels)
-    b = _result(torch.randn(120, 3, generator=g), labels)
-    one = aggregate([a], "m", n_resamples=200)
-    for key in ("f1_macro", "map"):
-        assert float(one.metrics[key].estimate) == pytest.approx(float(a.metrics[key].estimate))
-        # Same resamples (seed 0) as the single evaluation: the same interval.
-        assert float(one.metrics[key].low) == pytest.approx(float(a.metrics[key].low), abs=1e-6)
-    both = aggregate([a, b], "m", n_resamples=200)
-    mean = (float(a.metrics["f1_macro"].estimate) + float(b.metrics["f1_macro"].estimate)) / 2
-    assert float(both.metrics["f1_macro"].estimate) == pytest.approx(mean)
-    assert both.n_seeds == 2 and both.seed_sd("f1_macro") > 0 and math.isnan(one.seed_sd("f1_macro"))
-    assert cell(both, "f1_macro").startswith(f"{100 * mean:.1f} [")
-
-
-def test_paired_comparison_of_rows_detects_a_real_difference_only() -> None:
-    g = torch.Generator().manual_seed(1)
-    labels = torch.randint(3, (200,), generator=g)
-    good = [_result(torch.randn(200, 3, generator=g) + 3 * torch.nn.functional.one_hot(labels, 3), labels)
-            for _ in range(2)]  # fmt: skip
-    bad = [_result(torch.randn(200, 3, generator=g), labels) for _ in range(2)]
-    rg, rb = aggregate(good, "good", n_resamples=200), aggregate(bad, "bad", n_resamples=200)
-    p = compare_rows(rg, rb, n_resamples=200)
-    assert p["f1_macro"] < 0.05 and p["map"] < 0.05
-    assert compare_rows(rg, rg, n_resamples=200)["f1_macro"] == 1.0
-    assert cell(rg, "f1_macro", p).endswith("*")
-    other = aggregate([_result(torch.randn(200, 3), torch.randint(3, (200,)))], "x", n_resamples=50)
-    with pytest.raises(ValueError, match="different test items"):
-        compare_rows(rg, other)
 
 
 @pytest.fixture()
@@ -143,11 +100,3 @@ def test_localization_command_over_architectures(tiny_voc: Path, tmp_path: Path)
     assert {(r["group"], r["method"]) for r in table if r["metric"] == "iou"} == {
         (m, k) for m in ("small", "resnet18") for k in ("Baseline + Aug", "Baseline + Aug + Attention")
     }
-
-
-def test_run_key_depends_on_config_and_parent(base: TrainConfig) -> None:
-    a = Run("Baseline + Aug", base)
-    assert a.key == Run("another name", base).key
-    assert a.key != Run("Baseline + Aug", base.replace(seed=1)).key
-    ft = base.replace(strategy="finetune")
-    assert Run("x", ft, a).key != Run("x", ft, Run("Baseline + Aug", base.replace(lr=0.1))).key

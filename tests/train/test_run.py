@@ -29,7 +29,20 @@ def config(data: Path, **kw: object) -> TrainConfig:
 
 
 @pytest.mark.parametrize("strategy", ["supervised", "combined", "alternated", "simclr"])
-def test_strategies_run_and_write_the_run_folder(tiny_voc: Path, tmp_path: Path, strategy: str) -> None:
+def test_strategies_run_and_write_the_run_folder(
+    tiny_voc: Path, tmp_path: Path, strategy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from atcon.train.strategies import LossTerms
+
+    calls = {"supervised": 0, "attention": 0, "contrastive": 0}
+    for term in calls:
+        real = getattr(LossTerms, term)
+
+        def counted(self: LossTerms, batch: object, _real: object = real, _term: str = term) -> torch.Tensor:
+            calls[_term] += 1
+            return _real(self, batch)  # type: ignore[operator]
+
+        monkeypatch.setattr(LossTerms, term, counted)
     run = tmp_path / strategy
     summary = train(config(tiny_voc, strategy=strategy), run, progress=False)
     for name in ("config.toml", "split.json", "meta.json", "metrics.csv", "log.txt", "summary.json"):
@@ -43,6 +56,20 @@ def test_strategies_run_and_write_the_run_folder(tiny_voc: Path, tmp_path: Path,
     assert summary["epochs_run"] == 2
     meta = json.loads((run / "meta.json").read_text())
     assert meta["torch"] == torch.__version__ and "git_commit" in meta
+    # Every step computed the strategy's terms: combined both on every step; alternated one of
+    # the two on every step, each at least once (the draw is seeded, so this is not luck).
+    steps = last["state"]["global_step"]
+    assert steps > 0
+    expected = {
+        "supervised": {"supervised": steps, "attention": 0, "contrastive": 0},
+        "combined": {"supervised": steps, "attention": steps, "contrastive": 0},
+        "simclr": {"supervised": 0, "attention": 0, "contrastive": steps},
+    }
+    if strategy == "alternated":
+        assert calls["supervised"] + calls["attention"] == steps and calls["contrastive"] == 0
+        assert calls["supervised"] > 0 and calls["attention"] > 0
+    else:
+        assert calls == expected[strategy]
 
 
 def test_finetune_from_checkpoint_changes_weights(tiny_voc: Path, tmp_path: Path) -> None:
@@ -60,7 +87,7 @@ def test_finetune_from_checkpoint_changes_weights(tiny_voc: Path, tmp_path: Path
 def test_finetune_keeps_the_starting_model_when_validation_only_gets_worse(
     tiny_voc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from atcon.train import run as run_module
+    from atcon.train import trainer as run_module
 
     train(config(tiny_voc, epochs=1), tmp_path / "sup", progress=False)
     init = tmp_path / "sup" / "checkpoints" / "best.pt"

@@ -9,6 +9,7 @@ Only forward hooks are used: module full-backward hooks break on inplace ReLUs a
 from __future__ import annotations
 
 import contextlib
+import math
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +18,17 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-LayerSpec = str | nn.Module | None
+from atcon.attention.tokens import (
+    Layout,
+    ModelHints,
+    TargetLayer,
+    from_spatial,
+    model_hints,
+    read_layout,
+    to_spatial,
+)
+
+LayerSpec = str | nn.Module | TargetLayer | None
 
 # Modules whose output is never the "feature map" Grad-CAM wants, even when it is spatial:
 # pooling (global or not: VGG's AdaptiveAvgPool2d((7, 7)) comes after ``features``), dropout
@@ -51,8 +62,8 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     return model
 
 
-def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module]:
-    """Find ``layer`` (a dotted name such as ``"layer4"`` or a submodule) inside ``model``.
+def resolve_layer(model: nn.Module, layer: str | nn.Module | TargetLayer) -> tuple[str, nn.Module]:
+    """Find ``layer`` (a dotted name such as ``"layer4"``, a submodule or a :class:`TargetLayer`) in ``model``.
 
     Returns:
         ``(dotted_name, module)``.
@@ -61,6 +72,10 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Mod
         ValueError: the name does not exist, or the module is not part of ``model``.
     """
     inner = unwrap_model(model)
+    if isinstance(layer, TargetLayer):
+        if layer.layer is None:
+            raise ValueError("TargetLayer(layer=None) names no layer; resolve it with find_target_layer")
+        layer = layer.layer
     if isinstance(layer, str):
         name = layer.removeprefix("module.") if inner is not model else layer
         try:
@@ -77,18 +92,32 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Mod
     raise ValueError(f"target_layer {type(layer).__name__} is not a submodule of {type(inner).__name__}")
 
 
-def _is_feature_map(module: nn.Module, output: object, batch: int, ndim: int) -> bool:
-    if not isinstance(output, Tensor) or isinstance(module, _NOT_FEATURES):
-        return False
-    return output.ndim == ndim and output.shape[0] == batch and output.shape[2:].numel() > 1
+def _candidate(
+    module: nn.Module, output: object, x_shape: tuple[int, ...], hints: ModelHints, name: str
+) -> Layout | None:
+    """The layout of a module's output if it is a feature map with more than one position."""
+    if not isinstance(output, Tensor) or isinstance(module, _NOT_FEATURES) or output.shape[0] != x_shape[0]:
+        return None
+    try:
+        layout = read_layout(output, x_shape, hints, None, name)
+    except ValueError:
+        return None
+    return layout if math.prod(layout.grid) > 1 else None
 
 
 @dataclass
 class Capture:
-    """What :func:`capture_features` saw during the forward pass inside its ``with`` block."""
+    """What :func:`capture_features` saw during the forward pass inside its ``with`` block.
+
+    Attributes:
+        name: the layer's dotted name.
+        output: the layer's output read as ``(B, K, *grid)`` (see :mod:`atcon.attention.tokens`).
+        layout: how the raw output was read.
+    """
 
     name: str
     output: Tensor | None = None
+    layout: Layout | None = None
 
     def features(self) -> tuple[str, Tensor]:
         """Return ``(layer_name, feature_map)``; raise when the layer did not run."""
@@ -97,31 +126,72 @@ class Capture:
         return self.name, self.output
 
 
+def _family_default(model: nn.Module) -> str | None:
+    """The default layer of class-token Vision Transformers, where discovery would be wrong.
+
+    Their last block's output reaches the head only through the class token: its patch tokens
+    get exactly zero gradient. The last block's first norm (the tokens entering the last
+    attention) is the last place where every patch token still reaches the class score.
+    """
+    import torchvision
+
+    if isinstance(model, torchvision.models.VisionTransformer):
+        layers = list(model.encoder.layers.named_children())
+        return f"encoder.layers.{layers[-1][0]}.ln_1" if layers else None
+    blocks = getattr(model, "blocks", None)
+    if (
+        getattr(model, "patch_embed", None) is not None
+        and isinstance(blocks, nn.Sequential | nn.ModuleList)
+        and len(blocks) > 0
+        and isinstance(getattr(blocks[-1], "norm1", None), nn.Module)
+    ):
+        return f"blocks.{len(blocks) - 1}.norm1"
+    return None
+
+
 def _discover(model: nn.Module, x: Tensor) -> str:
-    found: list[str] = []
-    batch, ndim = x.shape[0], x.ndim
+    found: list[tuple[str, Tensor, Layout]] = []
+    shape, hints = tuple(x.shape), model_hints(model, x)
 
     def make_probe(n: str):
         def probe(m: nn.Module, _inp: object, out: object) -> None:
-            if _is_feature_map(m, out, batch, ndim):
-                found.append(n)
+            layout = _candidate(m, out, shape, hints, n)
+            if layout is not None:
+                found.append((n, out, layout))  # type: ignore[arg-type]
 
         return probe
 
     handles = [m.register_forward_hook(make_probe(n)) for n, m in model.named_modules() if m is not model]
     try:
-        with preserve_model(model), torch.no_grad():
-            model(x)
+        with preserve_model(model), eval_mode(model), torch.enable_grad():
+            output = model(x.detach().requires_grad_(True))
     finally:
         for h in handles:
             h.remove()
     if not found:
         raise ValueError(
-            "no target layer found: no module produced a spatial feature map (an output shaped "
-            "(B, C, *spatial) like the input, with more than one position, that is not a pooling, "
-            "dropout, flatten or identity layer). Pass target_layer explicitly, e.g. 'layer4'."
+            "no target layer found: no module produced a feature map (an output shaped (B, C, *spatial) "
+            "like the input, (B, H, W, C) on a channels-last model, or tokens (B, N, D), with more "
+            "than one position, that is not a pooling, dropout, flatten or identity layer). Pass "
+            "target_layer explicitly, e.g. 'layer4'."
         )
-    return found[-1]
+    reached = _reached(output, found)
+    return next((n for (n, _, _), r in zip(reversed(found), reversed(reached)) if r), found[-1][0])
+
+
+def _reached(output: object, found: list[tuple[str, Tensor, Layout]]) -> list[bool]:
+    """Whether the top-1 score of the first sample has a non-zero gradient at some position of each map."""
+    logits = getattr(output, "logits", output)
+    outs = [t for _, t, _ in found]
+    if not isinstance(logits, Tensor) or logits.ndim != 2 or not logits.requires_grad:
+        return [True] * len(found)
+    try:
+        grads = torch.autograd.grad(logits[0].max(), outs, allow_unused=True)
+    except RuntimeError:  # a map altered in a way autograd cannot go back through: skip the check
+        return [True] * len(found)
+    return [
+        g is not None and bool(to_spatial(g, layout).ne(0).any()) for g, (_, _, layout) in zip(grads, found)
+    ]
 
 
 # Discovered names per model, keyed by the input's per-sample shape (a small input can shrink the
@@ -134,13 +204,24 @@ _DISCOVERED: weakref.WeakKeyDictionary[nn.Module, dict[tuple[tuple[int, ...], in
 def find_target_layer(model: nn.Module, x: Tensor) -> str:
     """Return the dotted name of the layer Grad-CAM uses when ``target_layer=None``.
 
-    The rule: the **last module, in order of completion, whose output is a tensor shaped like the
-    input's rank ``(B, C, *spatial)`` with more than one spatial position, and that is not a
-    pooling, dropout, flatten or identity module**. A container completes after its children, so
-    the outermost module producing the final map wins: torchvision ResNets -> ``layer4``,
-    ``inception_v3`` -> ``Mixed_7c``, ``r3d_18`` -> ``layer4``, VGG / DenseNet / MobileNet ->
-    ``features``. Found with one gradient-free forward pass of the first sample of ``x``; the
-    answer is cached per model and per-sample input shape until the model's modules change.
+    * **Class-token Vision Transformers** -- torchvision ``VisionTransformer``, and timm models
+      with a ``patch_embed`` and ``blocks`` whose blocks have a ``norm1`` (``vit_*``, ``deit_*``,
+      ``eva*``, ``beit*``...): the last block's first norm, ``blocks.{L-1}.norm1`` /
+      ``encoder.layers.encoder_layer_{L-1}.ln_1``. The last block's output would be wrong: past
+      the last attention only the class token reaches the head, so its patch tokens get exactly
+      zero gradient.
+    * **Everything else**: the **last module, in order of completion, whose output is a feature
+      map -- ``(B, C, *spatial)`` like the input, ``(B, H, W, C)`` on a channels-last model,
+      or tokens ``(B, N, D)`` -- with more than one position, that is not a pooling, dropout,
+      flatten or identity module, and at which the top-1 class score has a non-zero gradient**.
+      A container completes after its children, so the outermost module producing the final map
+      wins: torchvision ResNets -> ``layer4``, ``inception_v3`` -> ``Mixed_7c``, ``r3d_18`` ->
+      ``layer4``, VGG / DenseNet / MobileNet -> ``features``; timm EfficientNets -> ``bn2``,
+      ConvNeXts and MobileNetV3 -> ``stages`` / ``blocks``, Swin -> ``norm`` (channels-last).
+
+    Found with one forward and backward pass of the first sample of ``x`` in eval mode (the model
+    is left as found); the answer is cached per model and per-sample input shape until the
+    model's modules change.
 
     Shape:
         x: ``(B, C, *spatial)``.
@@ -152,34 +233,82 @@ def find_target_layer(model: nn.Module, x: Tensor) -> str:
     key = (tuple(x.shape[1:]), hash(tuple(id(m) for m in inner.modules())))
     per_model = _DISCOVERED.setdefault(inner, {})
     if key not in per_model:
-        per_model[key] = _discover(inner, x[:1].detach())
+        per_model[key] = _family_default(inner) or _discover(inner, x[:1].detach())
     return per_model[key]
+
+
+@dataclass(frozen=True)
+class FeatureReader:
+    """Reads one layer's outputs as feature maps ``(B, K, *grid)`` (see :mod:`atcon.attention.tokens`).
+
+    For code with its own forward hook on the Grad-CAM layer::
+
+        reader = feature_reader(model, layer, x)
+        def hook(module, inputs, out):
+            features, layout = reader.read(out)   # (B, K, *grid), differentiable
+            ...                                   # keep features (or a leaf made from it)
+            return reader.rebuild(features, out, layout)   # what the rest of the network sees
+
+    Attributes:
+        name: the layer's dotted name.
+        module: the layer.
+    """
+
+    name: str
+    module: nn.Module
+    x_shape: tuple[int, ...]
+    hints: ModelHints
+    spec: TargetLayer | None
+
+    def read(self, out: object) -> tuple[Tensor, Layout]:
+        """``(feature_map, layout)`` of one output; raises ``ValueError`` when it is not a feature map."""
+        if not isinstance(out, Tensor):
+            raise ValueError(f"target_layer {self.name!r} returned {type(out).__name__}, not a tensor")
+        layout = read_layout(out, self.x_shape, self.hints, self.spec, self.name)
+        return to_spatial(out, layout), layout
+
+    @staticmethod
+    def rebuild(features: Tensor, out: Tensor, layout: Layout) -> Tensor:
+        """``features`` in the layout of ``out``, as a new tensor that depends on ``features``."""
+        return from_spatial(features, out, layout)
+
+
+def feature_reader(model: nn.Module, layer: LayerSpec, x: Tensor) -> FeatureReader:
+    """Resolve ``layer`` (None: :func:`find_target_layer`) and how its outputs read for input ``x``."""
+    inner = unwrap_model(model)
+    spec = layer if isinstance(layer, TargetLayer) else None
+    chosen = spec.layer if spec is not None else layer
+    name, module = resolve_layer(inner, find_target_layer(inner, x) if chosen is None else chosen)
+    return FeatureReader(name, module, tuple(x.shape), model_hints(inner, x), spec)
 
 
 @contextlib.contextmanager
 def capture_features(model: nn.Module, layer: LayerSpec, x: Tensor) -> Iterator[Capture]:
     """Record the output of ``layer`` during forward passes run inside the block.
 
-    The output is replaced downstream by a clone so that a later inplace op (DenseNet's
-    ``F.relu(features, inplace=True)``) cannot alter the captured values; the gradient still flows
-    through it. When the module runs several times, the last call is kept.
+    The output is read as a feature map ``(B, K, *grid)`` (tokens and channels-last maps are
+    rearranged, see :mod:`atcon.attention.tokens`) and that map, not the raw output, feeds the
+    rest of the network: the gradient w.r.t. ``Capture.output`` is the Grad-CAM gradient, and a
+    later inplace op (DenseNet's ``F.relu(features, inplace=True)``) cannot alter the captured
+    values. When the module runs several times, the last call is kept.
 
     Args:
         model: the network (DDP-wrapped allowed).
-        layer: dotted name, submodule, or None for :func:`find_target_layer`'s choice.
-        x: the input about to be forwarded (used only when discovering the layer).
+        layer: dotted name, submodule, :class:`~atcon.attention.TargetLayer`, or None for
+            :func:`find_target_layer`'s choice.
+        x: the input about to be forwarded (used to discover the layer and read its grid).
+
+    Raises:
+        ValueError: (during the forward) the layer's output is not a feature map.
     """
-    inner = unwrap_model(model)
-    name, module = resolve_layer(inner, find_target_layer(inner, x) if layer is None else layer)
-    cap = Capture(name)
+    reader = feature_reader(model, layer, x)
+    cap = Capture(reader.name)
 
     def keep(_m: nn.Module, _inp: object, out: object) -> object:
-        if not isinstance(out, Tensor):
-            raise ValueError(f"target_layer {name!r} returned {type(out).__name__}, not a tensor")
-        cap.output = out
-        return out.clone()
+        cap.output, cap.layout = reader.read(out)
+        return reader.rebuild(cap.output, out, cap.layout)  # type: ignore[arg-type]
 
-    handle = module.register_forward_hook(keep)
+    handle = reader.module.register_forward_hook(keep)
     try:
         yield cap
     finally:

@@ -6,8 +6,14 @@ pass. Targets are per sample (``None`` = each sample's top-1 class). Nothing is 
 model: hooks are scoped to the call, train/eval flags, ``requires_grad`` and BatchNorm statistics
 are restored, and ``param.grad`` is never written (gradients come from ``torch.autograd.grad``).
 
-Per-sample independence holds when no layer mixes samples: normalisation layers must be in
-eval mode (a training-mode BatchNorm makes each sample's map depend on the rest of the batch).
+Per-sample independence holds when no layer mixes samples: BatchNorm layers must be in eval mode
+(a training-mode BatchNorm makes each sample's map depend on the rest of the batch); LayerNorm,
+GroupNorm and attention act within a sample, so ConvNeXts and Vision Transformers are
+batch-independent in train mode too (dropout and stochastic depth aside).
+
+Token models work the same way: a Vision Transformer's target layer outputs tokens
+``(B, P + h*w, D)`` and a Swin stage ``(B, H, W, C)``; both are read as ``(B, D, h, w)`` feature
+maps (:mod:`atcon.attention.tokens`), so the maps are ``(B, h, w)`` on the patch grid.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from atcon.attention.guided import GuidedState, guided_relu_mode, require_relus
+from atcon.attention.guided import GuidedState, guided_mode, require_activations, twice_differentiable
 from atcon.attention.hooks import LayerSpec, capture_features, preserve_model, unwrap_model
 
 Targets = int | Tensor | None
@@ -98,7 +104,7 @@ def gradcam_from(features: Tensor, grads: Tensor, relu: bool = False) -> Tensor:
 
 @dataclass
 class ForwardPass:
-    """One forward pass with the feature map captured (and, optionally, guided ReLUs)."""
+    """One forward pass with the feature map captured (and, optionally, guided activations)."""
 
     x: Tensor
     logits: Tensor
@@ -115,17 +121,17 @@ class ForwardPass:
         create_graph: bool,
         retain_graph: bool | None = None,
     ) -> tuple[Tensor, ...]:
-        """``autograd.grad`` of the target scores w.r.t. ``wrt`` with the chosen ReLU rule."""
+        """``autograd.grad`` of the target scores w.r.t. ``wrt`` with the chosen activation rule."""
         if guided:
             if self.guide is None:
-                raise RuntimeError("the forward pass was run without guided ReLUs")
-            require_relus(self.guide)
+                raise RuntimeError("the forward pass was run without guided activations")
+            require_activations(self.guide)
         if self.guide is None:
             return torch.autograd.grad(
                 class_score(self.logits, targets), wrt, create_graph=create_graph, retain_graph=retain_graph
             )
         # The switch must be off again afterwards: a later backward through this forward graph
-        # (the loss's, for the parameters) needs the true ReLU derivative.
+        # (the loss's, for the parameters) needs the true derivatives.
         self.guide.guided = guided
         try:
             return torch.autograd.grad(
@@ -137,23 +143,39 @@ class ForwardPass:
 
 @contextlib.contextmanager
 def forward_pass(
-    model: nn.Module, x: Tensor, target_layer: LayerSpec, *, guided: bool, capture: bool = True
+    model: nn.Module,
+    x: Tensor,
+    target_layer: LayerSpec,
+    *,
+    guided: bool,
+    capture: bool = True,
+    create_graph: bool = False,
 ) -> Iterator[ForwardPass]:
     """Run ``model(x)`` with the target layer captured (unless ``capture=False``); restores the model on exit.
 
     ``x`` is used as is when it already requires grad (so the maps stay differentiable w.r.t.
     an upstream graph); otherwise a leaf copy requiring grad is made (needed for input gradients).
+
+    Args:
+        guided: run the activations through the switchable guided rule
+            (:func:`atcon.attention.guided_mode`); ordinary gradients stay available.
+        capture: capture the target layer's feature map.
+        create_graph: the gradients of this pass will be differentiated again: run attention and
+            hardsigmoid through twice-differentiable kernels for the forward
+            (:func:`atcon.attention.twice_differentiable`).
     """
     check_input(x)
-    unwrap_model(model)  # rejects nn.DataParallel early
+    inner = unwrap_model(model)  # rejects nn.DataParallel early
     if not x.requires_grad:
         x = x.detach().requires_grad_(True)
     with contextlib.ExitStack() as stack:
         stack.enter_context(preserve_model(model))
         stack.enter_context(torch.enable_grad())
+        if create_graph:
+            stack.enter_context(twice_differentiable())
         cap = stack.enter_context(capture_features(model, target_layer, x)) if capture else None
         # The function mode covers the model call only, not the backward passes that follow.
-        with guided_relu_mode() if guided else contextlib.nullcontext() as guide:
+        with guided_mode(inner) if guided else contextlib.nullcontext() as guide:
             logits = as_logits(model(x), x.shape[0])
         layer, features = cap.features() if cap is not None else ("", x.new_empty(0))
         yield ForwardPass(x=x, logits=logits, layer=layer, features=features, guide=guide)
@@ -173,8 +195,11 @@ def gradcam(
     Args:
         model: a classifier returning ``(B, K)`` logits.
         x: input batch.
-        target_layer: dotted name (``"layer4"``), submodule, or None for the last spatial
-            feature map before global pooling (see :func:`atcon.attention.find_target_layer`).
+        target_layer: dotted name (``"layer4"``, ``"blocks.11.norm1"``), submodule, None for the
+            default (the last spatial feature map before global pooling; the last block's first
+            norm of a Vision Transformer, see :func:`atcon.attention.find_target_layer`), or a
+            :class:`~atcon.attention.TargetLayer` that also fixes how token outputs are read
+            (patch grid, prefix tokens, channels-last).
         targets: None (top-1 per sample), an int, or a LongTensor ``(B,)``.
         relu: apply ReLU to the map (classic Grad-CAM for display and localization); the
             consistency loss uses the signed map.
@@ -183,9 +208,9 @@ def gradcam(
 
     Shape:
         x: ``(B, C, H, W)`` or ``(B, C, T, H, W)``. Returns ``(B, h, w)`` or ``(B, t, h, w)``,
-        the spatial size of the target layer.
+        the spatial size of the target layer (its patch grid for token layers).
     """
-    with forward_pass(model, x, target_layer, guided=False) as fp:
+    with forward_pass(model, x, target_layer, guided=False, create_graph=create_graph) as fp:
         t = select_targets(fp.logits, targets)
         (g,) = fp.gradients(t, (fp.features,), guided=False, create_graph=create_graph)
         cam = gradcam_from(fp.features, g, relu)
@@ -199,10 +224,14 @@ def guided_backprop(
     *,
     create_graph: bool = False,
 ) -> Tensor:
-    """Guided Backpropagation: the input gradient with the guided ReLU rule (paper Eq. 5).
+    """Guided Backpropagation: the input gradient with the guided rule (paper Eq. 5).
+
+    Every rectifying activation -- ReLU and ReLU6 as in Springenberg et al., and LeakyReLU, ELU,
+    SiLU, GELU, Hardswish, Mish... by the rule ``max(g, 0) * max(phi'(x), 0)`` of
+    :mod:`atcon.attention.guided` -- passes only positive gradients.
 
     Args:
-        model: a classifier with ReLU activations (modules or functional calls).
+        model: a classifier with rectifying activations (modules or functional calls).
         x: input batch.
         targets: None (top-1 per sample), an int, or a LongTensor ``(B,)``.
         create_graph: keep the graph for second-order gradients; otherwise detached.
@@ -211,9 +240,9 @@ def guided_backprop(
         The raw (signed) gradient, same shape as ``x``.
 
     Raises:
-        ValueError: the model calls no ReLU.
+        ValueError: the model calls no rectifying activation.
     """
-    with forward_pass(model, x, None, guided=True, capture=False) as fp:
+    with forward_pass(model, x, None, guided=True, capture=False, create_graph=create_graph) as fp:
         t = select_targets(fp.logits, targets)
         (g,) = fp.gradients(t, (fp.x,), guided=True, create_graph=create_graph)
     return g if create_graph else g.detach()
@@ -234,7 +263,7 @@ def gradcam_and_guided_backprop(
         ``(gradcam, guided_backprop, targets)`` with shapes ``(B, *layer spatial)``,
         ``x.shape`` and ``(B,)``.
     """
-    with forward_pass(model, x, target_layer, guided=True) as fp:
+    with forward_pass(model, x, target_layer, guided=True, create_graph=create_graph) as fp:
         t = select_targets(fp.logits, targets)
         (gf,) = fp.gradients(t, (fp.features,), guided=False, create_graph=create_graph, retain_graph=True)
         (gx,) = fp.gradients(t, (fp.x,), guided=True, create_graph=create_graph)

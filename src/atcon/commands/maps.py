@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 from pathlib import Path
 
 import torch
 from torch import Tensor
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -49,43 +46,13 @@ def sample_images(n: int = 2, size: int = 128, seed: int = 0) -> Tensor:
     return out
 
 
-def load_images(paths: list[Path], size: int) -> tuple[Tensor, list[str]]:
-    """Read image files (and image files inside folders) as ``(N, 3, size, size)`` in [0, 1]."""
-    from PIL import Image, UnidentifiedImageError
-    from torchvision.transforms.v2 import functional as TF
-
-    files: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            files += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise FileNotFoundError(f"no such image or folder: {p}")
-    if not files:
-        raise FileNotFoundError(f"no images found in {', '.join(map(str, paths))}")
-    out = []
-    for f in files:
-        try:
-            with Image.open(f) as im:
-                img = TF.pil_to_tensor(im.convert("RGB"))
-        except (UnidentifiedImageError, OSError) as err:
-            raise ValueError(f"cannot read image {f}: {err}") from None
-        out.append(TF.resize(TF.to_dtype(img, torch.float32, scale=True), [size, size], antialias=True))
-    return torch.stack(out), [f.name for f in files]
-
-
-def file_sha256(path: str | None) -> str | None:
-    if path is None or not Path(path).is_file():
-        return None
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def run(args: argparse.Namespace) -> int:
     from atcon.attention import gradcam_and_guided_backprop, upsample_to_input
+    from atcon.checkpoints import file_sha256
     from atcon.consistency import attention_consistency
+    from atcon.data import IMAGENET_MEAN, IMAGENET_STD, load_images
     from atcon.models import build_model, model_spec
-    from atcon.viz import IMAGENET_MEAN, IMAGENET_STD, attention_figure, save_figure
+    from atcon.viz import attention_figure, save_figure
 
     spec = model_spec(args.model)
     if spec.video:
@@ -119,7 +86,9 @@ def run(args: argparse.Namespace) -> int:
             "layer": result.layer,
             "model": args.model,
             "weights": args.weights,
-            "weights_sha256": file_sha256(args.weights),
+            "weights_sha256": (
+                file_sha256(args.weights) if args.weights and Path(args.weights).is_file() else None
+            ),
         },
         args.out / "maps.pt",
     )

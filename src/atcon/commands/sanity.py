@@ -12,8 +12,6 @@ import argparse
 import json
 from pathlib import Path
 
-from atcon.commands.evaluate import checkpoint_dataset, load_model, resolve_device
-
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
@@ -36,9 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run(args: argparse.Namespace) -> int:
     from atcon import report
+    from atcon.checkpoints import checkpoint_dataset, load_model
     from atcon.data import collate
-    from atcon.evaluate.sanity import cascading_randomization, sanity_figure
+    from atcon.devices import resolve_device
+    from atcon.evaluate.sanity import cascading_randomization
     from atcon.train.checkpoint import atomic_write_text
+    from atcon.viz import sanity_figure, save_figure
 
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     }
     atomic_write_text(out / "sanity.json", json.dumps(info, indent=1, allow_nan=False) + "\n")
     atomic_write_text(out / "sanity.md", f"# Sanity check: {loaded.name}\n\n{table}\n\n{note}\n")
-    png = sanity_figure(result, out / "sanity.png")
+    png = save_figure(sanity_figure(result), out / "sanity.png")
     html = report.write_report(
         out / "report.html",
         f"atcon sanity check: {loaded.name}",

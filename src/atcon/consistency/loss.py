@@ -21,10 +21,11 @@ depend on the others. A warning is issued once when that happens.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -32,17 +33,19 @@ from torch import Tensor, nn
 
 from atcon.attention.convgrad import lean_conv_grads
 from atcon.attention.fold import folded_batchnorm
+from atcon.attention.guided import twice_differentiable
 from atcon.attention.hooks import LayerSpec, training_norm_layers
 from atcon.attention.maps import Targets, forward_pass, gradcam_from, guided_backprop, select_targets
 from atcon.attention.ops import upsample_to_input
 from atcon.consistency.masking import (
+    MASK_SCALES,
     MaskScale,
     random_smooth_saliency,
     saliency,
     sobel_saliency,
     soft_mask,
 )
-from atcon.consistency.similarity import SimilarityName, dissimilarity, ssim_window
+from atcon.consistency.similarity import SIMILARITIES, SimilarityName, dissimilarity, ssim_window
 
 Resolution = Literal["gb_mask", "gradcam_mask", "gradcam_upsample", "gb_pool"]
 RESOLUTIONS: tuple[Resolution, ...] = get_args(Resolution)
@@ -92,8 +95,8 @@ class ConsistencyConfig:
         for field, allowed in (
             ("resolution", RESOLUTIONS),
             ("mask_source", MASK_SOURCES),
-            ("similarity", get_args(SimilarityName)),
-            ("mask_scale", get_args(MaskScale)),
+            ("similarity", SIMILARITIES),
+            ("mask_scale", MASK_SCALES),
         ):
             if getattr(self, field) not in allowed:
                 raise ValueError(f"{field} must be one of {allowed}, got {getattr(self, field)!r}")
@@ -141,7 +144,8 @@ def _warn_if_training_norm(model: nn.Module) -> None:
         warnings.warn(
             f"{len(names)} BatchNorm layers (e.g. {names[0]!r}) are in training mode: they couple the "
             "samples of a batch, so each sample's attention maps depend on the others. The "
-            "consistency loss is meant for eval-mode normalisation (see atcon.train.freeze_norm).",
+            "consistency loss is meant for eval-mode normalisation: compute it inside "
+            "`with atcon.train.eval_mode(model):`, as atcon's trainer does.",
             UserWarning,
             stacklevel=3,
         )
@@ -168,6 +172,7 @@ def _pass(model: nn.Module, x: Tensor, config: ConsistencyConfig, name: str) -> 
         yield
 
 
+@twice_differentiable()  # both passes are differentiated twice: attention on the math kernel
 def attention_consistency(
     model: nn.Module,
     x: Tensor,
@@ -180,7 +185,8 @@ def attention_consistency(
     """Evaluate the attention-consistency loss for a batch (functional core of the loss module).
 
     Args:
-        model: classifier with ReLUs, returning ``(B, K)`` logits; BatchNorm in eval mode.
+        model: classifier with rectifying activations (ReLU, SiLU, GELU, ...), returning
+            ``(B, K)`` logits; BatchNorm in eval mode.
         x: ``(B, C, H, W)`` images or ``(B, C, T, H, W)`` clips; needs no labels.
         config: the variant, see :class:`ConsistencyConfig`.
         target_layer: Grad-CAM layer (name, module, or None to discover it).
@@ -204,6 +210,7 @@ def attention_consistency(
     with _pass(model, x, config, "first_pass"), forward_pass(model, x, target_layer, guided=True) as fp:
         t = select_targets(fp.logits, targets)
         layer = fp.layer
+        again = layer if target_layer is None else target_layer  # keeps a TargetLayer's reading
         (gf,) = fp.gradients(t, (fp.features,), guided=False, create_graph=True, retain_graph=True)
         a1 = gradcam_from(fp.features, gf)
         if config.similarity == "ssim":
@@ -223,14 +230,14 @@ def attention_consistency(
     if res == "gb_mask":
         mask = make_mask(s1 if s1 is not None else _control_saliency(source, x, t, mask_model))
         xm = _mask_input(x, mask)
-        with _pass(model, xm, config, "second_pass"), forward_pass(model, xm, layer, guided=False) as fp2:
+        with _pass(model, xm, config, "second_pass"), forward_pass(model, xm, again, guided=False) as fp2:
             (gf2,) = fp2.gradients(t, (fp2.features,), guided=False, create_graph=True)
             first, second = a1, gradcam_from(fp2.features, gf2)
     elif res == "gradcam_mask":
         assert s1 is not None
         mask = make_mask(upsample_to_input(a1, x))
         xm = _mask_input(x, mask)
-        with _pass(model, xm, config, "second_pass"), forward_pass(model, xm, layer, guided=True) as fp2:
+        with _pass(model, xm, config, "second_pass"), forward_pass(model, xm, again, guided=True) as fp2:
             (gx2,) = fp2.gradients(t, (fp2.x,), guided=True, create_graph=True)
             first, second = s1, saliency(gx2)
     elif res == "gradcam_upsample":
@@ -270,9 +277,17 @@ class AttentionConsistencyLoss(nn.Module):
     Args:
         model: the classifier to fine-tune (plain or DistributedDataParallel-wrapped).
         target_layer: Grad-CAM layer (dotted name, module, or None to discover).
-        resolution, similarity, mask_scale, mask_center, mask_sharpness, detach_mask:
-            see :class:`ConsistencyConfig`.
+        config: the variant (default: ``ConsistencyConfig()``, Algorithm 1).
+        mask_model: the network whose Guided Backprop makes the mask, needed by (and only by)
+            ``mask_source="random_network"``; referenced like ``model``.
         reduction: ``"mean"`` (scalar) or ``"none"`` (``(B,)``).
+        **overrides: fields of :class:`ConsistencyConfig` replaced in ``config``, a shorthand:
+            ``AttentionConsistencyLoss(model, resolution="gradcam_mask")``.
+
+    Raises:
+        TypeError: an override that is not a :class:`ConsistencyConfig` field.
+        ValueError: an invalid config, or ``mask_model`` given to (or missing from) a config
+            that does not use (or needs) it.
 
     Shape:
         x: ``(B, C, H, W)`` or ``(B, C, T, H, W)``; targets: optional ``(B,)``.
@@ -283,37 +298,46 @@ class AttentionConsistencyLoss(nn.Module):
         model: nn.Module,
         target_layer: LayerSpec = None,
         *,
-        resolution: Resolution = "gb_mask",
-        similarity: SimilarityName = "pearson",
-        mask_scale: MaskScale = "std",
-        mask_center: float = 0.0,
-        mask_sharpness: float = 1.0,
-        detach_mask: bool = False,
+        config: ConsistencyConfig | None = None,
+        mask_model: nn.Module | None = None,
         reduction: Literal["mean", "none"] = "mean",
+        **overrides: Any,
     ) -> None:
         super().__init__()
         if reduction not in ("mean", "none"):
             raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
-        self.config = ConsistencyConfig(
-            resolution=resolution,
-            similarity=similarity,
-            mask_scale=mask_scale,
-            mask_center=mask_center,
-            mask_sharpness=mask_sharpness,
-            detach_mask=detach_mask,
-        )
+        known = {f.name for f in dataclasses.fields(ConsistencyConfig)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise TypeError(
+                f"AttentionConsistencyLoss got unknown option(s) {', '.join(unknown)}; "
+                f"ConsistencyConfig fields are {', '.join(sorted(known))}"
+            )
+        self.config = dataclasses.replace(config or ConsistencyConfig(), **overrides)
+        if (self.config.mask_source == "random_network") != (mask_model is not None):
+            raise ValueError(
+                "mask_source='random_network' needs mask_model (e.g. atcon.models.randomized_copy(model)); "
+                "other mask sources take none"
+            )
         # Plain attributes, not submodules: see the class docstring.
         self.__dict__["model"] = model
+        self.__dict__["mask_model"] = mask_model
         self.__dict__["target_layer"] = target_layer
         self.reduction = reduction
 
     model: nn.Module
+    mask_model: nn.Module | None
     target_layer: LayerSpec
 
     def forward(self, x: Tensor, targets: Targets = None) -> Tensor:
         """Return the loss for ``x`` (scalar for ``reduction="mean"``, else ``(B,)``)."""
         out = attention_consistency(
-            self.model, x, self.config, target_layer=self.target_layer, targets=targets
+            self.model,
+            x,
+            self.config,
+            target_layer=self.target_layer,
+            targets=targets,
+            mask_model=self.mask_model,
         )
         return out.loss.mean() if self.reduction == "mean" else out.loss
 

@@ -14,7 +14,7 @@ A constant saliency gives ``P = sigmoid(0) = 0.5`` everywhere, with finite gradi
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +23,7 @@ from torch import Tensor
 from atcon.consistency.similarity import _spread
 
 MaskScale = Literal["std", "variance", "none"]
+MASK_SCALES: tuple[MaskScale, ...] = get_args(MaskScale)
 
 
 def saliency(gb: Tensor) -> Tensor:

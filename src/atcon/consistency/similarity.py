@@ -9,14 +9,14 @@ division is guarded with the "safe ``where``" pattern so the unused branch never
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 SimilarityName = Literal["pearson", "cross_correlation", "ssim"]
-SIMILARITIES: tuple[SimilarityName, ...] = ("pearson", "cross_correlation", "ssim")
+SIMILARITIES: tuple[SimilarityName, ...] = get_args(SimilarityName)
 
 # A map whose standard deviation is below this many float ulps of its RMS value is constant.
 _ULPS = 64.0

@@ -1,12 +1,13 @@
-"""Shared helpers of the data layer: error type, bad-file policy, cache folder, image decoding."""
+"""Shared helpers of the data layer: error type, bad-file policy, cache and output folders, image decoding."""
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -17,6 +18,12 @@ OnError = Literal["raise", "skip"]
 T = TypeVar("T")
 
 DATA_DIR_ENV = "ATCON_DATA_DIR"
+
+GENERATOR_VERSION = 1
+"""Version of the benchmark generators, stored in each build's ``meta.json``."""
+
+# Pillow's modes for 16-bit greyscale; "I" is what older Pillow versions open 16-bit PNGs as.
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
 class DataError(ValueError):
@@ -76,9 +83,15 @@ def filter_bad(
     return good, errors
 
 
+class _NotFound(FileNotFoundError):
+    # OSError's own text becomes "[Errno None] None: '<filename>'" once ``filename`` is set.
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 def not_found(what: str, path: str | os.PathLike[str], note: str = "") -> FileNotFoundError:
     """A ``FileNotFoundError`` saying "<what> not found: <path>", with ``filename`` set for reports."""
-    err = FileNotFoundError(f"{what} not found: {path}{note}")
+    err = _NotFound(f"{what} not found: {path}{note}")
     err.filename = str(path)
     return err
 
@@ -102,6 +115,21 @@ def default_data_dir() -> Path:
     return base / "atcon" / "datasets"
 
 
+def prepare_out(out: str | Path) -> Path:
+    """Create the output folder of a generated dataset; refuse one that holds anything."""
+    out = Path(out).expanduser()
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"output folder is not empty: {out} (choose another, or delete it first)")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def write_meta(out: Path, name: str, seed: int, params: dict[str, Any]) -> None:
+    """Write ``meta.json`` (name, generator version, seed, sizes); written last, it marks a finished build."""
+    meta = {"name": name, "generator_version": GENERATOR_VERSION, "seed": seed, **params}
+    (out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+
+
 def require_dir(path: Path, what: str) -> Path:
     """Return ``path`` if it is a folder, else raise ``FileNotFoundError`` naming it."""
     if not path.is_dir():
@@ -111,6 +139,10 @@ def require_dir(path: Path, what: str) -> Path:
 
 def read_image_rgb(path: Path) -> torch.Tensor:
     """Decode an image file to RGB.
+
+    16-bit greyscale files (common for X-rays) are scaled from ``[0, 65535]`` to ``[0, 255]``
+    (``round(v / 257)``), the same for every image, so relative intensities across images are kept;
+    Pillow's own conversion would clip every value above 255 to white.
 
     Args:
         path: JPEG, PNG or anything Pillow reads.
@@ -131,7 +163,11 @@ def read_image_rgb(path: Path) -> torch.Tensor:
         raise not_found("image", path)
     try:
         with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"))
+            if im.mode in _SIXTEEN_BIT_MODES:
+                grey = np.asarray(im).astype(np.float64).clip(0, 65535) / 257.0
+                arr = np.repeat(np.rint(grey).astype(np.uint8)[..., None], 3, axis=2)
+            else:
+                arr = np.asarray(im.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(f"unreadable or corrupt image ({err})", path) from err
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()

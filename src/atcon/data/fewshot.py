@@ -7,12 +7,14 @@ seed and saved; training code reads the file. Images are referred to by id (VOC 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
+import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import torch
 
@@ -34,6 +36,9 @@ class Split:
         seed: Seed the split was drawn with.
         protocol: How it was built (``"voc-fewshot"``, ``"subject-disjoint"``).
         meta: Anything else worth recording (source folder, split names, sizes).
+        unlabeled: Ids of an unlabelled pool for consistency fine-tuning (their labels are
+            never read), drawn from the training pool, disjoint from ``val`` and ``test``; empty
+            when the split has none (see :func:`with_unlabeled_pool`).
     """
 
     train: list[str]
@@ -44,6 +49,7 @@ class Split:
     seed: int
     protocol: str
     meta: dict[str, Any] = field(default_factory=dict)
+    unlabeled: list[str] = field(default_factory=list)
 
     def save(self, path: str | Path) -> Path:
         """Write the split as JSON (parent folders created); returns the path."""
@@ -82,7 +88,11 @@ def _as_class_sets(labels: torch.Tensor | Sequence[int]) -> list[set[int]]:
     """Per-item sets of class indices from multi-hot ``(N, C)`` or single labels ``(N,)``."""
     t = torch.as_tensor(labels)
     if t.ndim == 2:
-        return [set(torch.nonzero(row > 0).flatten().tolist()) for row in t]
+        sets: list[set[int]] = [set() for _ in range(t.shape[0])]
+        rows, cols = torch.nonzero(t > 0, as_tuple=True)
+        for r, c in zip(rows.tolist(), cols.tolist()):
+            sets[r].add(c)
+        return sets
     if t.ndim == 1:
         return [{int(v)} for v in t.tolist()]
     raise ValueError(f"labels must have shape (N,) or (N, C), got {tuple(t.shape)}")
@@ -227,7 +237,7 @@ def read_ids(root: str | Path, split: str) -> list[str]:
 
 
 def subject_disjoint_split(
-    labels: Sequence[int],
+    labels: torch.Tensor | Sequence[int],
     subjects: Sequence[Hashable],
     seed: int = 0,
     num_sets: int = 3,
@@ -237,10 +247,12 @@ def subject_disjoint_split(
     The paper separates its patients' clips into three such sets. Subjects are dealt greedily, largest
     first (ties broken by a seeded shuffle), each to the set where it least increases the sum over classes
     of the squared share of the class held by that set; the squared share penalises piling one class
-    into one set, which balances classes and sizes at once.
+    into one set, which balances classes and sizes at once. A subject whose items span several classes
+    goes whole to one set, counted under each of its classes; a multi-label item counts for every class it
+    has, and an item without a class (a negative) only for the set's size.
 
     Args:
-        labels: Class index per item.
+        labels: Class index per item ``(N,)``, or multi-hot ``(N, C)``.
         subjects: Subject (patient, object identity) per item.
         seed: Random seed.
         num_sets: Number of sets.
@@ -248,17 +260,19 @@ def subject_disjoint_split(
     Returns:
         ``num_sets`` sorted lists of item indices.
     """
-    if len(labels) != len(subjects):
-        raise ValueError(f"{len(labels)} labels but {len(subjects)} subjects")
+    sets_of = _as_class_sets(labels)
+    if len(sets_of) != len(subjects):
+        raise ValueError(f"{len(sets_of)} labels but {len(subjects)} subjects")
     if num_sets < 1:
         raise ValueError(f"num_sets must be >= 1, got {num_sets}")
-    classes = sorted(set(labels))
+    classes = sorted(set().union(*sets_of))
     col = {c: j for j, c in enumerate(classes)}
     totals = [0] * len(classes)
     by_subject: dict[Hashable, list[int]] = {}
-    for i, (y, s) in enumerate(zip(labels, subjects)):
+    for i, (ys, s) in enumerate(zip(sets_of, subjects)):
         by_subject.setdefault(s, []).append(i)
-        totals[col[y]] += 1
+        for y in ys:
+            totals[col[y]] += 1
     groups = list(by_subject.values())
     random.Random(seed).shuffle(groups)
     groups.sort(key=len, reverse=True)  # stable: the shuffle decides among equal sizes
@@ -267,7 +281,8 @@ def subject_disjoint_split(
     for items in groups:
         vec = [0] * len(classes)
         for i in items:
-            vec[col[labels[i]]] += 1
+            for y in sets_of[i]:
+                vec[col[y]] += 1
 
         def cost(k: int, vec: list[int] = vec) -> tuple[float, int]:
             delta = sum(
@@ -322,3 +337,257 @@ def clip_fewshot_split(
         protocol="subject-disjoint",
         meta={"set_sizes": [len(s) for s in sets], **(meta or {})},
     )
+
+
+class LabelledImages(Protocol):
+    """What :func:`image_fewshot_split` reads from a dataset (any image dataset of :mod:`atcon.data`).
+
+    Optional attributes, used when present: ``subjects`` and ``splits`` (one entry per item, ``None``
+    where the source gives none), ``source``, ``format``, and ``where(index)`` (the item's file and row,
+    for messages).
+    """
+
+    @property
+    def ids(self) -> list[str]: ...
+
+    @property
+    def classes(self) -> tuple[str, ...]: ...
+
+    def label_matrix(self) -> torch.Tensor: ...
+
+
+GroupBy = Literal["subject"]
+
+
+def _val_count(val_size: float | None, n: int, where: str) -> int:
+    """Number of validation items drawn from a pool of ``n`` (see :func:`image_fewshot_split`)."""
+    size = 0.2 if val_size is None else val_size
+    if isinstance(size, bool) or size <= 0:
+        raise ValueError(f"val_size must be a count >= 1 or a fraction in (0, 1), got {val_size!r}")
+    if isinstance(size, float):
+        if size >= 1:
+            raise ValueError(
+                f"val_size {size} is a float >= 1; give a count as an int or a fraction in (0, 1)"
+            )
+        count = max(1, round(size * n))
+    else:
+        count = int(size)
+    if count >= n:
+        raise DataError(f"val_size {val_size!r} ({count} images) leaves no training images in {n} ({where})")
+    return count
+
+
+def _draw_subjects(
+    pool: list[int], subjects: Sequence[Hashable], count: int, rng: random.Random
+) -> list[int]:
+    """Whole subjects of ``pool``, in seeded random order, until at least ``count`` items are drawn."""
+    by_subject: dict[Hashable, list[int]] = {}
+    for i in pool:
+        by_subject.setdefault(subjects[i], []).append(i)
+    groups = list(by_subject.values())
+    rng.shuffle(groups)
+    drawn: list[int] = []
+    for items in groups:
+        if len(drawn) >= count:
+            break
+        drawn.extend(items)
+    return sorted(drawn)
+
+
+def _check_given_sets_disjoint(
+    data: LabelledImages, subjects: Sequence[Hashable], splits: Sequence[str]
+) -> None:
+    first: dict[Hashable, int] = {}
+    where = getattr(data, "where", None)
+    for i, (s, name) in enumerate(zip(subjects, splits)):
+        j = first.setdefault(s, i)
+        if splits[j] != name:
+            at = (lambda k: where(k)) if callable(where) else (lambda k: repr(data.ids[k]))
+            raise DataError(
+                f"subject {s!r} is in two given sets: {splits[j]} ({at(j)}) and {name} ({at(i)}); "
+                "group_by='subject' needs each subject's images in one set"
+            )
+
+
+def image_fewshot_split(
+    data: str | Path | LabelledImages,
+    per_class: int,
+    seed: int = 0,
+    *,
+    val_size: float | None = None,
+    group_by: GroupBy | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> Split:
+    """The few-shot protocol on the user's images (class folders, CSV manifest, COCO JSON, or any dataset).
+
+    Which images form the three sets:
+
+    - **Given sets** (a ``split`` column, ``train/``/``val/``/``test/`` folders, COCO ``split`` keys): the
+      ``train`` images are the pool and ``test`` the test set; ``val`` is the validation set, or, when no
+      image is marked ``val``, ``val_size`` images are drawn from the pool (as the VOC protocol draws them
+      from VOC's ``train``; with the same order and seed, the same images).
+    - **No given sets**: ``val_size`` images drawn at random form the validation set, ``per_class`` per
+      class are sampled from the others for training, and all the rest is the test set.
+    - ``group_by="subject"``: no subject in two sets. With given sets, a subject in two of them is an
+      error, and a drawn validation set takes whole subjects (until ``val_size`` images). Without
+      given sets, the subjects are dealt into three class-balanced subject-disjoint sets of similar size
+      (:func:`subject_disjoint_split`, the clip protocol: train pool, validation, test); ``val_size``
+      does not apply. A subject whose images span several classes goes whole to one set.
+
+    Training takes ``per_class`` images of every class from the pool (:func:`sample_per_class`): exactly
+    that many for single-label data; for multi-label data an image counts for every class it has, so a
+    class may get more. Pool images not sampled for training are left unused with given sets and with
+    ``group_by="subject"`` (so a training image's subject never reaches validation or test); otherwise
+    they join the test set.
+
+    Args:
+        data: A dataset (ids, classes, label_matrix; subjects and splits if any) or the path of class
+            folders, a CSV manifest or a COCO file (read with default options).
+        per_class: Training images per class.
+        seed: Same data, same seed: same split.
+        val_size: Validation images drawn: a count (``int``) or a fraction of the pool (``float`` in
+            ``(0, 1)``); default 0.2. Not used when a validation set is given.
+        group_by: ``"subject"`` for subject-disjoint sets; default none.
+        meta: Extra entries for ``Split.meta``.
+
+    Returns:
+        The split; ``protocol`` is ``"image-fewshot"`` or ``"subject-disjoint"``, and ``meta`` records
+        ``group_by``, whether the sets were ``given`` or ``drawn``, how validation was formed and the
+        source.
+
+    Raises:
+        DataError: Too few images of a class, a ``group_by`` the data cannot support (no subjects), a
+            subject in two given sets, an empty given set, or images with and without a given set.
+    """
+    if isinstance(data, (str, Path)):
+        from atcon.data.formats import detect_data, open_image_dataset
+
+        found = detect_data(data)
+        if found.format not in ("folders", "csv", "coco"):
+            raise ValueError(
+                f"{data} is {found.description}; image_fewshot_split reads class folders, CSV manifests and "
+                "COCO files (for a VOC-layout folder use voc_fewshot_split or pass a VOCDataset)"
+            )
+        data = open_image_dataset(found.path)
+    if group_by not in (None, "subject"):
+        raise ValueError(f"group_by must be None or 'subject', got {group_by!r}")
+    ids, classes = list(data.ids), list(data.classes)
+    labels = data.label_matrix()
+    n = len(ids)
+    source = str(getattr(data, "source", None) or getattr(data, "root", None) or "")
+    info: dict[str, Any] = {"source": source, "format": getattr(data, "format", None), "group_by": group_by}
+    subjects = getattr(data, "subjects", None)
+    if group_by == "subject":
+        missing = n if subjects is None else sum(s is None for s in subjects)
+        if missing:
+            raise DataError(
+                f"group_by='subject' needs a subject for every image; {missing} of {n} have none (a "
+                "manifest's subject column, class folders <class>/<subject>/<image>, or a COCO image's "
+                "'subject' key)",
+                source or None,
+            )
+    raw_splits = getattr(data, "splits", None)
+    given = raw_splits is not None and any(s is not None for s in raw_splits)
+    rng = random.Random(seed)
+    if given:
+        splits: list[str] = list(raw_splits)  # type: ignore[arg-type]
+        unset = sum(s is None for s in splits)
+        if unset:
+            raise DataError(
+                f"{unset} of {n} images have no given set while the others have one; give every image "
+                "train, val or test, or none",
+                source or None,
+            )
+        if group_by == "subject":
+            _check_given_sets_disjoint(data, subjects, splits)  # type: ignore[arg-type]
+        pool = [i for i, s in enumerate(splits) if s == "train"]
+        test = [i for i, s in enumerate(splits) if s == "test"]
+        for name, items in (("train", pool), ("test", test)):
+            if not items:
+                raise DataError(f"no image is in the given {name} set", source or None)
+        val = [i for i, s in enumerate(splits) if s == "val"]
+        info.update(sets="given", val="given" if val else "drawn")
+        if not val:
+            count = _val_count(val_size, len(pool), "the given train set")
+            if group_by == "subject":
+                val = _draw_subjects(pool, subjects, count, rng)  # type: ignore[arg-type]
+            else:
+                val = sorted(rng.sample(pool, count))
+        rest = sorted(set(pool) - set(val))
+        pool_note = "the given train set" + (
+            " less the drawn validation images" if info["val"] == "drawn" else ""
+        )
+    elif group_by == "subject":
+        if val_size is not None:
+            raise ValueError(
+                "val_size does not apply to group_by='subject' without given sets: the images are dealt "
+                "into three class-balanced subject-disjoint sets"
+            )
+        rest, val, test = subject_disjoint_split(labels, subjects, seed=seed)  # type: ignore[arg-type]
+        info.update(sets="drawn", val="subject-disjoint", set_sizes=[len(rest), len(val), len(test)])
+        pool_note = "the subject-disjoint training third"
+    else:
+        count = _val_count(val_size, n, "the dataset")
+        val = sorted(rng.sample(range(n), count))
+        rest = sorted(set(range(n)) - set(val))
+        test = []  # the rest, once training images are known
+        info.update(sets="drawn", val="drawn")
+        pool_note = "the images left after drawing validation"
+    try:
+        train = sample_per_class(labels, per_class, seed, pool=rest, classes=classes)
+    except DataError as err:
+        raise DataError(f"{err} in {pool_note}; lower per_class", source or None) from err
+    if info["sets"] == "drawn" and group_by is None:
+        test = sorted(set(rest) - set(train))
+    if group_by is None and subjects is not None:
+        _warn_shared_subjects(subjects, (train, val, test))
+    info["val_size"] = len(val)
+    return Split(
+        train=[ids[i] for i in train],
+        val=[ids[i] for i in val],
+        test=[ids[i] for i in test],
+        classes=classes,
+        per_class=per_class,
+        seed=seed,
+        protocol="subject-disjoint" if group_by == "subject" else "image-fewshot",
+        meta={**info, **(meta or {})},
+    )
+
+
+def _warn_shared_subjects(subjects: Sequence[Hashable | None], sets: Sequence[Sequence[int]]) -> None:
+    owner: dict[Hashable, int] = {}
+    shared: set[Hashable] = set()
+    for k, items in enumerate(sets):
+        for i in items:
+            s = subjects[i]
+            if s is not None and owner.setdefault(s, k) != k:
+                shared.add(s)
+    if shared:
+        warnings.warn(
+            f"{len(shared)} subject(s) have images in two sets (e.g. {sorted(map(str, shared))[0]!r}), which "
+            "inflates test scores; group_by='subject' keeps each subject in one set",
+            stacklevel=3,
+        )
+
+
+def with_unlabeled_pool(split: Split, candidates: Sequence[str], size: int, seed: int = 0) -> Split:
+    """``split`` with an unlabelled pool of ``size`` ids drawn from ``candidates``.
+
+    Ids of the validation and test sets are never drawn (the labelled training ids may be: the
+    pool stands for all the images a user has, without labels). The draw depends only on the
+    candidates, ``size`` and ``seed``.
+
+    Raises:
+        DataError: fewer than ``size`` candidates outside the validation and test sets.
+    """
+    held = set(split.val) | set(split.test)
+    pool = sorted(c for c in dict.fromkeys(candidates) if c not in held)
+    if size > len(pool):
+        raise DataError(
+            f"an unlabelled pool of {size} needs {size} training-pool items outside val/test; "
+            f"there are {len(pool)}: ask for a pool of at most {len(pool)}"
+        )
+    rng = random.Random(seed)
+    picked = sorted(rng.sample(pool, size))
+    meta = {**split.meta, "unlabeled_pool": size, "unlabeled_seed": seed}
+    return dataclasses.replace(split, unlabeled=picked, meta=meta)

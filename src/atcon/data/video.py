@@ -31,8 +31,8 @@ from torchvision import tv_tensors
 
 from atcon.data import decoded
 from atcon.data._common import DataError, OnError, check_on_error, filter_bad, not_found, require_dir
+from atcon.data.files import VIDEO_SUFFIXES
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
 _EPS = 1e-6
 
 
@@ -119,7 +119,7 @@ def scan_class_folders(root: str | Path) -> list[ClipSpec]:
     root = require_dir(Path(root).expanduser(), "video folder")
     clips = []
     for file in sorted(root.rglob("*")):
-        if file.suffix.lower() not in VIDEO_EXTENSIONS or not file.is_file():
+        if file.suffix.lower() not in VIDEO_SUFFIXES or not file.is_file():
             continue
         parts = file.relative_to(root).parts
         if len(parts) not in (2, 3):
@@ -127,9 +127,7 @@ def scan_class_folders(root: str | Path) -> list[ClipSpec]:
         subject = parts[1] if len(parts) == 3 else file.stem
         clips.append(ClipSpec(file, parts[0], subject, "/".join(parts)))
     if not clips:
-        raise FileNotFoundError(
-            f"no video files ({', '.join(VIDEO_EXTENSIONS)}) in class folders under {root}"
-        )
+        raise FileNotFoundError(f"no video files ({', '.join(VIDEO_SUFFIXES)}) in class folders under {root}")
     return clips
 
 

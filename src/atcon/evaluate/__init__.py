@@ -1,6 +1,10 @@
 """Evaluation: classification metrics with bootstrap intervals, localization and faithfulness.
 
-Pure functions on tensors (no numpy); everything runs on the inputs' device.
+The metrics are pure functions on tensors (no numpy) that run on the inputs' device. On top of
+them: :func:`evaluate_model` (one batched pass over a dataset, :mod:`~atcon.evaluate.pipeline`),
+:func:`summarize` and :class:`EvaluationResult` (:mod:`~atcon.evaluate.results`), :func:`compare`
+(paired tests, :mod:`~atcon.evaluate.comparison`) and the Markdown/CSV tables
+(:mod:`~atcon.evaluate.tables`).
 """
 
 from atcon.evaluate.bootstrap import (
@@ -13,6 +17,7 @@ from atcon.evaluate.bootstrap import (
     resample_indices,
     star,
 )
+from atcon.evaluate.comparison import Comparison, compare, comparisons_against
 from atcon.evaluate.faithfulness import deletion_insertion, gaussian_blur, make_baseline
 from atcon.evaluate.localization import (
     LocalizationProtocol,
@@ -28,34 +33,74 @@ from atcon.evaluate.localization import (
 from atcon.evaluate.metrics import (
     IGNORE,
     ClassificationMetrics,
+    Task,
     classification_metrics,
+    labels_of,
     probabilities,
     weighted_average_precision,
     weighted_f1,
 )
+from atcon.evaluate.pipeline import batch_gradcams, evaluate_model
+from atcon.evaluate.results import (
+    CLASSIFICATION_KEYS,
+    LABELS,
+    PAIR_KEYS,
+    PER_CLASS_KEYS,
+    EvalSpec,
+    EvaluationResult,
+    summarize,
+)
+from atcon.evaluate.tables import (
+    comparison_table,
+    format_interval,
+    per_class_table,
+    results_csv,
+    results_table,
+    table_columns,
+)
 
 __all__ = [
+    "CLASSIFICATION_KEYS",
     "IGNORE",
+    "LABELS",
+    "PAIR_KEYS",
+    "PER_CLASS_KEYS",
     "BootstrapResult",
     "ClassificationMetrics",
+    "Comparison",
+    "EvalSpec",
+    "EvaluationResult",
     "LocalizationProtocol",
     "LocalizationResult",
     "MeanMetric",
     "PairedBootstrapResult",
     "ResampledMetric",
+    "Task",
+    "batch_gradcams",
     "bootstrap_ci",
     "box_coverage",
     "boxes_for_pairs",
     "classification_metrics",
+    "compare",
+    "comparison_table",
+    "comparisons_against",
     "deletion_insertion",
+    "evaluate_model",
+    "format_interval",
     "gaussian_blur",
+    "labels_of",
     "localization_metrics",
     "make_baseline",
     "minmax_rescale",
     "paired_bootstrap_test",
+    "per_class_table",
     "probabilities",
     "resample_indices",
+    "results_csv",
+    "results_table",
     "star",
+    "summarize",
+    "table_columns",
     "true_positive_pairs",
     "upsample_maps",
     "values_by_item",

@@ -32,8 +32,9 @@ Conventions (shared by both code paths and tested to agree):
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -50,6 +51,24 @@ Task = Literal["multilabel", "multiclass"]
 _TASKS = ("multilabel", "multiclass")
 IGNORE = -1
 """Target value of entries (multi-label) or items (multi-class) left out of every metric."""
+
+
+def labels_of(target: Mapping[str, Any], task: Task) -> Tensor:
+    """The metric targets of a collated :mod:`atcon.data` batch.
+
+    Args:
+        target: collated targets: ``labels`` (multi-hot) and optionally ``ignore`` (entries of
+            classes present only as difficult objects) for images, ``label`` for clips.
+        task: ``"multilabel"`` or ``"multiclass"``.
+
+    Returns:
+        (B, C) float multi-hot with ``IGNORE`` at ignored entries, or (B,) long class indices.
+    """
+    if task == "multiclass":
+        return torch.as_tensor(target["label"]).long()
+    labels = torch.as_tensor(target["labels"]).float()
+    ignore = target.get("ignore")
+    return labels.masked_fill(torch.as_tensor(ignore).bool(), IGNORE) if ignore is not None else labels
 
 
 def _check_task(task: str) -> None:

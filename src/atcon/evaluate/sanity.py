@@ -26,7 +26,6 @@ import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,9 +40,8 @@ from atcon.models import cascade_blocks, reinitialize
 
 MAP_KINDS: tuple[str, ...] = ("gradcam", "guided_backprop", "mask")
 METRICS: tuple[str, ...] = ("rank_correlation", "ssim")
-_KIND_LABELS = {"gradcam": "Grad-CAM", "guided_backprop": "Guided Backprop", "mask": "Mask"}
+KIND_LABELS: dict[str, str] = {"gradcam": "Grad-CAM", "guided_backprop": "Guided Backprop", "mask": "Mask"}
 _METRIC_LABELS = {"rank_correlation": "rank corr.", "ssim": "SSIM"}
-_METRIC_TITLES = {"rank_correlation": "Spearman rank correlation", "ssim": "SSIM"}
 
 
 def average_ranks(v: Tensor) -> Tensor:
@@ -125,7 +123,7 @@ class SanityResult:
         """Mean similarity per step: rows are "randomised through" blocks, top down."""
         means = self.mean()
         head = ["Randomised through"] + [
-            f"{_KIND_LABELS[k]} {_METRIC_LABELS[m]}" for k in MAP_KINDS for m in METRICS
+            f"{KIND_LABELS[k]} {_METRIC_LABELS[m]}" for k in MAP_KINDS for m in METRICS
         ]
         lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
         for i, block in enumerate(self.blocks):
@@ -221,42 +219,3 @@ def cascading_randomization(
         for kind in MAP_KINDS
     }
     return SanityResult(order, metrics, layer, targets.cpu(), seed)
-
-
-def sanity_figure(result: SanityResult, path: str | Path) -> Path:
-    """Plot the mean similarity (band: +-1 std over samples) against the randomised-through block.
-
-    Two panels (rank correlation, SSIM), one line per map; the x axis runs top down as in
-    Adebayo et al.'s figures, starting at the first randomised block. Written as PNG/PDF/SVG by
-    suffix; returns ``path``.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    means, stds = result.mean(), result.std()
-    steps = list(range(len(result.blocks)))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharex=True)
-    for ax, metric in zip(axes, METRICS):
-        for kind in MAP_KINDS:
-            mu, sd = means[kind][metric].numpy(), stds[kind][metric].numpy()
-            # Dashed mask: its rank correlation coincides with Guided Backprop's (same ranks).
-            style = "--" if kind == "mask" else "-"
-            ax.plot(steps, mu, style, marker="o", ms=4, label=_KIND_LABELS[kind])
-            ax.fill_between(steps, mu - sd, mu + sd, alpha=0.15)
-        ax.axhline(1.0, color="grey", ls="--", lw=0.8)  # the trained model's maps vs themselves
-        ax.axhline(0.0, color="grey", lw=0.5)
-        ax.set_title(_METRIC_TITLES[metric])
-        ax.set_xticks(steps, result.blocks, rotation=45, ha="right")
-        ax.set_xlabel("randomised through (top down)")
-        ax.set_ylim(min(-0.1, ax.get_ylim()[0]), 1.05)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel(f"similarity to trained maps (mean of {result.n_items})")
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

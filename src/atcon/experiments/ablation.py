@@ -22,10 +22,11 @@ from torch.utils.data import DataLoader
 
 from atcon.consistency import RESOLUTIONS, SIMILARITIES, ConsistencyConfig, attention_consistency
 from atcon.data import collate
+from atcon.evaluate.metrics import labels_of
 from atcon.train import distributed
 from atcon.train.checkpoint import atomic_write_text
 from atcon.train.config import TrainConfig
-from atcon.train.data import build_task_data, labels_of
+from atcon.train.data import build_task_data
 from atcon.train.engine import classification_loss, eval_mode, unpack_output
 
 VARIANTS: list[tuple[str, str]] = list(itertools.product(RESOLUTIONS, SIMILARITIES))
@@ -124,30 +125,12 @@ def run_ablation(cfg: TrainConfig, out: str | Path, *, progress: bool = False) -
         "table": table,
         "seconds": time.perf_counter() - start,
     }
-    _plot(curves, out / "curves.png")
+    from atcon.viz import ablation_curves_figure, save_figure
+
+    save_figure(ablation_curves_figure(curves, RESOLUTIONS, SIMILARITIES), out / "curves.png", dpi=100)
     atomic_write_text(out / "ablation.md", table + "\n")
     atomic_write_text(done, json.dumps(result, indent=1))
     return result
-
-
-def _plot(curves: dict[str, list[float]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(SIMILARITIES) + 1, figsize=(4 * (len(SIMILARITIES) + 1), 3))
-    axes[0].plot(curves["supervised"], color="black")
-    axes[0].set_title("supervised val loss")
-    for ax, s in zip(axes[1:], SIMILARITIES):
-        for r in RESOLUTIONS:
-            ax.plot(curves[f"{r}/{s}"], label=r)
-        ax.set_title(f"consistency ({s})")
-        ax.set_xlabel("epoch")
-    axes[-1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def run_ablation_seeds(

@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from atcon.evaluate import CLASSIFICATION_KEYS, PAIR_KEYS, PER_CLASS_KEYS, EvaluationResult
 from atcon.evaluate.bootstrap import BootstrapResult, MeanMetric, bootstrap_ci, paired_bootstrap_test, star
 from atcon.evaluate.metrics import ClassificationMetrics, Task
-from atcon.evaluate.pipeline import CLASSIFICATION_KEYS, PAIR_KEYS, PER_CLASS_KEYS, EvaluationResult
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ neither for decoding nor for dataset construction.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from atcon.evaluate.pipeline import EvaluationResult
+from atcon.evaluate import EvalSpec, EvaluationResult
 from atcon.train.checkpoint import atomic_write_text
 from atcon.train.config import TrainConfig
 from atcon.train.data import TaskData, build_task_data, task_split
@@ -49,9 +50,18 @@ class Run:
         """Folder name: readable prefix + hash of the config and of the parent chain.
 
         The method label is not part of it, so experiments that name the same training
-        differently (the method's fine-tuning is also control (a)) share one run.
+        differently (the method's fine-tuning is also control (a)) share one run. Only fields
+        that differ from their defaults are hashed, so a new config field (whose default keeps
+        the old behaviour) leaves every existing key, and its finished run, valid.
         """
-        ident = json.dumps({"cfg": self.cfg.to_dict(), "parent": self.parent.key if self.parent else None})
+        changed = {
+            f.name: getattr(self.cfg, f.name)
+            for f in dataclasses.fields(self.cfg)
+            if getattr(self.cfg, f.name) != f.default
+        }
+        ident = json.dumps(
+            {"cfg": changed, "parent": self.parent.key if self.parent else None}, sort_keys=True
+        )
         digest = hashlib.sha256(ident.encode()).hexdigest()[:10]
         c = self.cfg
         return f"{c.strategy}-{c.model}-pc{c.per_class}-s{c.seed}-{digest}"
@@ -84,7 +94,7 @@ class Store:
     def __init__(
         self, out: str | Path, *, device: str = "auto", n_resamples: int = 1000, progress: bool = True
     ):
-        from atcon.commands.evaluate import resolve_device
+        from atcon.devices import resolve_device
 
         self.out = Path(out)
         self.device = resolve_device(device)
@@ -190,21 +200,11 @@ class Store:
         return record
 
     def _evaluate(self, run: Run, cfg: TrainConfig, run_dir: Path) -> EvaluationResult:
-        from atcon.commands.evaluate import load_model
-        from atcon.evaluate.pipeline import evaluate_model
+        from atcon.checkpoints import evaluate_checkpoint, load_model
 
         loaded = load_model(run_dir / "checkpoints" / "best.pt", run.method)
-        data = self.data(cfg)
-        return evaluate_model(
-            loaded.model,
-            data.test,
-            data.task,
-            device=self.device,
-            classes=data.classes,
-            name=run.method,
-            n_resamples=self.n_resamples,
-            target_layer=loaded.target_layer,
-        )
+        spec = EvalSpec(n_resamples=self.n_resamples, device=self.device)
+        return evaluate_checkpoint(loaded, self.data(cfg).test, spec)
 
     def records(self) -> list[Record]:
         return list(self._records.values())

@@ -1,9 +1,15 @@
-"""Training: supervised, consistency fine-tuning (fine-tune / combined / alternated), SimCLR."""
+"""Training: supervised, consistency fine-tuning (fine-tune / combined / alternated), SimCLR.
 
-from atcon.train.config import STRATEGIES, TrainConfig
-from atcon.train.engine import eval_mode, freeze_norm, optimizer_step, supervised_loss
+``train(cfg, run_dir)`` runs one configured run (:mod:`atcon.train.run`); the strategies live in
+:mod:`atcon.train.strategies`, model selection in :mod:`atcon.train.selection`.
+"""
+
+from atcon.train.config import TrainConfig
+from atcon.train.engine import eval_mode, optimizer_step, supervised_loss
 from atcon.train.run import NonFiniteLossError, RunExistsError, train
+from atcon.train.selection import SelectionRule, Verdict
 from atcon.train.simclr import NTXentLoss, ProjectionHead, SimCLRNet
+from atcon.train.strategies import STRATEGIES, Strategy
 
 __all__ = [
     "STRATEGIES",
@@ -11,10 +17,12 @@ __all__ = [
     "NonFiniteLossError",
     "ProjectionHead",
     "RunExistsError",
+    "SelectionRule",
     "SimCLRNet",
+    "Strategy",
     "TrainConfig",
+    "Verdict",
     "eval_mode",
-    "freeze_norm",
     "optimizer_step",
     "supervised_loss",
     "train",

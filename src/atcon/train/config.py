@@ -3,39 +3,125 @@
 Precedence: defaults < TOML file (``--config``) < command-line flags. Unknown keys and values of
 the wrong type are errors that name the key. The resolved config is written into the run folder
 (``config.toml``) and into every checkpoint.
+
+Every field is documented once, in the ``Attributes`` section of :class:`TrainConfig`'s
+docstring; :func:`field_docs` reads it back for ``--help`` (:func:`add_config_arguments`) and
+for the commented TOML reference (:func:`toml_reference`, ``atcon train --print-config``).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
+import re
 import sys
+import textwrap
 import types
 import typing
 from dataclasses import dataclass, fields
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
+
+from atcon.consistency import ConsistencyConfig, MaskScale, MaskSource, Resolution, SimilarityName
+from atcon.train.strategies import STRATEGIES, StrategyName, strategy_class
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-Strategy = Literal["supervised", "finetune", "combined", "alternated", "simclr"]
-STRATEGIES: tuple[str, ...] = get_args(Strategy)
-
-_DEFAULT_LR = {"finetune": 5e-6}
+__all__ = [
+    "STRATEGIES",
+    "TrainConfig",
+    "add_config_arguments",
+    "config_from_args",
+    "field_docs",
+    "read_toml",
+    "toml_reference",
+]
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that defines a run. Field docs double as ``--help`` text.
+    """Everything that defines a run. The attribute docs below are also the ``--help`` text.
 
     Attributes:
-        data: built-in benchmark (``cluttered-fashion``, ``fashion-events``), a VOC-layout
-            folder, a clip manifest CSV, or a folder-per-class tree of videos.
-        split: split JSON file (train/val/test ids); default: drawn with ``per_class`` and
-            ``split_seed`` and saved in the run folder.
+        data: What to train on: a built-in benchmark (cluttered-fashion, fashion-events), a
+            VOC-layout folder, a clip manifest CSV, or a folder-per-class tree of videos.
+        split: Split JSON file with the train/val/test ids; unset: drawn from per_class and
+            split_seed and saved in the run folder as split.json.
+        per_class: Labelled training samples per class of the drawn few-shot split.
+        split_seed: Seed of the few-shot draw (which samples are labelled).
+        data_seed: Seed that generates a built-in benchmark's images.
+        data_size: Size of a built-in benchmark relative to its default (e.g. 0.25).
+        unlabeled: Folder of unlabelled images or videos (searched recursively) for the
+            consistency steps; unset: the split file's unlabelled pool if it has one, else the
+            training samples without their labels.
+        image_size: Input side in pixels; unset: the model's own input size.
+        augment: Random augmentation of the training samples.
+        model: Architecture: resnet18, resnet50, inception_v3, r3d_18, small or small3d.
+        weights: Starting weights: a torchvision weights name (e.g. IMAGENET1K_V1), a checkpoint
+            file, or unset for random initialisation.
+        new_head: With a checkpoint whose head has another number of classes, start a fresh
+            classification head instead of failing.
+        strategy: supervised (labels only), finetune (consistency loss alone, no labels),
+            combined (supervised + weighted consistency loss on each batch), alternated
+            (supervised and consistency steps drawn at random), simclr (contrastive pretraining).
+        epochs: Passes over the training stream(s).
+        batch_size: Samples per step and process.
+        lr: Adam learning rate; unset: 1e-3, or 5e-6 for finetune.
+        weight_decay: Adam weight decay.
+        scheduler: Learning-rate schedule: none (constant) or cosine (annealed to 0 over the run).
+        clip_grad: Clip the gradient norm to this value before each step (0: no clipping).
+        consistency_weight: Weight of the consistency loss in the combined strategy.
+        alternate_alpha: Alternated strategy: weight of a labelled sample against an unlabelled
+            one when drawing the kind of each step.
+        resolution: How the two attention maps are brought together: gb_mask (Algorithm 1:
+            Grad-CAM of x vs Grad-CAM of the masked input), gradcam_mask, gradcam_upsample or
+            gb_pool (see atcon.consistency.ConsistencyConfig).
+        similarity: How the two maps are compared: pearson, cross_correlation or ssim.
+        mask_scale: Scale of the soft mask of Eq. 6: std, variance (the paper's
+            wording) or none (the published reference code).
+        mask_center: Mask threshold, in standard deviations above the saliency's mean (the
+            reference code: 0.5 with mask_scale none and mask_sharpness 8).
+        mask_sharpness: Slope of the mask's sigmoid (must be > 0).
+        detach_mask: Stop gradients at the mask (cheaper; the method lets them flow).
+        mask_source: Where the mask's saliency comes from: guided_backprop (the method), or
+            the controls random_network, sobel and random_smooth.
+        target_layer: Dotted name of the Grad-CAM layer (e.g. layer4); unset: the model's
+            default.
+        temperature: SimCLR's NT-Xent temperature.
+        anchor_weight: Collapse guard: weight lambda of the prediction anchor, the mean KL
+            divergence from the starting network's predictions to the fine-tuned network's on
+            the same unlabelled batch (0: off; see atcon.train.guard).
+        param_anchor_weight: Collapse guard: weight mu of the squared distance to the starting
+            weights (0: off).
+        param_anchor_fisher: Weight the parameter anchor by the starting network's diagonal
+            Fisher information, estimated from unlabelled data (EATA).
+        trainable_blocks: Collapse guard: train only the last this many blocks, e.g. 2 = layer4
+            and fc of a ResNet (0: all).
+        select: Model selection and stopping: labels (the validation metric, the paper's) or
+            label-free (held-out consistency within agreement and class-entropy floors; reads no
+            label; see atcon.train.labelfree).
+        holdout: label-free: share of the unlabelled pool held out for the label-free signals
+            (without a pool, the validation images are used with their labels unread).
+        min_agreement: label-free: smallest admissible share of held-out items whose top-1 class
+            is the starting network's.
+        min_entropy_ratio: label-free: smallest admissible entropy of the predicted-class
+            histogram, relative to the starting network's (the collapse signal).
+        plateau_delta: label-free: a smaller decrease of the best held-out consistency loss
+            counts as no progress (patience such evaluations stop the run).
+        eval_every: Evaluate every this many steps (0: after every epoch).
+        patience: Stop after this many evaluations without improvement (0: never).
+        device: auto (CUDA when available), cpu or cuda.
+        amp: Mixed precision: none, bf16 or fp16 (fp16 needs CUDA).
+        workers: DataLoader worker processes.
+        seed: Seed of initialisation, sampling and augmentation.
+        checkpoint_every: Also write checkpoints/last.pt every this many steps (0: after every
+            epoch only).
+        eval_batch_size: Batch size of validation.
     """
 
     # data
@@ -53,7 +139,7 @@ class TrainConfig:
     weights: str | None = None
     new_head: bool = False
     # optimisation
-    strategy: Strategy = "supervised"
+    strategy: StrategyName = "supervised"
     epochs: int = 20
     batch_size: int = 4
     lr: float | None = None
@@ -62,13 +148,27 @@ class TrainConfig:
     clip_grad: float = 0.0
     consistency_weight: float = 1.0
     alternate_alpha: float = 1.0
-    resolution: Literal["gb_mask", "gradcam_mask", "gradcam_upsample", "gb_pool"] = "gb_mask"
-    similarity: Literal["pearson", "cross_correlation", "ssim"] = "pearson"
+    # consistency loss (atcon.consistency.ConsistencyConfig)
+    resolution: Resolution = "gb_mask"
+    similarity: SimilarityName = "pearson"
+    mask_scale: MaskScale = "std"
+    mask_center: float = 0.0
+    mask_sharpness: float = 1.0
     detach_mask: bool = False
-    mask_source: Literal["guided_backprop", "random_network", "sobel", "random_smooth"] = "guided_backprop"
+    mask_source: MaskSource = "guided_backprop"
     target_layer: str | None = None
     temperature: float = 0.5
+    # collapse guards (atcon.train.guard)
+    anchor_weight: float = 0.0
+    param_anchor_weight: float = 0.0
+    param_anchor_fisher: bool = False
+    trainable_blocks: int = 0
     # selection
+    select: Literal["labels", "label-free"] = "labels"
+    holdout: float = 0.2
+    min_agreement: float = 0.9
+    min_entropy_ratio: float = 0.95
+    plateau_delta: float = 0.002
     eval_every: int = 0
     patience: int = 0
     # runtime
@@ -86,22 +186,58 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("eval_every", "patience", "workers", "checkpoint_every", "clip_grad", "weight_decay"):
+        for name in (
+            "eval_every",
+            "patience",
+            "workers",
+            "checkpoint_every",
+            "clip_grad",
+            "weight_decay",
+            "anchor_weight",
+            "param_anchor_weight",
+            "trainable_blocks",
+            "plateau_delta",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.lr is not None and not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        for name in ("holdout", "min_agreement", "min_entropy_ratio"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.select == "label-free" and not strategy_class(self.strategy).label_free_selection:
+            raise ValueError(
+                f"select='label-free' decides on the signals of consistency fine-tuning; strategy "
+                f"{self.strategy!r} selects on labels: use --select labels, or atcon finetune"
+            )
+        if self.select == "label-free" and self.holdout <= 0 and self.unlabeled is not None:
+            raise ValueError("select='label-free' with an unlabelled pool needs holdout > 0 (e.g. 0.2)")
+        self.consistency  # noqa: B018 -- builds the ConsistencyConfig, which validates its fields
 
     @property
     def learning_rate(self) -> float:
         """``lr``, or the strategy's default: 1e-3 (paper), 5e-6 for consistency fine-tuning."""
-        return self.lr if self.lr is not None else _DEFAULT_LR.get(self.strategy, 1e-3)
+        return self.lr if self.lr is not None else strategy_class(self.strategy).default_lr
 
     @property
     def uses_consistency(self) -> bool:
-        return self.strategy in ("finetune", "combined", "alternated")
+        """Whether the strategy's loss includes the attention-consistency term."""
+        return strategy_class(self.strategy).uses_consistency
+
+    @property
+    def consistency(self) -> ConsistencyConfig:
+        """The consistency-loss variant these fields select (the trainer's one source of it)."""
+        return ConsistencyConfig(
+            resolution=self.resolution,
+            similarity=self.similarity,
+            mask_scale=self.mask_scale,
+            mask_center=self.mask_center,
+            mask_sharpness=self.mask_sharpness,
+            detach_mask=self.detach_mask,
+            mask_source=self.mask_source,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -110,21 +246,15 @@ class TrainConfig:
         """The config as TOML (None values are omitted: they mean "default")."""
         lines = []
         for key, value in self.to_dict().items():
-            if value is None:
-                continue
-            if isinstance(value, bool):
-                text = "true" if value else "false"
-            elif isinstance(value, (int, float)):
-                text = repr(value)
-            else:
-                text = '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-            lines.append(f"{key} = {text}")
+            if value is not None:
+                lines.append(f"{key} = {_toml_value(value)}")
         return "\n".join(lines) + "\n"
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
+@cache
 def _field_types() -> dict[str, Any]:
     return typing.get_type_hints(TrainConfig)
 
@@ -176,10 +306,89 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@cache
+def field_docs() -> dict[str, str]:
+    """Each :class:`TrainConfig` field's documentation, read from the class docstring.
+
+    Returns:
+        ``{field name: one-paragraph text}`` for every documented field, in docstring order.
+    """
+    doc = inspect.cleandoc(TrainConfig.__doc__ or "")
+    section = doc.split("Attributes:\n", 1)[1] if "Attributes:\n" in doc else ""
+    docs: dict[str, str] = {}
+    name = None
+    for line in section.splitlines():
+        entry = re.match(r"^    (\w+): (.*)$", line)
+        if entry:
+            name = entry.group(1)
+            docs[name] = entry.group(2).strip()
+        elif name is not None and line.startswith("        "):
+            docs[name] += " " + line.strip()
+        elif line.strip():
+            break  # the section ended
+    return docs
+
+
+def _default_text(value: Any) -> str:
+    return "unset" if value is None else str(value)
+
+
+def toml_reference() -> str:
+    """A TOML file documenting every config key, each set to its default (unset ones commented out).
+
+    The result parses (``tomllib``) to the defaults, so it is a starting point for ``--config``.
+    """
+    docs = field_docs()
+    lines = [
+        "# atcon training config: every key is optional; flags given on the command line win.",
+        "# Generated by `atcon train --print-config`.",
+    ]
+    for f in fields(TrainConfig):
+        lines.append("")
+        lines += [f"# {line}" for line in _wrap(docs[f.name], 96)]
+        allowed = [v for a in _allowed(_field_types()[f.name]) if isinstance(a, tuple) for v in a[1:]]
+        if allowed:
+            lines.append("# one of: " + ", ".join(map(str, allowed)))
+        if f.default is None:
+            lines.append(f"# {f.name} =")
+        else:
+            lines.append(f"{f.name} = {_toml_value(f.default)}")
+    return "\n".join(lines) + "\n"
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    return textwrap.wrap(text, width) or [""]
+
+
+class _PrintConfig(argparse.Action):
+    """``--print-config``: print :func:`toml_reference` and exit, like ``--version``."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        sys.stdout.write(toml_reference())
+        parser.exit()
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
-    """Add ``--config`` and one flag per config field (``--batch-size``, ``--augment/--no-augment``)."""
+    """Add ``--config``, ``--print-config`` and one flag per config field (``--batch-size``,
+    ``--augment/--no-augment``), each helped by the field's documentation and default."""
     parser.add_argument("--config", type=Path, default=None, help="TOML file with config keys")
-    hints = _field_types()
+    parser.add_argument(
+        "--print-config",
+        action=_PrintConfig,
+        help="print every config key with its documentation and default, as TOML, and exit",
+    )
+    hints, docs = _field_types(), field_docs()
     for f in fields(TrainConfig):
         if f.name in exclude:
             continue
@@ -187,7 +396,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ..
         allowed = _allowed(hints[f.name])
         literals = [v for a in allowed if isinstance(a, tuple) for v in a[1:]]
         base = [a for a in allowed if not isinstance(a, tuple) and a is not type(None)]
-        help_text = f"(default: {f.default})"
+        # argparse %-formats help strings.
+        help_text = f"{docs[f.name]} (default: {_default_text(f.default)})".replace("%", "%%")
         if base == [bool]:
             parser.add_argument(
                 flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text

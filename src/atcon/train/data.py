@@ -13,21 +13,19 @@ import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, Sampler, Subset
 
 from atcon import data as D
 from atcon.data.voc import find_voc_root
-from atcon.evaluate import IGNORE
+from atcon.evaluate.metrics import Task
 from atcon.models import model_spec
-from atcon.train.config import TrainConfig
 
-Task = Literal["multilabel", "multiclass"]
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+if TYPE_CHECKING:
+    from atcon.train.config import TrainConfig
 
 
 @dataclass
@@ -43,15 +41,7 @@ class TaskData:
     test: Dataset[Any]
     unlabeled: Dataset[Any] | None
     image_size: int
-
-
-def labels_of(target: dict[str, Any], task: Task) -> Tensor:
-    """Batch labels: multi-hot ``(B, C)`` float with ``IGNORE`` where difficult-only, or ``(B,)`` long."""
-    if task == "multiclass":
-        return torch.as_tensor(target["label"]).long()
-    labels = target["labels"].float()
-    ignore = target.get("ignore")
-    return labels.masked_fill(ignore, IGNORE) if isinstance(ignore, Tensor) else labels
+    holdout: Dataset[Any] | None = None  # label-free selection's held-out slice (labels never read)
 
 
 def _kind(cfg: TrainConfig) -> Literal["benchmark", "voc", "video"]:
@@ -105,6 +95,42 @@ def task_split(cfg: TrainConfig) -> D.Split:
     return _split(cfg, _kind(cfg))
 
 
+def training_pool_ids(cfg: TrainConfig, split: D.Split) -> list[str]:
+    """Every id of the data's training pool (labelled or not), outside ``split``'s val and test.
+
+    Built-in image benchmarks and VOC folders: the ``train`` image set (the split's
+    ``train_split``); clips: every clip of the manifest. This is where an experiment's unlabelled
+    pool is drawn from (:func:`atcon.data.with_unlabeled_pool`).
+    """
+    kind = _kind(cfg)
+    held = set(split.val) | set(split.test)
+    if kind == "benchmark" and cfg.data == "fashion-events":
+        folder = D.build_benchmark(cfg.data, seed=cfg.data_seed, size=cfg.data_size)
+        ids = (folder / "splits" / "train.txt").read_text().split()
+    elif kind == "video":
+        ids = list(D.VideoClipDataset(cfg.data, probe=False).ids)
+    else:
+        root = (
+            D.build_benchmark(cfg.data, seed=cfg.data_seed, size=cfg.data_size)
+            if kind == "benchmark"
+            else cfg.data
+        )
+        ids = D.read_image_set(root, str(split.meta.get("train_split", "train")))
+    return [i for i in ids if i not in held]
+
+
+def _holdout_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded ``(trained, held out)`` index lists of a pool of ``n`` items (held out: at least 1)."""
+    if n < 2:
+        raise ValueError(
+            f"label-free selection holds out part of the unlabelled pool, which has {n} item(s): "
+            "give a larger pool, or --select labels"
+        )
+    k = min(n - 1, max(1, round(n * fraction)))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    return sorted(perm[k:]), sorted(perm[:k])
+
+
 def image_size_for(cfg: TrainConfig) -> int:
     return cfg.image_size or model_spec(cfg.model).input_size
 
@@ -142,12 +168,24 @@ def build_task_data(cfg: TrainConfig, split: D.Split | None = None) -> TaskData:
             images(split.val, eval_tf),
             images(split.test, eval_tf),
         )
-        unlabeled = UnlabeledFolder(cfg.unlabeled, train_tf, video=False) if cfg.unlabeled else None
-        return TaskData("multilabel", tuple(split.classes), False, split, train, val, test, unlabeled, size)
+        unlabeled, holdout = _pool(
+            cfg,
+            split,
+            lambda tf: UnlabeledFolder(cfg.unlabeled, tf, video=False),  # type: ignore[arg-type]
+            lambda ids, tf: images(ids, tf),
+            train_tf,
+            eval_tf,
+        )
+        return TaskData(
+            "multilabel", tuple(split.classes), False, split, train, val, test, unlabeled, size,
+            holdout if holdout is not None else _val_holdout(cfg, val),
+        )  # fmt: skip
+
+    from atcon.train.strategies import strategy_class
 
     if not cfg.augment:
         clip_train = D.clip_eval_transform()
-    elif cfg.strategy == "simclr":
+    elif strategy_class(cfg.strategy).two_views:  # contrastive views need SimCLR's stronger augmentation
         clip_train = D.clip_simclr_transform(size)
     else:
         clip_train = D.clip_train_transform()
@@ -164,10 +202,52 @@ def build_task_data(cfg: TrainConfig, split: D.Split | None = None) -> TaskData:
         clips(split.val, clip_eval),
         clips(split.test, clip_eval),
     )
-    unlabeled = (
-        UnlabeledFolder(cfg.unlabeled, clip_train, video=True, frame_size=size) if cfg.unlabeled else None
+    unlabeled, holdout = _pool(
+        cfg,
+        split,
+        lambda tf: UnlabeledFolder(cfg.unlabeled, tf, video=True, frame_size=size),  # type: ignore[arg-type]
+        lambda ids, tf: clips(ids, tf),
+        clip_train,
+        clip_eval,
     )
-    return TaskData("multiclass", tuple(split.classes), True, split, train, val, test, unlabeled, size)
+    return TaskData(
+        "multiclass", tuple(split.classes), True, split, train, val, test, unlabeled, size,
+        holdout if holdout is not None else _val_holdout(cfg, val),
+    )  # fmt: skip
+
+
+def _val_holdout(cfg: TrainConfig, val: Dataset[Any]) -> Dataset[Any] | None:
+    # Without an unlabelled pool, label-free selection reads the validation images, not their labels.
+    return val if cfg.select == "label-free" else None
+
+
+def _pool(
+    cfg: TrainConfig,
+    split: D.Split,
+    folder: Any,
+    by_ids: Any,
+    train_tf: Any,
+    eval_tf: Any,
+) -> tuple[Dataset[Any] | None, Dataset[Any] | None]:
+    """``(unlabelled training stream, label-free holdout)`` from ``--unlabeled`` or the split's pool.
+
+    With ``select="label-free"`` a seeded ``holdout`` share of the pool is taken out of training
+    and served with the evaluation transform for the label-free signals.
+    """
+    if cfg.unlabeled is not None:
+        make = folder
+    elif split.unlabeled:
+        ids = list(split.unlabeled)
+
+        def make(tf: Any) -> Dataset[Any]:
+            return by_ids(ids, tf)
+    else:
+        return None, None
+    stream = make(train_tf)
+    if cfg.select != "label-free":
+        return stream, None
+    trained, held = _holdout_indices(len(stream), cfg.holdout, cfg.seed)
+    return Subset(stream, trained), Subset(make(eval_tf), held)
 
 
 class UnlabeledFolder(Dataset[tuple[Tensor, dict[str, Any]]]):
@@ -180,7 +260,7 @@ class UnlabeledFolder(Dataset[tuple[Tensor, dict[str, Any]]]):
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise FileNotFoundError(f"unlabeled folder not found: {self.root}")
-        suffixes = VIDEO_SUFFIXES if video else IMAGE_SUFFIXES
+        suffixes = D.VIDEO_SUFFIXES if video else D.IMAGE_SUFFIXES
         self.files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in suffixes)
         if not self.files:
             raise FileNotFoundError(f"no {'video' if video else 'image'} files under {self.root}")

@@ -7,31 +7,16 @@ come from ``torch.autograd.grad`` inside it, which is what DistributedDataParall
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from atcon.attention.hooks import eval_mode
-from atcon.consistency import ConsistencyConfig, attention_consistency
+from atcon.consistency import ConsistencyConfig, ConsistencyResult, attention_consistency
 from atcon.evaluate import IGNORE
 from atcon.train.distributed import world_size
-
-
-@contextlib.contextmanager
-def freeze_norm(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every BatchNorm (1d/2d/3d/Sync) in eval mode inside the block; restore on exit."""
-    norms = [(m, m.training) for m in model.modules() if isinstance(m, _BatchNorm)]
-    for m, _ in norms:
-        m.eval()
-    try:
-        yield model
-    finally:
-        for m, was in norms:
-            m.train(was)
 
 
 def unpack_output(output: Any) -> tuple[Tensor, Tensor | None]:
@@ -67,9 +52,19 @@ def consistency_loss(
     mask_model: nn.Module | None = None,
 ) -> Tensor:
     """Mean attention-consistency loss of a batch, computed with the model in eval mode."""
+    return consistency_result(model, x, config, target_layer, mask_model).loss.mean()
+
+
+def consistency_result(
+    model: nn.Module,
+    x: Tensor,
+    config: ConsistencyConfig,
+    target_layer: str | None,
+    mask_model: nn.Module | None = None,
+) -> ConsistencyResult:
+    """Everything one consistency-loss evaluation of a batch produced (model in eval mode)."""
     with eval_mode(model):
-        result = attention_consistency(model, x, config, target_layer=target_layer, mask_model=mask_model)
-        return result.loss.mean()
+        return attention_consistency(model, x, config, target_layer=target_layer, mask_model=mask_model)
 
 
 def touch_parameters(loss: Tensor, model: nn.Module) -> Tensor:
@@ -128,7 +123,7 @@ def predict(
         ``(scores (N, C), labels)`` with labels ``(N, C)`` multi-hot (``IGNORE`` for difficult-only
         classes) or ``(N,)`` class indices.
     """
-    from atcon.train.data import labels_of
+    from atcon.evaluate.metrics import labels_of
 
     scores, labels = [], []
     with eval_mode(model):

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -9,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from atcon.commands import data as data_cmd
 from atcon.data import Split
 from atcon.data import benchmarks as bench
-from atcon.data import cli as data_cli
 
 
 def run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="atcon")
-    data_cli.register(parser.add_subparsers(dest="command"))
+    data_cmd.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(argv)
     return int(args.func(args))
 
@@ -97,9 +96,6 @@ def test_errors_surface_as_exceptions_the_main_cli_prints(tmp_path: Path) -> Non
         )
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("atcon.commands.maps") is None, reason="atcon.commands.maps missing"
-)
 def test_registered_in_main_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from atcon.cli import main
 

@@ -1,20 +1,20 @@
-"""Figures of attention maps (matplotlib, imported lazily; the core never imports this module)."""
+"""Figures of attention maps: input, Grad-CAM overlay, Guided Backprop, mask; clip grids and GIFs."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
+from atcon.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from atcon.viz._pyplot import pyplot
+
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def to_display(
@@ -72,11 +72,7 @@ def attention_figure(
     Shape:
         images, gbs: ``(B, C, H, W)``; cams: ``(B, H, W)``; masks: ``(B, H, W)`` or None.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     n = images.shape[0]
     fig, axes = plt.subplots(n, 4, figsize=(8, 2.1 * n), squeeze=False)
     for i in range(n):
@@ -85,27 +81,7 @@ def attention_figure(
     return fig
 
 
-def save_figure(fig: Figure, path: str | Path) -> Path:
-    """Write a figure (PNG/PDF/SVG by suffix) and close it."""
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
 # --- Comparison figures (paper Figures 1-2), clip grids and GIFs -------------------------------
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def colorize(m: Tensor, cmap: str = "jet") -> Tensor:
@@ -155,6 +131,28 @@ class ModelMaps:
     masks: Tensor | None = None
     scores: Tensor | None = None
 
+    def item(self, i: int) -> ModelMaps:
+        """The maps of item ``i`` alone (a batch of one)."""
+        return ModelMaps(
+            self.name,
+            self.cams[i : i + 1],
+            self.gbs[i : i + 1],
+            [self.predictions[i]],
+            None if self.masks is None else self.masks[i : i + 1],
+            None if self.scores is None else self.scores[i : i + 1],
+        )
+
+    def frame(self, t: int) -> ModelMaps:
+        """Frame ``t`` of clip maps, as image maps (cams ``(B, T, H, W)`` -> ``(B, H, W)``)."""
+        return ModelMaps(
+            self.name,
+            self.cams[:, t],
+            self.gbs[:, :, t],
+            self.predictions,
+            None if self.masks is None else self.masks[:, t],
+            self.scores,
+        )
+
 
 def comparison_figure(
     images: Tensor,
@@ -182,7 +180,7 @@ def comparison_figure(
     Shape:
         images: ``(B, C, H, W)``; each model's cams ``(B, H, W)``, gbs ``(B, C, H, W)``.
     """
-    plt = _pyplot()
+    plt = pyplot()
     n = images.shape[0]
     per_model = [2 + (m.masks is not None) for m in models]
     cols = 1 + sum(per_model)
@@ -243,7 +241,7 @@ def clip_frames_figure(
     Shape:
         clip, gb: ``(C, T, H, W)``; cam: ``(T, H, W)``.
     """
-    plt = _pyplot()
+    plt = pyplot()
     idx = frame_indices(clip.shape[1], max_frames)
     rows = 2 + (gb is not None)
     cam_n = normalise(cam)  # one scale for the whole clip, so frames compare

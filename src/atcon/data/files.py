@@ -1,0 +1,71 @@
+"""Image and video files named by the user: which suffixes count, folders expanded, images read."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+"""File suffixes (lower case) read as images when a folder is given."""
+
+VIDEO_SUFFIXES: tuple[str, ...] = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
+"""File suffixes (lower case) read as video clips when a folder is given."""
+
+
+def collect_files(paths: Sequence[str | Path], suffixes: Sequence[str], what: str = "image") -> list[Path]:
+    """Files given directly, plus the files with one of ``suffixes`` inside given folders (sorted).
+
+    Args:
+        paths: files and folders (folders are not searched recursively).
+        suffixes: lower-case suffixes kept from folders; files given directly are kept as they are.
+        what: noun for error messages (``"image"``, ``"video"``).
+
+    Raises:
+        FileNotFoundError: a path does not exist, or nothing was found.
+    """
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(f for f in p.iterdir() if f.suffix.lower() in suffixes)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"no such {what} or folder: {p}")
+    if not files:
+        raise FileNotFoundError(f"no {what} files found in {', '.join(map(str, paths))}")
+    return files
+
+
+def load_images(paths: Sequence[str | Path], size: int) -> tuple[Tensor, list[str]]:
+    """Read image files (and the image files inside folders), resized to a square batch.
+
+    Args:
+        paths: image files and folders.
+        size: output side in pixels (antialiased resize, aspect ratio not kept).
+
+    Returns:
+        ``(images, names)``: float images in ``[0, 1]`` and each file's name.
+
+    Shape:
+        images: ``(N, 3, size, size)``.
+
+    Raises:
+        FileNotFoundError: a path does not exist, or no image was found.
+        ValueError: a file is not a readable image.
+    """
+    from PIL import Image, UnidentifiedImageError
+    from torchvision.transforms.v2 import functional as TF
+
+    files = collect_files(paths, IMAGE_SUFFIXES, "image")
+    out = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                img = TF.pil_to_tensor(im.convert("RGB"))
+        except (UnidentifiedImageError, OSError) as err:
+            raise ValueError(f"cannot read image {f}: {err}") from None
+        out.append(TF.resize(TF.to_dtype(img, torch.float32, scale=True), [size, size], antialias=True))
+    return torch.stack(out), [f.name for f in files]

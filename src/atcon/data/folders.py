@@ -1,0 +1,127 @@
+"""Single-label images in class folders (the layout of torchvision's ``ImageFolder``).
+
+Layouts read::
+
+    root/<class>/<image>                  one class per folder
+    root/<class>/<subject>/.../<image>    the first folder below the class is the image's subject
+    root/<set>/<class>/...                sets given by folder: <set> is train, val (or valid,
+                                          validation) or test; every top-level folder must be one
+
+Classes are the folder names in sorted order, or the order of a ``classes.txt`` (one name per line) in
+``root``. Image files are those with a suffix in :data:`~atcon.data.files.IMAGE_SUFFIXES`; other
+files and anything hidden (a name starting with ``.``) are ignored. An image's id is its path relative
+to ``root`` (``cat/001.png``), so split files stay valid when the folder moves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from atcon.data._common import DataError, OnError, require_dir
+from atcon.data.files import IMAGE_SUFFIXES
+from atcon.data.images import AnnotatedImageDataset, ImageRecord, read_class_list, split_name
+
+
+def _visible_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _images_below(folder: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        and p.is_file()
+    )
+
+
+def scan_image_folders(root: str | Path) -> list[ImageRecord]:
+    """List the images of a class-folder tree (see the module docstring), sorted by path.
+
+    Args:
+        root: The folder holding the class folders (or the ``train``/``val``/``test`` folders).
+
+    Returns:
+        One record per image, single-label, with ``subject`` and ``split`` where the layout gives them.
+
+    Raises:
+        FileNotFoundError: ``root`` is not a folder, or holds no folders.
+        DataError: A class folder holds no image (message names it).
+    """
+    root = require_dir(Path(root).expanduser(), "image folder")
+    top = _visible_dirs(root)
+    if not top:
+        raise FileNotFoundError(f"no class folders in {root} (expected {root}/<class>/<image>)")
+    sets = [split_name(p.name) for p in top]
+    by_set: list[tuple[str | None, Path]]
+    if all(s is not None for s in sets):
+        by_set = [(s, c) for s, d in zip(sets, top) for c in _visible_dirs(d)]
+        if not by_set:
+            raise FileNotFoundError(
+                f"no class folders in the set folders of {root} (expected <set>/<class>/)"
+            )
+    else:
+        by_set = [(None, d) for d in top]
+    records = []
+    for set_name, class_dir in by_set:
+        files = _images_below(class_dir)
+        if not files:
+            raise DataError(
+                f"class folder holds no images ({', '.join(IMAGE_SUFFIXES)}); remove it or add images",
+                class_dir,
+            )
+        for file in files:
+            inner = file.relative_to(class_dir).parts
+            records.append(
+                ImageRecord(
+                    image_id=file.relative_to(root).as_posix(),
+                    path=file,
+                    positives=(class_dir.name,),
+                    subject=inner[0] if len(inner) > 1 else None,
+                    split=set_name,
+                )
+            )
+    return records
+
+
+class ImageFolderDataset(AnnotatedImageDataset):
+    """Single-label images from class folders, as VOC-format items with ``target["label"]``.
+
+    Args:
+        root: See :func:`scan_image_folders`.
+        ids: Image ids (paths relative to ``root``) to serve, in this order; default all.
+        classes: Class names in label order; default ``root/classes.txt``, else the sorted folder names.
+        transform, on_error, cache: As for :class:`~atcon.data.images.AnnotatedImageDataset`.
+
+    Items have no boxes (``target["boxes"]`` has shape ``(0, 4)``).
+    """
+
+    format = "folders"
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        ids: Sequence[str] | None = None,
+        classes: Sequence[str] | None = None,
+        transform: Callable[..., Any] | None = None,
+        on_error: OnError = "raise",
+        cache: bool = False,
+    ) -> None:
+        self.root = Path(root).expanduser()
+        records = scan_image_folders(self.root)
+        if classes is None:
+            classes = read_class_list(self.root / "classes.txt")
+        super().__init__(
+            records,
+            source=self.root,
+            ids=ids,
+            classes=classes,
+            multi_label=False,
+            transform=transform,
+            on_error=on_error,
+            cache=cache,
+        )

@@ -1,0 +1,239 @@
+"""Images listed in a CSV manifest, one row per image.
+
+Format: a CSV file with a header row; column names are matched case-insensitively and other columns are
+ignored::
+
+    path,labels,subject,split,boxes
+    xr/001.png,effusion|nodule,p07,train,"[[10, 5, 30, 25, ""nodule""]]"
+    xr/002.png,no finding,p07,train,
+    /data/xr/003.png,effusion,p12,test,"[[0, 0, 64, 48, ""effusion"", 1]]"
+
+- ``path`` (required): the image file, relative to the manifest's folder or absolute. It is also the
+  image's id in split files, as written.
+- ``labels`` (required; ``label`` is accepted too): the image's classes, several separated by ``|``
+  (``label_sep``). Multi-label when any row has several, single-label otherwise (``multi_label``
+  forces either). An empty cell is an image without a class (a negative, multi-label only).
+- ``subject`` (optional): subject (patient) id, for subject-disjoint splits.
+- ``split`` (optional): ``train``, ``val`` or ``test`` (``valid``/``validation`` mean ``val``) in every
+  row: the sets are given, not drawn.
+- ``boxes`` (optional): a JSON list with one ``[x1, y1, x2, y2, "class"]`` entry per box, optionally a
+  sixth entry ``1``/``true`` marking the box difficult. Coordinates are 0-based continuous pixels
+  (``x2 - x1`` is the width; a box over pixel columns 10..29 inclusive is ``x1 = 10, x2 = 30``), the
+  convention of :class:`~atcon.data.voc.VOCDataset` and COCO. A class with a box must be one of the row's
+  labels unless all its boxes in the row are difficult (then it is neither positive nor negative).
+  Inside a CSV cell the JSON's quotes are doubled, as any CSV writer does
+  (``csv.writer``, ``pandas.DataFrame.to_csv`` of ``json.dumps`` strings).
+
+A ``classes.txt`` beside the manifest (one name per line) fixes the label order; otherwise it is the
+sorted set of names used.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from atcon.data._common import DataError, OnError, not_found
+from atcon.data.images import AnnotatedImageDataset, ImageRecord, read_class_list, split_name
+from atcon.data.voc import VOCObject
+
+LABEL_SEP = "|"
+"""Default separator of several labels in one ``labels`` cell."""
+
+_OPTIONAL = ("subject", "split", "boxes")
+
+
+def parse_box_list(text: str) -> tuple[VOCObject, ...]:
+    """Parse a manifest's ``boxes`` cell (see the module docstring).
+
+    Args:
+        text: JSON list of ``[x1, y1, x2, y2, "class"]`` or ``[x1, y1, x2, y2, "class", difficult]``.
+
+    Returns:
+        The boxes in the cell's order.
+
+    Raises:
+        ValueError: Not JSON, not a list of such entries, a coordinate that is not a finite number,
+            or an inverted box (``x2 < x1`` or ``y2 < y1``); the message says which box.
+    """
+    try:
+        entries = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"boxes is not JSON ({err.msg}): {text!r}") from err
+    if not isinstance(entries, list):
+        raise ValueError(f'boxes must be a JSON list of [x1, y1, x2, y2, "class"], got {text!r}')
+    objects = []
+    for k, entry in enumerate(entries, 1):
+        if not isinstance(entry, list) or len(entry) not in (5, 6):
+            raise ValueError(f'box {k} is {entry!r}, not [x1, y1, x2, y2, "class"] (+ optional difficult)')
+        coords, name = entry[:4], entry[4]
+        if not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in coords
+        ):
+            raise ValueError(f"box {k} has a coordinate that is not a finite number: {entry!r}")
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"box {k} has no class name: {entry!r}")
+        difficult = entry[5] if len(entry) == 6 else False
+        if difficult not in (0, 1, True, False):
+            raise ValueError(f"box {k}: difficult must be 0, 1, true or false, got {difficult!r}")
+        x1, y1, x2, y2 = (float(v) for v in coords)
+        if x2 < x1 or y2 < y1:
+            raise ValueError(f"box {k} is inverted (x2 < x1 or y2 < y1): {entry!r}")
+        objects.append(VOCObject(name.strip(), (x1, y1, x2, y2), bool(difficult)))
+    return tuple(objects)
+
+
+def _labels(cell: str, sep: str) -> tuple[str, ...]:
+    names = (n.strip() for n in cell.split(sep))
+    return tuple(dict.fromkeys(n for n in names if n))  # dedupe, keep order
+
+
+def read_image_manifest(path: str | Path, *, label_sep: str = LABEL_SEP) -> list[ImageRecord]:
+    """Read an image manifest into records.
+
+    A problem confined to one row (empty path, malformed box, bad split value, duplicate path, a boxed
+    class missing from the labels) is stored in the record's ``problem`` and reported, naming the file
+    and line, when a dataset serves the row; a problem with the whole file is raised at once.
+
+    Args:
+        path: The CSV file.
+        label_sep: Separator of several labels in one cell.
+
+    Returns:
+        One record per data row, in file order.
+
+    Raises:
+        FileNotFoundError: No such file.
+        DataError: No header, or a required column is missing (message lists the columns found).
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise not_found("manifest", path)
+    if not label_sep:
+        raise ValueError("label_sep must be a non-empty string")
+    # utf-8-sig: spreadsheet programs often start the file with a byte-order mark.
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None:
+            raise DataError("empty manifest: expected a header row with path and labels columns", path)
+        columns = {name.strip().lower(): j for j, name in enumerate(header)}
+        label_col = "labels" if "labels" in columns else "label"
+        missing = [c for c in ("path", label_col) if c not in columns]
+        if missing:
+            raise DataError(
+                f"manifest lacks column(s) {', '.join(missing)} (found: {', '.join(header) or 'none'}); "
+                "an image manifest needs path and labels",
+                path,
+            )
+        seen: dict[str, int] = {}
+        records = []
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue  # blank line
+            line = reader.line_num
+
+            def cell(name: str, row: list[str] = row) -> str:
+                j = columns.get(name)
+                return row[j].strip() if j is not None and j < len(row) else ""
+
+            records.append(_record(path, line, cell, label_col, label_sep, "split" in columns, seen))
+    return records
+
+
+def _record(
+    manifest: Path,
+    line: int,
+    cell: Callable[[str], str],
+    label_col: str,
+    label_sep: str,
+    has_split: bool,
+    seen: dict[str, int],
+) -> ImageRecord:
+    rel = cell("path")
+    image = Path(rel).expanduser()
+    image = image if image.is_absolute() else manifest.parent / image
+    positives = _labels(cell(label_col), label_sep)
+    common: dict[str, Any] = {
+        "image_id": rel,
+        "path": image,
+        "positives": positives,
+        "subject": cell("subject") or None,
+        "origin": manifest,
+        "where": f"line {line}",
+    }
+    problem = None
+    objects: tuple[VOCObject, ...] = ()
+    split = split_name(cell("split")) if has_split else None
+    key = os.path.normpath(image)
+    if not rel:
+        problem = "empty 'path'"
+    elif key in seen:
+        problem = f"duplicate path {rel!r} (first on line {seen[key]})"
+    elif has_split and split is None:
+        problem = f"split is {cell('split')!r}; expected train, val or test"
+    elif cell("boxes"):
+        try:
+            objects = parse_box_list(cell("boxes"))
+        except ValueError as err:
+            problem = f"malformed boxes: {err}"
+        else:
+            unlisted = sorted({o.name for o in objects if not o.difficult} - set(positives))
+            if unlisted:
+                problem = (
+                    f"a box of class {unlisted[0]!r}, which is not among the labels "
+                    f"({label_sep.join(positives) or 'none'}); add it or mark the box difficult"
+                )
+    if rel and key not in seen:
+        seen[key] = line
+    return ImageRecord(objects=objects, split=split, problem=problem, **common)
+
+
+class ImageManifestDataset(AnnotatedImageDataset):
+    """Images listed in a CSV manifest (module docstring), as VOC-format items.
+
+    Args:
+        path: The CSV file.
+        label_sep: Separator of several labels in one cell (``|``).
+        ids: Image ids (``path`` cells as written) to serve, in this order; default all rows.
+        classes: Class names in label order; default ``classes.txt`` beside the manifest, else sorted.
+        multi_label: Force multi- or single-label; default: multi-label if any row has several labels.
+        transform, on_error, difficult_as_positive, cache: As for
+            :class:`~atcon.data.images.AnnotatedImageDataset`.
+    """
+
+    format = "csv"
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        label_sep: str = LABEL_SEP,
+        ids: Sequence[str] | None = None,
+        classes: Sequence[str] | None = None,
+        multi_label: bool | None = None,
+        transform: Callable[..., Any] | None = None,
+        on_error: OnError = "raise",
+        difficult_as_positive: bool = False,
+        cache: bool = False,
+    ) -> None:
+        path = Path(path).expanduser()
+        records = read_image_manifest(path, label_sep=label_sep)
+        if classes is None:
+            classes = read_class_list(path.parent / "classes.txt")
+        super().__init__(
+            records,
+            source=path,
+            ids=ids,
+            classes=classes,
+            multi_label=multi_label,
+            transform=transform,
+            on_error=on_error,
+            difficult_as_positive=difficult_as_positive,
+            cache=cache,
+        )

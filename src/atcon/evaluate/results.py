@@ -1,0 +1,328 @@
+"""The outcome of an evaluation: its settings, its per-item values and their bootstrap summary.
+
+:class:`EvalSpec` says how a model is evaluated; :func:`summarize` turns per-item logits and
+per-pair localization/faithfulness values into point estimates with percentile bootstrap
+intervals; :class:`EvaluationResult` holds both, and saves and reloads them (the intervals are
+recomputed from the same seed, so they come back identical).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from atcon.attention.maps import LayerSpec
+from atcon.evaluate.bootstrap import BootstrapResult, MeanMetric, bootstrap_ci
+from atcon.evaluate.localization import LocalizationProtocol, LocalizationResult, values_by_item
+from atcon.evaluate.metrics import ClassificationMetrics, Task
+
+CLASSIFICATION_KEYS = ("f1_macro", "f1_micro", "map")
+PAIR_KEYS = ("iou", "pointing", "energy", "deletion", "insertion")
+PER_CLASS_KEYS = ("f1_per_class", "ap_per_class")
+LABELS = {
+    "f1_macro": "F1 (macro)",
+    "f1_micro": "F1 (micro)",
+    "map": "mAP",
+    "iou": "IoU",
+    "pointing": "Pointing",
+    "energy": "Energy",
+    "deletion": "Deletion AUC",
+    "insertion": "Insertion AUC",
+}
+"""Column titles of the metrics in tables."""
+LOWER_IS_BETTER = frozenset({"deletion"})
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """How a model is evaluated: what is measured, how intervals are drawn, where the pass runs.
+
+    One spec travels unchanged from the caller through :func:`~atcon.evaluate.evaluate_model`
+    to :func:`summarize`, whose result records the fields that shape its numbers (task,
+    classes, threshold, protocol, bootstrap settings).
+
+    Attributes:
+        task: ``"multilabel"`` (sigmoid > ``threshold``) or ``"multiclass"`` (argmax).
+        classes: class names (default: the dataset's ``classes``, else indices).
+        target_layer: Grad-CAM layer (dotted name, module, or None to discover it).
+        threshold: multi-label decision threshold on the probability (F1).
+        protocol: localization protocol (default: the paper's).
+        localization: compute Grad-CAM localization when the data has boxes.
+        faithfulness: also compute deletion/insertion AUCs of the true-positive maps.
+        faithfulness_steps: steps of the deletion/insertion curves.
+        n_resamples: bootstrap resamples (the paper: 1000).
+        seed: bootstrap seed (the same resamples for every metric).
+        confidence: interval coverage.
+        device: where the model and batches run (``"auto"``: CUDA when available).
+        batch_size: items per forward pass.
+        num_workers: DataLoader workers.
+
+    Raises:
+        ValueError: an unknown task or an out-of-range setting.
+    """
+
+    task: Task = "multilabel"
+    classes: tuple[str, ...] | None = None
+    target_layer: LayerSpec = None
+    threshold: float = 0.5
+    protocol: LocalizationProtocol = field(default_factory=LocalizationProtocol)
+    localization: bool = True
+    faithfulness: bool = False
+    faithfulness_steps: int = 16
+    n_resamples: int = 1000
+    seed: int = 0
+    confidence: float = 0.95
+    device: str | torch.device = "cpu"
+    batch_size: int = 64
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.task not in ("multilabel", "multiclass"):
+            raise ValueError(f"task must be 'multilabel' or 'multiclass', got {self.task!r}")
+        if self.n_resamples < 1:
+            raise ValueError(f"n_resamples must be >= 1, got {self.n_resamples}")
+        if not 0 < self.confidence < 1:
+            raise ValueError(f"confidence must be in (0, 1), got {self.confidence}")
+        if self.batch_size < 1 or self.num_workers < 0 or self.faithfulness_steps < 1:
+            raise ValueError(
+                f"batch_size and faithfulness_steps must be >= 1 and num_workers >= 0, got "
+                f"{self.batch_size}, {self.faithfulness_steps}, {self.num_workers}"
+            )
+        if self.classes is not None:
+            object.__setattr__(self, "classes", tuple(self.classes))
+
+
+def as_spec(spec: EvalSpec | Task) -> EvalSpec:
+    """``spec`` itself, or the default spec of a task name."""
+    return spec if isinstance(spec, EvalSpec) else EvalSpec(task=spec)
+
+
+@dataclass
+class EvaluationResult:
+    """Everything one evaluation produced; tensors on the CPU.
+
+    Attributes:
+        name: label of the method (row name in tables).
+        task: ``"multilabel"`` or ``"multiclass"``.
+        classes: class names (or indices as strings).
+        logits: (N, C) logits of every item.
+        labels: (N, C) multi-hot with ``IGNORE`` entries, or (N,) class indices.
+        pairs: (P, 2) true-positive ``(item, class)`` rows.
+        localization: per-pair values, or None when the data has no boxes.
+        faithfulness: per-pair ``deletion``/``insertion`` AUCs (P,), or None.
+        item_values: per-item tables (N, K) of the pair values (``nan``-padded), the bootstrap
+            unit of the pair-level metrics.
+        metrics: point estimates with intervals: ``f1_macro``, ``f1_micro``, ``map``,
+            ``f1_per_class``, ``ap_per_class`` and, when computed, ``iou``, ``pointing``,
+            ``energy``, ``deletion``, ``insertion``.
+        protocol: the localization protocol.
+        layer: the Grad-CAM layer.
+        n_resamples: bootstrap resamples.
+        seed: bootstrap seed (same resamples for every metric of the result).
+        confidence: interval coverage.
+        seconds: wall time of the pass over the data (bootstrap excluded).
+    """
+
+    name: str
+    task: Task
+    classes: tuple[str, ...]
+    logits: Tensor
+    labels: Tensor
+    pairs: Tensor
+    localization: LocalizationResult | None
+    faithfulness: dict[str, Tensor] | None
+    item_values: dict[str, Tensor]
+    metrics: dict[str, BootstrapResult]
+    protocol: LocalizationProtocol
+    layer: str
+    n_resamples: int
+    seed: int
+    confidence: float = 0.95
+    threshold: float = 0.5
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_items(self) -> int:
+        return int(self.logits.shape[0])
+
+    @property
+    def n_pairs(self) -> int:
+        return int(self.pairs.shape[0])
+
+    @property
+    def n_degenerate(self) -> int:
+        """True-positive maps that were constant, all-zero or non-finite (no localization value)."""
+        return 0 if self.localization is None else self.localization.n_degenerate
+
+    @property
+    def n_unannotated(self) -> int:
+        """True-positive pairs without any box of their class (no localization value)."""
+        if self.localization is None:
+            return 0
+        return int((self.localization.annotated_frames == 0).sum())
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary: counts, protocol and every metric as ``{value, low, high}``."""
+        return {
+            "name": self.name,
+            "task": self.task,
+            "classes": list(self.classes),
+            "n_items": self.n_items,
+            "n_pairs": self.n_pairs,
+            "n_degenerate": self.n_degenerate,
+            "n_unannotated": self.n_unannotated,
+            "layer": self.layer,
+            "protocol": self.protocol.as_dict(),
+            "protocol_text": str(self.protocol),
+            "bootstrap": {"n_resamples": self.n_resamples, "seed": self.seed, "confidence": self.confidence},
+            "threshold": self.threshold,
+            "seconds": self.seconds,
+            "metrics": {k: _interval_dict(v) for k, v in self.metrics.items()},
+            **self.extra,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the raw tensors and settings (``torch.save``, weights-only readable) for later comparisons."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        loc = self.localization
+        payload = {
+            "name": self.name,
+            "task": self.task,
+            "classes": list(self.classes),
+            "logits": self.logits,
+            "labels": self.labels,
+            "pairs": self.pairs,
+            "localization": None if loc is None else {f.name: getattr(loc, f.name) for f in fields(loc)},
+            "faithfulness": self.faithfulness,
+            "protocol": self.protocol.as_dict(),
+            "layer": self.layer,
+            "n_resamples": self.n_resamples,
+            "seed": self.seed,
+            "confidence": self.confidence,
+            "threshold": self.threshold,
+            "seconds": self.seconds,
+        }
+        torch.save(payload, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> EvaluationResult:
+        """Read a file written by :meth:`save` and recompute the intervals (same seed, same numbers)."""
+        d = torch.load(Path(path), map_location="cpu", weights_only=True)
+        loc = None if d["localization"] is None else LocalizationResult(**d["localization"])
+        spec = EvalSpec(
+            task=d["task"],
+            classes=tuple(d["classes"]),
+            threshold=d["threshold"],
+            protocol=LocalizationProtocol(**d["protocol"]),
+            n_resamples=d["n_resamples"],
+            seed=d["seed"],
+            confidence=d["confidence"],
+        )
+        return summarize(
+            d["logits"],
+            d["labels"],
+            d["pairs"],
+            loc,
+            d["faithfulness"],
+            spec,
+            name=d["name"],
+            layer=d["layer"],
+            seconds=d["seconds"],
+        )
+
+
+def _interval_dict(r: BootstrapResult) -> dict[str, Any]:
+    def plain(t: Tensor) -> float | list[float | None] | None:
+        if t.numel() == 1:
+            v = float(t)
+            return None if math.isnan(v) else v
+        return [None if math.isnan(v) else v for v in t.tolist()]
+
+    return {"value": plain(r.estimate), "low": plain(r.low), "high": plain(r.high)}
+
+
+def result_rows(
+    results: Mapping[str, EvaluationResult] | Sequence[EvaluationResult],
+) -> list[EvaluationResult]:
+    """Results as a list; a mapping's keys become the results' names (table rows)."""
+    if isinstance(results, Mapping):
+        return [r if r.name == row else replace(r, name=row) for row, r in results.items()]
+    return list(results)
+
+
+def summarize(
+    logits: Tensor,
+    labels: Tensor,
+    pairs: Tensor,
+    localization: LocalizationResult | None,
+    faithfulness: dict[str, Tensor] | None,
+    spec: EvalSpec | Task,
+    *,
+    name: str = "model",
+    layer: str = "",
+    seconds: float = 0.0,
+) -> EvaluationResult:
+    """Point estimates and bootstrap intervals from per-item logits and per-pair values.
+
+    Classification metrics resample the items' logits; pair-level metrics (IoU, pointing game,
+    energy, deletion, insertion) resample the items' per-item tables of their pairs' values
+    (:func:`~atcon.evaluate.values_by_item`), all with the same seeded resamples.
+
+    Args:
+        logits: (N, C) logits.
+        labels: (N, C) multi-hot (``IGNORE`` allowed) or (N,) class indices.
+        pairs: (P, 2) ``(item, class)`` rows the pair values belong to.
+        localization: per-pair localization values, or None.
+        faithfulness: per-pair ``deletion``/``insertion`` AUCs, or None.
+        spec: task, class names (default: indices), decision threshold, localization protocol
+            and bootstrap settings; a task name for the defaults.
+        name: method name.
+        layer: Grad-CAM layer name.
+        seconds: time of the pass, for the record.
+
+    Returns:
+        The :class:`EvaluationResult`.
+    """
+    spec = as_spec(spec)
+    n = logits.shape[0]
+    kw: dict[str, Any] = {"n_resamples": spec.n_resamples, "seed": spec.seed, "confidence": spec.confidence}
+    cls = bootstrap_ci(ClassificationMetrics(spec.task, threshold=spec.threshold), logits, labels, **kw)
+    metrics = {k: cls[k] for k in (*CLASSIFICATION_KEYS, *PER_CLASS_KEYS)}
+    per_pair: dict[str, Tensor] = {}
+    if localization is not None:
+        per_pair.update(iou=localization.iou, pointing=localization.pointing, energy=localization.energy)
+    if faithfulness is not None:
+        per_pair.update(deletion=faithfulness["deletion"], insertion=faithfulness["insertion"])
+    items = pairs[:, 0]
+    item_values = {k: values_by_item(v.float(), items, n) for k, v in per_pair.items()}
+    for k, table in item_values.items():
+        metrics[k] = bootstrap_ci(MeanMetric(k), table, None, **kw)[k]
+    classes = spec.classes if spec.classes is not None else tuple(str(c) for c in range(logits.shape[1]))
+    return EvaluationResult(
+        name=name,
+        task=spec.task,
+        classes=classes,
+        logits=logits,
+        labels=labels,
+        pairs=pairs,
+        localization=localization,
+        faithfulness=faithfulness,
+        item_values=item_values,
+        metrics=metrics,
+        protocol=spec.protocol,
+        layer=layer,
+        n_resamples=spec.n_resamples,
+        seed=spec.seed,
+        confidence=spec.confidence,
+        threshold=spec.threshold,
+        seconds=seconds,
+    )

@@ -1,0 +1,148 @@
+"""The methods an experiment compares: how each is trained, and which row each is tested against.
+
+Methods (images):
+    ``Baseline`` supervised, no augmentation; ``Baseline + Aug`` with the paper's augmentation;
+    ``Baseline + Aug + Attention`` = unsupervised consistency fine-tuning of ``Baseline + Aug``
+    on its own training images without labels.
+Methods (clips, Table 1):
+    ``Baseline`` supervised from random initialisation; ``B + Attention`` its consistency
+    fine-tuning; ``SimCLR`` supervised from the SimCLR-pretrained source network;
+    ``S + Attention`` its consistency fine-tuning.
+Unless ``weights`` are given, image models start from the benchmark's source-pretrained network
+(:func:`atcon.train.source.source_checkpoint`, the stand-in for ImageNet weights).
+Controls (:data:`CONTROLS`): consistency fine-tunings whose mask comes from elsewhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from atcon.experiments.runner import Run
+from atcon.models import model_spec
+from atcon.train.config import TrainConfig
+
+CONTROLS: dict[str, dict[str, Any]] = {
+    "(a) Guided Backprop mask (method)": {},
+    "(b) GB of a re-initialised network": {"mask_source": "random_network"},
+    "(c) Sobel edges of the input": {"mask_source": "sobel"},
+    "(d) random smooth mask": {"mask_source": "random_smooth"},
+    "(e) method, detach_mask": {"detach_mask": True},
+}
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """What an experiment varies (the training settings themselves are a :class:`TrainConfig`).
+
+    Attributes:
+        seeds: training seeds; seed ``s`` also draws the few-shot split (``split_seed = s``).
+        per_class: samples per class of the classification experiment.
+        at_per_class: the one samples-per-class value of localization, strategies and controls.
+        models: architectures of the localization experiment (default: the config's model).
+        finetune_epochs: epochs of consistency fine-tuning.
+        finetune_lr: its learning rate (default: the paper's 5e-6).
+        source_epochs: epochs of source pretraining when no weights are given (default 8, as
+            in the CPU demos: supervised on single objects for images, SimCLR for clips).
+        resamples: bootstrap resamples.
+        device: evaluation device.
+    """
+
+    seeds: tuple[int, ...] = (0, 1, 2)
+    per_class: tuple[int, ...] = (2, 4, 8, 12, 16)
+    at_per_class: int = 4
+    models: tuple[str, ...] = ()
+    finetune_epochs: int = 10
+    finetune_lr: float | None = None
+    source_epochs: int | None = None
+    resamples: int = 1000
+    device: str = "auto"
+
+
+def is_video(cfg: TrainConfig) -> bool:
+    """Whether ``cfg`` trains a video model (the clip methods of Table 1)."""
+    return model_spec(cfg.model).video
+
+
+def source_weights(cfg: TrainConfig, exp: ExperimentConfig, progress: bool) -> str | None:
+    """The starting weights: ``cfg.weights`` or, for a built-in benchmark, its source network."""
+    from atcon.data import BENCHMARKS
+    from atcon.train.data import image_size_for
+    from atcon.train.source import source_checkpoint
+
+    if cfg.weights is not None or cfg.data not in BENCHMARKS:
+        return cfg.weights
+    epochs = exp.source_epochs or 8
+    path = source_checkpoint(
+        cfg.data,
+        cfg.model,
+        image_size=image_size_for(cfg),
+        epochs=epochs,
+        seed=cfg.data_seed,
+        size=cfg.data_size,
+        device=cfg.device,
+        workers=cfg.workers,
+        progress=progress,
+    )
+    return str(path)
+
+
+def finetune_config(cfg: TrainConfig, exp: ExperimentConfig, **changes: Any) -> TrainConfig:
+    """``cfg`` as consistency fine-tuning: the experiment's epochs and learning rate, the parent's head."""
+    return cfg.replace(
+        strategy="finetune", epochs=exp.finetune_epochs, lr=exp.finetune_lr, new_head=False, **changes
+    )
+
+
+def method_runs(
+    base: TrainConfig,
+    exp: ExperimentConfig,
+    per_class: int,
+    seed: int,
+    weights: str | None,
+    model: str | None = None,
+) -> dict[str, Run]:
+    """The runs of one (samples per class, seed[, model]) cell, by method name."""
+    model = model or base.model
+    cfg = base.replace(
+        model=model, per_class=per_class, seed=seed, split_seed=seed, strategy="supervised", split=None
+    )
+    tags = {"per_class": per_class, "seed": seed, "model": model}
+    if not is_video(cfg):
+        plain = Run(
+            "Baseline", cfg.replace(augment=False, weights=weights, new_head=weights is not None), None, tags
+        )
+        aug = Run(
+            "Baseline + Aug",
+            cfg.replace(augment=True, weights=weights, new_head=weights is not None),
+            None,
+            tags,
+        )
+        att = Run("Baseline + Aug + Attention", finetune_config(aug.cfg, exp), aug, tags)
+        return {r.method: r for r in (plain, aug, att)}
+    scratch = Run("Baseline", cfg.replace(weights=None, new_head=False), None, tags)
+    runs = {
+        "Baseline": scratch,
+        "B + Attention": Run("B + Attention", finetune_config(scratch.cfg, exp), scratch, tags),
+    }
+    if weights is not None:
+        simclr = Run("SimCLR", cfg.replace(weights=weights, new_head=True), None, tags)
+        runs["SimCLR"] = simclr
+        runs["S + Attention"] = Run("S + Attention", finetune_config(simclr.cfg, exp), simclr, tags)
+    return runs
+
+
+# Row -> the row it is tested against.
+REFERENCES = {
+    "Baseline + Aug": "Baseline",
+    "Baseline + Aug + Attention": "Baseline + Aug",
+    "B + Attention": "Baseline",
+    "SimCLR": "Baseline",
+    "S + Attention": "SimCLR",
+}
+
+
+def reference_method(runs: dict[str, Run]) -> str:
+    """The best supervised model of a cell: ``Baseline + Aug`` (images), ``SimCLR`` (clips with
+    source weights), else ``Baseline``."""
+    return next(m for m in ("Baseline + Aug", "SimCLR", "Baseline") if m in runs)

@@ -1,0 +1,272 @@
+"""Training strategies, one class each: what a strategy trains on, its steps and batches, its loss.
+
+A run reads batches from up to two *streams*:
+
+* ``"labelled"``: the few-shot training set (labels available), sampled with ``seed``;
+* ``"unlabelled"``: ``--unlabeled FOLDER`` when given, else the training images without their
+  labels, sampled with ``seed + 1``.
+
+A :class:`Strategy` says which streams it reads (:attr:`~Strategy.streams`), whether each item
+comes as two augmented views (:attr:`~Strategy.two_views`), how many steps an epoch has
+(:attr:`~Strategy.steps_per_epoch`), which streams step ``b`` of epoch ``e`` reads
+(:meth:`~Strategy.draw`, a pure function of ``(seed, e, b)`` so that a resumed run replays
+it), and the loss of one step's batches (:meth:`~Strategy.loss`) from the terms in
+:class:`LossTerms`. The trainer asks the strategy and never compares names.
+
+To add a strategy, subclass :class:`Strategy` here, decorate it with :func:`register`, and add
+its name to :data:`StrategyName` (the config's type, hence the CLI's choices).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, get_args
+
+import torch
+from torch import Tensor, nn
+
+from atcon.consistency import ConsistencyConfig
+from atcon.evaluate.metrics import Task, labels_of
+from atcon.train.data import item_seed
+from atcon.train.engine import consistency_loss, consistency_result, supervised_loss
+from atcon.train.guard import Guard
+from atcon.train.selection import LowestTrainLoss, SelectionRule, ValidationMetric, selection_metric
+from atcon.train.simclr import NTXentLoss, SimCLRNet
+
+if TYPE_CHECKING:
+    from atcon.train.config import TrainConfig
+
+StrategyName = Literal["supervised", "finetune", "combined", "alternated", "simclr"]
+Stream = Literal["labelled", "unlabelled"]
+Batch = tuple[Tensor, dict[str, Any]]
+
+# Seed offset of the alternated strategy's per-step draw.
+_DRAW_SEED = 2
+
+
+@dataclass
+class LossTerms:
+    """The loss terms strategies combine, bound to one run's network and settings.
+
+    Attributes:
+        model: the network being trained (possibly DistributedDataParallel-wrapped).
+        task: ``"multilabel"`` or ``"multiclass"``.
+        consistency: the consistency-loss variant.
+        target_layer: Grad-CAM layer of the consistency loss (None: discovered).
+        mask_model: the network behind ``mask_source="random_network"`` masks, else None.
+        temperature: NT-Xent temperature of the contrastive term.
+        guard: collapse guards added to the consistency term, or None (the paper's loss).
+    """
+
+    model: nn.Module
+    task: Task
+    consistency: ConsistencyConfig = field(default_factory=ConsistencyConfig)
+    target_layer: str | None = None
+    mask_model: nn.Module | None = None
+    temperature: float = 0.5
+    guard: Guard | None = None
+    ntxent: NTXentLoss = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ntxent = NTXentLoss(self.temperature)
+
+    def supervised(self, batch: Batch) -> Tensor:
+        """Classification loss of a labelled batch, the model in training mode."""
+        x, target = batch
+        self.model.train()
+        labels = labels_of(target, self.task).to(x.device, non_blocking=True)
+        return supervised_loss(self.model, x, labels, self.task)
+
+    def attention(self, batch: Batch) -> Tensor:
+        """Mean attention-consistency loss of a batch (labels unused; the model in eval mode),
+        plus the collapse guards' penalty when the run has any."""
+        x = batch[0]
+        if self.guard is None:
+            return consistency_loss(self.model, x, self.consistency, self.target_layer, self.mask_model)
+        result = consistency_result(self.model, x, self.consistency, self.target_layer, self.mask_model)
+        return result.loss.mean() + self.guard.penalty(self.model, x, result.logits)
+
+    def contrastive(self, batch: Batch) -> Tensor:
+        """NT-Xent loss of a batch of view pairs ``(B, 2, C, *spatial)``, the model in training mode."""
+        views = batch[0]
+        x0, x1 = torch.cat([views[:, 0], views[:, 1]]).chunk(2)
+        self.model.train()
+        return self.ntxent(self.model(x0), self.model(x1))
+
+
+class Strategy:
+    """What one training strategy does; instances are bound to a run's config and stream sizes.
+
+    Args:
+        cfg: the run's config.
+        items: number of items of each stream the strategy reads.
+        batches: batches per epoch of each stream it reads (one process's share).
+
+    Class attributes:
+        name: the config value (``--strategy NAME``).
+        streams: the streams it reads.
+        two_views: its items are pairs of independently augmented views (contrastive).
+        uses_consistency: its loss includes the attention-consistency term.
+        default_lr: learning rate when the config leaves ``lr`` unset.
+        start_is_candidate: evaluate the starting network before the first step, so that model
+            selection may keep it (fine-tuning that does not help is not kept).
+        label_free_selection: it can select and stop on label-free signals (``select="label-free"``).
+    """
+
+    name: ClassVar[str]
+    streams: ClassVar[tuple[Stream, ...]]
+    two_views: ClassVar[bool] = False
+    uses_consistency: ClassVar[bool] = False
+    default_lr: ClassVar[float] = 1e-3
+    start_is_candidate: ClassVar[bool] = False
+    label_free_selection: ClassVar[bool] = False
+
+    def __init__(self, cfg: TrainConfig, items: Mapping[Stream, int], batches: Mapping[Stream, int]) -> None:
+        self.cfg = cfg
+        self.items = {s: items[s] for s in self.streams}
+        self.batches = {s: batches[s] for s in self.streams}
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps per epoch: by default one pass over every stream it reads."""
+        return sum(self.batches.values())
+
+    def draw(self, epoch: int, step: int) -> tuple[Stream, ...]:
+        """The streams step ``step`` of ``epoch`` reads one batch from (default: all of them)."""
+        return self.streams
+
+    def loss(self, terms: LossTerms, batch: Mapping[Stream, Batch]) -> Tensor:
+        """The scalar loss of one step, from one batch per drawn stream (already on the device)."""
+        raise NotImplementedError
+
+    def network(self, classifier: nn.Module) -> nn.Module:
+        """The network it trains around ``classifier`` (default: the classifier itself)."""
+        return classifier
+
+    def selection(self, task: Task, patience: int) -> SelectionRule:
+        """How its runs pick the best checkpoint: the validation metric of the task."""
+        return ValidationMetric(selection_metric(task), patience)
+
+
+StrategyT = TypeVar("StrategyT", bound=type[Strategy])
+
+REGISTRY: dict[str, type[Strategy]] = {}
+
+
+def register(cls: StrategyT) -> StrategyT:
+    """Class decorator: make a :class:`Strategy` available under its ``name``."""
+    if cls.name not in get_args(StrategyName):
+        raise ValueError(f"strategy {cls.name!r} is not in StrategyName; add it there")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+@register
+class Supervised(Strategy):
+    """Classification loss on the labelled batches."""
+
+    name = "supervised"
+    streams = ("labelled",)
+
+    def loss(self, terms: LossTerms, batch: Mapping[Stream, Batch]) -> Tensor:
+        return terms.supervised(batch["labelled"])
+
+
+@register
+class Finetune(Strategy):
+    """Attention-consistency loss alone on unlabelled batches (paper Sec. 3.3), with frozen
+    normalisation, at a small learning rate; the starting network stays a selection candidate."""
+
+    name = "finetune"
+    streams = ("unlabelled",)
+    uses_consistency = True
+    default_lr = 5e-6
+    start_is_candidate = True
+    label_free_selection = True
+
+    def loss(self, terms: LossTerms, batch: Mapping[Stream, Batch]) -> Tensor:
+        return terms.attention(batch["unlabelled"])
+
+    def selection(self, task: Task, patience: int) -> SelectionRule:
+        """The validation metric (the paper's), or label-free signals (``select="label-free"``)."""
+        if self.cfg.select != "label-free":
+            return super().selection(task, patience)
+        from atcon.train.labelfree import LabelFreeSelection
+
+        return LabelFreeSelection(
+            self.cfg.min_agreement, self.cfg.min_entropy_ratio, self.cfg.plateau_delta, patience
+        )
+
+
+@register
+class Combined(Strategy):
+    """``L = L_sup + consistency_weight * L_con`` on each labelled batch (paper Sec. 5)."""
+
+    name = "combined"
+    streams = ("labelled",)
+    uses_consistency = True
+
+    def loss(self, terms: LossTerms, batch: Mapping[Stream, Batch]) -> Tensor:
+        labelled = batch["labelled"]
+        return terms.supervised(labelled) + self.cfg.consistency_weight * terms.attention(labelled)
+
+
+@register
+class Alternated(Strategy):
+    """Each step is either a supervised step on a labelled batch or a consistency step on an
+    unlabelled one (paper Sec. 5), drawn at random with
+
+    ``P(supervised) = alpha * n_labelled / (alpha * n_labelled + n_unlabelled)``
+
+    (``alpha = alternate_alpha``); an epoch has as many steps as both streams have batches.
+    """
+
+    name = "alternated"
+    streams = ("labelled", "unlabelled")
+    uses_consistency = True
+
+    @property
+    def p_supervised(self) -> float:
+        weight = self.cfg.alternate_alpha * self.items["labelled"]
+        return weight / (weight + self.items["unlabelled"])
+
+    def draw(self, epoch: int, step: int) -> tuple[Stream, ...]:
+        # Seeded by (seed, epoch, step) only: the same on every process and after a resume.
+        g = torch.Generator().manual_seed(item_seed(self.cfg.seed + _DRAW_SEED, epoch, step))
+        return ("labelled",) if torch.rand((), generator=g).item() < self.p_supervised else ("unlabelled",)
+
+    def loss(self, terms: LossTerms, batch: Mapping[Stream, Batch]) -> Tensor:
+        if "labelled" in batch:
+            return terms.supervised(batch["labelled"])
+        return terms.attention(batch["unlabelled"])
+
+
+@register
+class SimCLR(Strategy):
+    """SimCLR pretraining: NT-Xent on two augmented views of each labelled item (labels unused),
+    with a projection head; selection by the lowest training loss."""
+
+    name = "simclr"
+    streams = ("labelled",)
+    two_views = True
+
+    def loss(self, terms: LossTerms, batch: Mapping[Stream, Batch]) -> Tensor:
+        return terms.contrastive(batch["labelled"])
+
+    def network(self, classifier: nn.Module) -> nn.Module:
+        return SimCLRNet(classifier)
+
+    def selection(self, task: Task, patience: int) -> SelectionRule:
+        return LowestTrainLoss(patience)
+
+
+STRATEGIES: tuple[str, ...] = get_args(StrategyName)
+
+
+def strategy_class(name: str) -> type[Strategy]:
+    """The :class:`Strategy` subclass registered as ``name``."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(REGISTRY)}") from None

@@ -1,0 +1,139 @@
+"""The training config: precedence, TOML, validation, the field docs behind --help and --print-config."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import pytest
+
+from atcon.consistency import ConsistencyConfig
+from atcon.train.config import (
+    TrainConfig,
+    add_config_arguments,
+    config_from_args,
+    field_docs,
+    read_toml,
+    toml_reference,
+)
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+def _parser(exclude: tuple[str, ...] = ()) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="atcon train")
+    add_config_arguments(parser, exclude)
+    return parser
+
+
+def test_precedence_defaults_toml_flags_forced(tmp_path: Path) -> None:
+    toml = tmp_path / "run.toml"
+    toml.write_text('epochs = 5\nbatch_size = 3\nstrategy = "combined"\naugment = false\nlr = 0.1\n')
+    args = _parser().parse_args(["--config", str(toml), "--epochs", "7", "--mask-center", "0.5"])
+    cfg = config_from_args(args, strategy="finetune")
+    assert cfg.epochs == 7  # flag over TOML
+    assert cfg.batch_size == 3 and cfg.lr == 0.1 and cfg.augment is False  # TOML over default
+    assert cfg.strategy == "finetune"  # forced over TOML
+    assert cfg.mask_center == 0.5  # flag over default
+    assert cfg.per_class == TrainConfig().per_class  # default
+    # A flag that was not given leaves the TOML value; --augment/--no-augment both override it.
+    assert config_from_args(_parser().parse_args(["--config", str(toml), "--augment"])).augment is True
+    assert config_from_args(_parser().parse_args(["--no-augment"])).augment is False
+    assert config_from_args(_parser().parse_args([])) == TrainConfig()
+
+
+def test_reference_mask_from_flags_reaches_the_consistency_config() -> None:
+    args = _parser().parse_args(["--mask-scale", "none", "--mask-center", "0.5", "--mask-sharpness", "8"])
+    cfg = config_from_args(args, strategy="finetune")
+    assert cfg.consistency == ConsistencyConfig(mask_scale="none", mask_center=0.5, mask_sharpness=8)
+    # Every ConsistencyConfig field is a TrainConfig field of the same name and default.
+    defaults = TrainConfig()
+    for f in dataclasses.fields(ConsistencyConfig):
+        assert getattr(defaults, f.name) == f.default, f.name
+    with pytest.raises(ValueError, match="mask_sharpness must be > 0"):
+        TrainConfig(mask_sharpness=0.0)
+    with pytest.raises(ValueError, match="has no such mask"):
+        TrainConfig(resolution="gb_pool", mask_source="sobel")
+
+
+def test_toml_round_trip(tmp_path: Path) -> None:
+    cfg = TrainConfig(
+        data='C:\\data\\"voc"', strategy="alternated", lr=3e-4, mask_center=0.5, augment=False, split=None
+    )
+    path = tmp_path / "config.toml"
+    path.write_text(cfg.to_toml())
+    assert TrainConfig(**read_toml(path)) == cfg
+    assert "split" not in read_toml(path)  # unset values are left out
+
+
+def test_toml_and_value_errors_name_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("epochs = 2\nlearning_rate = 0.1\n")
+    with pytest.raises(ValueError, match="unknown config key\\(s\\) learning_rate"):
+        read_toml(path)
+    path.write_text("epochs = \n")
+    with pytest.raises(ValueError, match="not valid TOML"):
+        read_toml(path)
+    with pytest.raises(FileNotFoundError, match="config file not found"):
+        read_toml(tmp_path / "missing.toml")
+    with pytest.raises(ValueError, match="'epochs' must be int"):
+        TrainConfig(epochs="two")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="'strategy' must be 'supervised'"):
+        TrainConfig(strategy="guess")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match="'augment' must be bool"):
+        TrainConfig(augment=1)  # type: ignore[arg-type]
+
+
+def test_strategy_defaults_come_from_the_strategy() -> None:
+    assert TrainConfig(strategy="finetune").learning_rate == 5e-6
+    assert TrainConfig(strategy="combined").learning_rate == 1e-3
+    assert TrainConfig(strategy="finetune", lr=0.01).learning_rate == 0.01
+    assert [
+        s
+        for s in ("supervised", "finetune", "combined", "alternated", "simclr")
+        if TrainConfig(strategy=s).uses_consistency
+    ] == [  # type: ignore[arg-type]
+        "finetune",
+        "combined",
+        "alternated",
+    ]
+
+
+def test_every_field_is_documented_once_and_help_shows_it() -> None:
+    docs = field_docs()
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    assert list(docs) == names  # every field, in field order, nothing else
+    assert all(len(text.split()) >= 3 for text in docs.values())
+    parser = _parser(exclude=("strategy",))
+    actions = {a.dest: a for a in parser._actions}
+    assert "strategy" not in actions
+    for name in names:
+        if name == "strategy":
+            continue
+        help_text = actions[name].help or ""
+        assert help_text.startswith(docs[name].replace("%", "%%")), name
+        assert "(default: " in help_text
+    # argparse renders it (a stray % would raise here).
+    text = parser.format_help()
+    assert "Seed of the few-shot draw" in text and "(default: unset)" in text
+
+
+def test_print_config_is_a_toml_file_of_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        _parser().parse_args(["--print-config"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    assert printed == toml_reference()
+    assert TrainConfig(**tomllib.loads(printed)) == TrainConfig()
+    docs = field_docs()
+    for f in dataclasses.fields(TrainConfig):
+        assert docs[f.name].split()[0] in printed
+        assert (f"# {f.name} =" if f.default is None else f"\n{f.name} = ") in printed, f.name
+    assert "# one of: gb_mask, gradcam_mask, gradcam_upsample, gb_pool" in printed

@@ -1,0 +1,89 @@
+"""Label-free signals and the label-free selection rule."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from scipy.stats import entropy
+
+from atcon.consistency import ConsistencyConfig, attention_consistency
+from atcon.train.labelfree import LabelFreeSelection, label_free_signals, marginal_entropy
+from tests.conftest import TinyCNN, randomize_bn
+
+
+def test_marginal_entropy_against_scipy() -> None:
+    top1 = torch.tensor([0, 0, 1, 2, 2, 2, 3])
+    counts = torch.bincount(top1, minlength=5).double().numpy()
+    assert math.isclose(float(marginal_entropy(top1, 5)), entropy(counts) / math.log(5), rel_tol=1e-6)
+    assert float(marginal_entropy(torch.arange(4), 4)) == pytest.approx(1.0)
+    assert float(marginal_entropy(torch.zeros(9, dtype=torch.long), 4)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_signals_of_the_starting_model_and_of_a_changed_one() -> None:
+    torch.manual_seed(0)
+    model = randomize_bn(TinyCNN(classes=4)).eval()
+    batches = [torch.randn(4, 3, 12, 12) for _ in range(2)]
+    cfg = ConsistencyConfig()
+    same = label_free_signals(model, copy.deepcopy(model), batches, cfg, "multilabel")
+    assert same["agreement"] == 1.0
+    assert same["kl_to_start"] == pytest.approx(0.0, abs=1e-6)
+    direct = torch.cat([attention_consistency(model, x, cfg).loss.detach() for x in batches]).mean()
+    assert same["consistency"] == pytest.approx(float(direct), abs=1e-6)
+    other = randomize_bn(TinyCNN(classes=4), seed=3).eval()
+    changed = label_free_signals(other, model, batches, cfg, "multiclass")
+    assert changed["kl_to_start"] > 0
+    assert 0.0 <= changed["agreement"] <= 1.0
+    assert 0.0 <= changed["class_entropy"] <= 1.0
+
+
+def _row(cons: float, agree: float = 1.0, ent: float = 0.9) -> dict[str, float]:
+    return {"lf_consistency": cons, "lf_agreement": agree, "lf_class_entropy": ent, "lf_kl_to_start": 0.0}
+
+
+def _run(rule: LabelFreeSelection, rows: list[dict[str, float]]) -> list[tuple[bool, bool]]:
+    """Feed rows through the rule as the trainer does; returns (best, stop) per row."""
+    history: list[dict[str, object]] = []
+    out = []
+    for row in rows:
+        score = rule.score(row, history)
+        verdict = rule.judge(score, history)
+        history.append({**row, "selection": score, "best": verdict.best})
+        out.append((verdict.best, verdict.stop))
+    return out
+
+
+def test_selection_keeps_the_best_admissible_and_stops_on_plateau() -> None:
+    rule = LabelFreeSelection(min_agreement=0.9, min_entropy_ratio=0.95, min_delta=0.01, patience=2)
+    verdicts = _run(
+        rule,
+        [
+            _row(-0.5),  # the start: always best
+            _row(-0.6),  # more consistent, admissible: best
+            _row(-0.9, agree=0.5),  # predictions drifted: rejected (stale 1)
+            _row(-0.95, ent=0.5),  # collapsing class histogram: rejected (stale 2 -> stop)
+        ],
+    )
+    assert verdicts == [(True, False), (True, False), (False, False), (False, True)]
+    assert rule.score(_row(-0.9, agree=0.5), [_row(-0.5)]) == -math.inf
+    assert rule.score(_row(-0.9, agree=0.5), []) == 0.9  # the first row always counts
+
+
+def test_selection_plateau_counts_small_improvements_as_stale() -> None:
+    rule = LabelFreeSelection(min_delta=0.05, patience=2)
+    verdicts = _run(rule, [_row(-0.5), _row(-0.51), _row(-0.52), _row(-0.7)])
+    # Better but within min_delta: best, yet no progress; two such in a row stop the run.
+    assert verdicts[:3] == [(True, False), (True, False), (True, True)]
+    never = LabelFreeSelection(min_delta=0.05, patience=0)
+    assert not any(stop for _, stop in _run(never, [_row(-0.5), _row(-0.5), _row(-0.5)]))
+    progress = _run(
+        LabelFreeSelection(min_delta=0.05, patience=2), [_row(-0.5), _row(-0.51), _row(-0.7), _row(-0.71)]
+    )
+    assert progress == [(True, False), (True, False), (True, False), (True, False)]
+
+
+def test_selection_needs_the_signals() -> None:
+    with pytest.raises(KeyError, match="lf_agreement"):
+        LabelFreeSelection().score({"lf_consistency": 0.0})
