@@ -1,8 +1,8 @@
 """Time one optimizer step of supervised training vs attention-consistency fine-tuning.
 
 Same model, batch and device, side by side in one process: every step of every variant runs
-once per round, rounds interleaved, so background load hits all alike; the median of the rounds
-is reported. A variant is a ``+``-joined set of levers (``base`` = none):
+once per round, rounds interleaved, so background load hits all alike; times are medians over
+the rounds, ratios medians of the per-round ratios. A variant is a ``+``-joined set of levers (``base`` = none):
 
     fold            eval-mode BatchNorm folded into the convolutions (consistency passes only)
     lean_conv       convolutions with the direct second-order backward (consistency passes only)
@@ -157,6 +157,14 @@ def interleaved(
     return out
 
 
+def paired(a: Timing, b: Timing) -> float:
+    """Median over rounds of ``a / b`` for steps timed in the same rounds: load that drifts from
+    round to round cancels out. The ratio of the medians when their rounds differ."""
+    if a.seconds and len(a.seconds) == len(b.seconds):
+        return statistics.median(x / y for x, y in zip(a.seconds, b.seconds))
+    return a.median / b.median
+
+
 def input_shape(model: str, batch: int, size: int, frames: int) -> tuple[int, ...]:
     """``(B, 3, H, W)``, or ``(B, 3, T, H, W)`` for a video model."""
     return (batch, 3, frames, size, size) if model_spec(model).video else (batch, 3, size, size)
@@ -253,7 +261,7 @@ def compare(
 
     rows: list[dict[str, object]] = []
     none = Timing()
-    ref = timings.get("consistency " + variants[0].name, none).median if variants else float("nan")
+    ref = timings.get("consistency " + variants[0].name, none) if variants else none
     for v in variants:
         sup, con = timings[sup_key[v.name]], timings.get("consistency " + v.name, none)
         rows.append(
@@ -269,11 +277,13 @@ def compare(
                 "consistency_ms": con.median * 1e3,
                 "supervised_img_s": batch / sup.median,
                 "consistency_img_s": batch / con.median,
-                "ratio": con.median / sup.median,
-                "speedup_vs_first": ref / con.median,
+                "ratio": paired(con, sup),
+                "speedup_vs_first": paired(ref, con),
                 "supervised_peak_gib": sup.peak_gib,
                 "consistency_peak_gib": con.peak_gib,
                 "rounds": len(con.seconds or sup.seconds),
+                "supervised_s": [round(t, 4) for t in sup.seconds],
+                "consistency_s": [round(t, 4) for t in con.seconds],
                 "error": "; ".join(e for e in (sup.error, con.error) if e),
             }
         )

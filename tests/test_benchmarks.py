@@ -45,6 +45,12 @@ def test_interleaved_drops_a_failing_step_and_stops_on_time() -> None:
     assert len(out["ok"].seconds) == 1  # at least one timed round, then the time cap
 
 
+def test_paired_ratio_is_the_median_of_per_round_ratios() -> None:
+    a, b = cs.Timing([2.0, 12.0, 3.0]), cs.Timing([1.0, 3.0, 2.0])
+    assert cs.paired(a, b) == 2.0  # rounds: 2, 4, 1.5 (the ratio of the medians would be 1.5)
+    assert cs.paired(cs.Timing([4.0, 1.0]), cs.Timing([2.0])) == 2.5 / 2.0  # unequal rounds
+
+
 def test_compare_rows() -> None:
     rows = cs.compare(
         "small",
