@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from atcon.models import SmallResNet
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 import consistency_step as cs  # noqa: E402
+import gpu_suite  # noqa: E402
 
 
 def test_parse_variants() -> None:
@@ -70,6 +72,16 @@ def test_compare_rows() -> None:
     assert rows[0]["supervised_ms"] == rows[1]["supervised_ms"]  # one supervised step per setting
     assert rows[0]["speedup_vs_first"] == 1.0
     assert "fold" in cs.format_table(rows)
+
+
+def test_time_cap_passes_through_step_handlers() -> None:
+    def spin() -> None:
+        while True:
+            time.sleep(0.001)
+
+    with pytest.raises(gpu_suite.SectionTimeout), gpu_suite.time_cap(0.05):
+        out = cs.interleaved({"spin": spin}, torch.device("cpu"), warmup=0, repeats=1)
+    assert "out" not in locals()  # the step handler did not swallow the time cap
 
 
 @pytest.mark.slow

@@ -5,8 +5,10 @@ The consistency loss differentiates a gradient: Guided Backprop is an input grad
 convolution ``y = conv(x, W)`` the input gradient is ``g_x = conv_transpose(g_y, W)``, and the
 loss needs ``d<u, g_x>/dW = wgrad(u, g_y)``: the ordinary weight gradient of a convolution with
 input ``u`` and output gradient ``g_y``. PyTorch's generic double backward of a convolution
-computes it as a convolution over batch-transposed tensors, which on CPU (oneDNN) is 1.2x-5x
-slower than the weight-gradient kernel itself (measured on ResNet-18's layers at 128 px, batch 8).
+computes it as a convolution over batch-transposed tensors; on CPU (oneDNN) that alone is up to
+5x slower than the weight-gradient kernel for ResNet-18's stem and strided layers at 128 px, though
+over a whole consistency step the two come out within a few percent (README, Speed). Off by
+default; ``benchmarks/gpu_suite.py`` measures it on GPU.
 
 Inside :func:`lean_conv_grads` every ``conv1d/2d/3d`` call (``nn.Conv*d`` modules and the
 functional forms, with numeric padding) runs as a custom autograd function whose backward
