@@ -45,12 +45,8 @@ def test_finetune_changes_the_weights(run: tuple[str, Path]) -> None:
     assert changed  # the consistency loss moved some weights
 
 
-def test_evaluate(run: tuple[str, Path], tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    model, ft = run
-    if model == "timm:test_vit":
-        # evaluate/pipeline.py's own Grad-CAM hook (_head_graph) takes the layer's raw output, so
-        # ViT tokens (B, N, D) are not read as (B, D, h, w); atcon.attention.feature_reader does it.
-        request.applymarker(pytest.mark.xfail(strict=True, reason="evaluate reads raw tokens"))
+def test_evaluate(run: tuple[str, Path], tmp_path: Path) -> None:
+    _, ft = run
     out = tmp_path / "ev"
     checkpoint = str(ft / "checkpoints" / "best.pt")
     args = ["evaluate", "--checkpoint", checkpoint, "--out", str(out), "--resamples", "20", "--device", "cpu"]

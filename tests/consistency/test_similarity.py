@@ -77,3 +77,14 @@ def test_dissimilarity_lower_is_more_consistent() -> None:
 def test_shape_mismatch() -> None:
     with pytest.raises(ValueError, match="same shape"):
         pearson(torch.rand(1, 3, 3), torch.rand(1, 3, 4))
+
+
+def test_pearson_of_tiny_maps_does_not_underflow() -> None:
+    from atcon.consistency.similarity import pearson
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(3, 5, 5, generator=g), torch.randn(3, 5, 5, generator=g)
+    r = pearson(a, b)
+    tiny = pearson(a * 1e-11, b * 1e-12)  # float32: the product of the variances underflows to 0
+    assert torch.isfinite(tiny).all()
+    assert torch.allclose(tiny, r, atol=1e-5)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-NAMES = ("classification", "localization", "ablation", "strategies", "controls")
+NAMES = ("classification", "localization", "ablation", "strategies", "controls", "safety", "regimes")
 
 
 def register(sub: Any) -> None:
@@ -18,7 +18,10 @@ def register(sub: Any) -> None:
         "architecture (Table 3); ablation: Pearson correlation of the 4 x 3 consistency-loss variants with the "
         "supervised validation loss (Table 4); strategies: fine-tune vs combined vs alternated; controls: the "
         "consistency mask from Guided Backprop vs a re-initialised network, Sobel edges, a random smooth mask, "
-        "and detach_mask. Every method of a (samples per class, seed) cell trains on the same split file; "
+        "and detach_mask; safety: fine-tuning on an unlabelled pool (--pool) with and without the collapse guard, "
+        "kept at its final model or selected with and without labels, and the regret of label-free selection; "
+        "regimes: + Attention vs + Aug one factor at a time (source strength, samples per class, pool or not, "
+        "guard, image size, architecture), with the mask controls where it lifts F1 or IoU. Every method of a (samples per class, seed) cell trains on the same split file; "
         "finished runs in --out are reused, so a killed experiment resumes. Training flags and TOML keys as in "
         "`atcon train`.",
     )
@@ -49,6 +52,32 @@ def register(sub: Any) -> None:
     p.add_argument("--finetune-lr", type=float, default=None, help="fine-tuning learning rate (default 5e-6)")
     p.add_argument("--source-epochs", type=int, default=None, help="source pretraining epochs (no --weights)")
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument(
+        "--pool",
+        type=int,
+        default=0,
+        help="fine-tune on an unlabelled pool of N training-pool items (outside val/test) instead of the "
+        "labelled training images (default 0: the paper's; regimes: 1000)",
+    )
+    p.add_argument(
+        "--guarded",
+        action="store_true",
+        help="fine-tune with the collapse guard (prediction anchor 1.0) and label-free selection "
+        "(classification, strategies, controls; safety and regimes set their own)",
+    )
+    p.add_argument(
+        "--finetune-eval-every",
+        type=int,
+        default=0,
+        help="evaluate fine-tuning every N steps (default 0: every epoch; useful with --pool)",
+    )
+    p.add_argument(
+        "--factors",
+        nargs="+",
+        default=[],
+        help="regimes: factors to vary around the base cell (default: all of source per_class data guard "
+        "image_size model)",
+    )
     from atcon.train.config import add_config_arguments
 
     add_config_arguments(p, exclude=("strategy", "seed", "split_seed", "per_class", "split"))
@@ -69,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         print(result["table"])
         print(f"{args.out / 'ablation.md'} ({result['seconds']:.0f} s)")
         return 0
+    from atcon.experiments.methods import GUARDED
     from atcon.experiments.suite import ExperimentConfig, run_experiment
 
     exp = ExperimentConfig(
@@ -81,6 +111,10 @@ def run(args: argparse.Namespace) -> int:
         source_epochs=args.source_epochs,
         resamples=args.resamples,
         device=cfg.device,
+        pool=args.pool,
+        finetune_eval_every=args.finetune_eval_every,
+        finetune=GUARDED if args.guarded else (),
+        factors=tuple(args.factors),
     )
     outcome = run_experiment(args.name, cfg, exp, args.out)
     print(outcome.markdown)

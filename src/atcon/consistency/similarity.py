@@ -57,9 +57,12 @@ def pearson(a: Tensor, b: Tensor) -> Tensor:
     ma, va, oka = _spread(a, (1,))
     mb, vb, okb = _spread(b, (1,))
     ok = (oka & okb).squeeze(1)
-    cov = ((a - ma) * (b - mb)).mean(dim=1)
-    den = torch.where(ok, (va * vb).squeeze(1), torch.ones_like(cov)).sqrt()
-    return torch.where(ok, cov / den, torch.zeros_like(cov))
+    # Standardise each map before the product: va * vb underflows for maps around 1e-11 (the
+    # Grad-CAM of a freshly initialised deep network), sqrt(va) * sqrt(vb) does not.
+    sa = torch.where(oka, va, torch.ones_like(va)).sqrt()
+    sb = torch.where(okb, vb, torch.ones_like(vb)).sqrt()
+    r = (((a - ma) / sa) * ((b - mb) / sb)).mean(dim=1)
+    return torch.where(ok, r, torch.zeros_like(r))
 
 
 def cross_correlation(a: Tensor, b: Tensor) -> Tensor:

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from atcon.attention.hooks import eval_mode, find_target_layer, resolve_layer, unwrap_model
+from atcon.attention.hooks import FeatureReader, eval_mode, feature_reader, unwrap_model
 from atcon.attention.maps import as_logits, gradcam_from
 from atcon.devices import resolve_device
 from atcon.evaluate.faithfulness import deletion_insertion
@@ -44,7 +44,7 @@ from atcon.evaluate.results import EvalSpec, EvaluationResult, as_spec, summariz
 
 
 @contextlib.contextmanager
-def _head_graph(model: nn.Module, layer: nn.Module) -> Iterator[dict[str, Tensor]]:
+def _head_graph(model: nn.Module, layer: nn.Module | FeatureReader) -> Iterator[dict[str, Tensor]]:
     """Forward passes inside the block record an autograd graph from ``layer``'s output on only.
 
     The backbone runs under ``no_grad`` (no activations kept); the layer's output is replaced by
@@ -52,16 +52,24 @@ def _head_graph(model: nn.Module, layer: nn.Module) -> Iterator[dict[str, Tensor
     Grad-CAM gradients cost one backward through the head. Grad mode is restored on exit.
     """
     captured: dict[str, Tensor] = {}
+    reader = layer if isinstance(layer, FeatureReader) else None
+    module = layer.module if isinstance(layer, FeatureReader) else layer
 
     def hook(_m: nn.Module, _inp: object, out: object) -> Tensor:
         if not isinstance(out, Tensor):
             raise ValueError(f"the Grad-CAM layer returned {type(out).__name__}, not a tensor")
         torch.set_grad_enabled(True)
-        leaf = out.detach().requires_grad_(True)
+        if reader is None:
+            leaf = out.detach().requires_grad_(True)
+            captured["features"] = leaf
+            return leaf.clone()  # downstream inplace ops must not modify the leaf
+        # Token or channels-last outputs: the leaf is the (B, K, *grid) map the rest is rebuilt from.
+        features, layout = reader.read(out.detach())
+        leaf = features.detach().requires_grad_(True)
         captured["features"] = leaf
-        return leaf.clone()  # downstream inplace ops must not modify the leaf
+        return reader.rebuild(leaf.clone(), out, layout)
 
-    handle = layer.register_forward_hook(hook)
+    handle = module.register_forward_hook(hook)
     try:
         with torch.no_grad():
             yield captured
@@ -80,14 +88,15 @@ def _pair_rounds(pairs: Tensor, batch: int) -> tuple[Tensor, int]:
 
 
 def batch_gradcams(
-    model: nn.Module, x: Tensor, layer: nn.Module, pairs_fn: Callable[[Tensor], Tensor]
+    model: nn.Module, x: Tensor, layer: nn.Module | FeatureReader, pairs_fn: Callable[[Tensor], Tensor]
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Logits of a batch and the ReLU'd Grad-CAM of chosen (item, class) pairs, one forward pass.
 
     Args:
         model: classifier in eval mode.
         x: input batch.
-        layer: the Grad-CAM layer (module).
+        layer: the Grad-CAM layer: a module whose output is ``(B, K, *spatial)``, or a
+            :class:`~atcon.attention.hooks.FeatureReader` for token and channels-last outputs.
         pairs_fn: maps the batch logits (B, C) to the ``(item, class)`` rows (P, 2) whose maps
             are wanted, sorted by item (e.g. the true positives).
 
@@ -187,7 +196,7 @@ def evaluate_model(
     loc_parts: list[LocalizationResult] = []
     faith_parts: dict[str, list[Tensor]] = {"deletion": [], "insertion": []}
     has_boxes = spec.localization
-    layer_name, layer_module = "", None
+    layer_name = ""
     offset = 0
     start = time.perf_counter()
     batches: Any = loader
@@ -199,15 +208,15 @@ def evaluate_model(
         for x, target in batches:
             x = x.to(device, non_blocking=True)
             labels = labels_of(target, task).to(device)
-            if layer_module is None:
-                layer = find_target_layer(inner, x) if spec.target_layer is None else spec.target_layer
-                layer_name, layer_module = resolve_layer(inner, layer)
+            # Resolved per batch (cached): the reader knows the batch's grid and token layout.
+            reader = feature_reader(inner, spec.target_layer, x)
+            layer_name = reader.name
             clips = x.ndim == 5
 
             def tp(logits: Tensor, labels: Tensor = labels) -> Tensor:
                 return true_positive_pairs(logits, labels, task, threshold=spec.threshold)
 
-            logits, pairs, maps = batch_gradcams(model, x, layer_module, tp)
+            logits, pairs, maps = batch_gradcams(model, x, reader, tp)
             logits_parts.append(logits.float().cpu())
             label_parts.append(labels.cpu())
             pair_parts.append(pairs.cpu() + torch.tensor([offset, 0]))

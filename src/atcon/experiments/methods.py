@@ -46,6 +46,12 @@ class ExperimentConfig:
             in the CPU demos: supervised on single objects for images, SimCLR for clips).
         resamples: bootstrap resamples.
         device: evaluation device.
+        pool: fine-tune on an unlabelled pool of this many training-pool items (drawn per split
+            seed, outside val/test) instead of the labelled training images (0: the paper's).
+        finetune_eval_every: evaluate fine-tuning every this many steps (0: every epoch).
+        finetune: further TrainConfig settings of every fine-tuning run, as ``(key, value)``
+            pairs (e.g. the collapse guard and label-free selection, :data:`GUARDED`).
+        factors: regimes experiment: the factors varied around the base cell (empty: all).
     """
 
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -57,6 +63,10 @@ class ExperimentConfig:
     source_epochs: int | None = None
     resamples: int = 1000
     device: str = "auto"
+    pool: int = 0
+    finetune_eval_every: int = 0
+    finetune: tuple[tuple[str, Any], ...] = ()
+    factors: tuple[str, ...] = ()
 
 
 def is_video(cfg: TrainConfig) -> bool:
@@ -87,10 +97,21 @@ def source_weights(cfg: TrainConfig, exp: ExperimentConfig, progress: bool) -> s
     return str(path)
 
 
+GUARDED: tuple[tuple[str, Any], ...] = (("anchor_weight", 1.0), ("select", "label-free"))
+"""The recommended fine-tuning settings: prediction anchor (lambda = 1) and label-free selection."""
+
+
 def finetune_config(cfg: TrainConfig, exp: ExperimentConfig, **changes: Any) -> TrainConfig:
-    """``cfg`` as consistency fine-tuning: the experiment's epochs and learning rate, the parent's head."""
+    """``cfg`` as consistency fine-tuning: the experiment's epochs, learning rate, pool and
+    fine-tuning settings (``changes`` last), the parent's head."""
+    settings: dict[str, Any] = dict(exp.finetune)
+    if exp.pool:
+        settings["unlabeled"] = f"pool:{exp.pool}"
+    if exp.finetune_eval_every:
+        settings["eval_every"] = exp.finetune_eval_every
+    settings.update(changes)
     return cfg.replace(
-        strategy="finetune", epochs=exp.finetune_epochs, lr=exp.finetune_lr, new_head=False, **changes
+        strategy="finetune", epochs=exp.finetune_epochs, lr=exp.finetune_lr, new_head=False, **settings
     )
 
 

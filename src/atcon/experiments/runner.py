@@ -27,6 +27,7 @@ from atcon.evaluate import EvalSpec, EvaluationResult
 from atcon.train.checkpoint import atomic_write_text
 from atcon.train.config import TrainConfig
 from atcon.train.data import TaskData, build_task_data, task_split
+from atcon.train.strategies import strategy_class
 
 
 @dataclass(frozen=True)
@@ -120,12 +121,18 @@ class Store:
 
     def data(self, cfg: TrainConfig) -> TaskData:
         """Datasets for ``cfg`` (which must name its split file), built and decoded once per process."""
+        # Everything build_task_data reads (the pool's holdout draw depends on the seed).
         key = json.dumps(
-            [cfg.data, cfg.split, cfg.data_seed, cfg.data_size, cfg.model, cfg.image_size, cfg.augment]
-        )
+            [
+                cfg.data, cfg.split, cfg.data_seed, cfg.data_size, cfg.model, cfg.image_size, cfg.augment,
+                cfg.unlabeled, cfg.select, cfg.holdout, cfg.seed if cfg.select == "label-free" else None,
+                strategy_class(cfg.strategy).two_views,
+            ]
+        )  # fmt: skip
         if key not in self._data:
             data = build_task_data(cfg)
-            for ds in (data.train, data.val, data.test):
+            for ds in (data.train, data.val, data.test, data.unlabeled, data.holdout):
+                ds = getattr(ds, "dataset", ds)  # a Subset of the pool
                 preload = getattr(ds, "preload", None)
                 if callable(preload):
                     preload()

@@ -228,11 +228,25 @@ def run_controls(base: TrainConfig, exp: ExperimentConfig, store: Store) -> Outc
     )  # fmt: skip
 
 
+def _regimes(base: TrainConfig, exp: ExperimentConfig, store: Store) -> Outcome:
+    from atcon.experiments.regimes import run_regimes
+
+    return run_regimes(base, exp, store)
+
+
+def _safety(base: TrainConfig, exp: ExperimentConfig, store: Store) -> Outcome:
+    from atcon.experiments.regimes import run_safety
+
+    return run_safety(base, exp, store)
+
+
 RUNNERS: dict[str, Callable[[TrainConfig, ExperimentConfig, Store], Outcome]] = {
     "classification": run_classification,
     "localization": run_localization,
     "strategies": run_strategies,
     "controls": run_controls,
+    "safety": _safety,
+    "regimes": _regimes,
 }
 
 

@@ -56,9 +56,11 @@ class TrainConfig:
         split_seed: Seed of the few-shot draw (which samples are labelled).
         data_seed: Seed that generates a built-in benchmark's images.
         data_size: Size of a built-in benchmark relative to its default (e.g. 0.25).
-        unlabeled: Folder of unlabelled images or videos (searched recursively) for the
-            consistency steps; unset: the split file's unlabelled pool if it has one, else the
-            training samples without their labels.
+        unlabeled: Unlabelled data for the consistency steps: a folder of images or videos
+            (searched recursively), or pool:N for N items of the data's own training pool drawn
+            with split_seed (outside val/test; recorded in the run's split.json); unset: the
+            split file's unlabelled pool if it has one, else the training samples without their
+            labels.
         image_size: Input side in pixels; unset: the model's own input size.
         augment: Random augmentation of the training samples.
         model: Architecture: resnet18, resnet50, inception_v3, r3d_18, small or small3d.
@@ -106,9 +108,9 @@ class TrainConfig:
             Fisher information, estimated from unlabelled data (EATA).
         trainable_blocks: Collapse guard: train only the last this many blocks, e.g. 2 = layer4
             and fc of a ResNet (0: all).
-        select: Model selection and stopping: labels (the validation metric, the paper's) or
+        select: Model selection and stopping: labels (the validation metric, the paper's),
             label-free (held-out consistency within agreement and class-entropy floors; reads no
-            label; see atcon.train.labelfree).
+            label; see atcon.train.labelfree) or last (no selection: the final model).
         holdout: label-free: share of the unlabelled pool held out for the label-free signals
             (without a pool, the validation images are used with their labels unread).
         min_agreement: label-free: smallest admissible share of held-out items whose top-1 class
@@ -170,7 +172,7 @@ class TrainConfig:
     param_anchor_fisher: bool = False
     trainable_blocks: int = 0
     # selection
-    select: Literal["labels", "label-free"] = "labels"
+    select: Literal["labels", "label-free", "last"] = "labels"
     holdout: float = 0.2
     min_agreement: float = 0.9
     min_entropy_ratio: float = 0.95
@@ -213,11 +215,12 @@ class TrainConfig:
         for name in ("holdout", "min_agreement", "min_entropy_ratio"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.select == "label-free" and not strategy_class(self.strategy).label_free_selection:
+        if self.select != "labels" and not strategy_class(self.strategy).label_free_selection:
             raise ValueError(
-                f"select='label-free' decides on the signals of consistency fine-tuning; strategy "
+                f"select={self.select!r} is a choice of consistency fine-tuning; strategy "
                 f"{self.strategy!r} selects on labels: use --select labels, or atcon finetune"
             )
+        pool_size(self.unlabeled)  # validates "pool:N"
         if self.select == "label-free" and self.holdout <= 0 and self.unlabeled is not None:
             raise ValueError("select='label-free' with an unlabelled pool needs holdout > 0 (e.g. 0.2)")
         self.consistency  # noqa: B018 -- builds the ConsistencyConfig, which validates its fields
@@ -263,6 +266,21 @@ class TrainConfig:
 
 
 @cache
+def pool_size(unlabeled: str | None) -> int | None:
+    """N of an ``unlabeled="pool:N"`` setting, else None (a folder, or unset)."""
+    if unlabeled is None or not unlabeled.startswith("pool:"):
+        return None
+    try:
+        n = int(unlabeled.removeprefix("pool:"))
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(
+            f"unlabeled {unlabeled!r}: write pool:N with N >= 1 (e.g. pool:1000), or give a folder"
+        )
+    return n
+
+
 def _field_types() -> dict[str, Any]:
     return typing.get_type_hints(TrainConfig)
 

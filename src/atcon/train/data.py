@@ -28,6 +28,13 @@ if TYPE_CHECKING:
     from atcon.train.config import TrainConfig
 
 
+def pool_size(unlabeled: str | None) -> int | None:
+    """N of ``unlabeled="pool:N"`` (see :func:`atcon.train.config.pool_size`)."""
+    from atcon.train.config import pool_size as parse
+
+    return parse(unlabeled)
+
+
 @dataclass
 class TaskData:
     """The datasets of one run (see module docstring)."""
@@ -145,6 +152,9 @@ def build_task_data(cfg: TrainConfig, split: D.Split | None = None) -> TaskData:
     kind = _kind(cfg)
     video = model_spec(cfg.model).video
     split = split or _split(cfg, kind)
+    n_pool = pool_size(cfg.unlabeled)
+    if n_pool is not None and len(split.unlabeled) != n_pool:
+        split = D.with_unlabeled_pool(split, training_pool_ids(cfg, split), n_pool, seed=cfg.split_seed)
     size = image_size_for(cfg)
     is_clips = (kind == "benchmark" and cfg.data == "fashion-events") or kind == "video"
     if is_clips != video:
@@ -234,7 +244,7 @@ def _pool(
     With ``select="label-free"`` a seeded ``holdout`` share of the pool is taken out of training
     and served with the evaluation transform for the label-free signals.
     """
-    if cfg.unlabeled is not None:
+    if cfg.unlabeled is not None and pool_size(cfg.unlabeled) is None:
         make = folder
     elif split.unlabeled:
         ids = list(split.unlabeled)

@@ -105,6 +105,20 @@ class LowestTrainLoss(SelectionRule):
         return -float(loss) if loss is not None else -math.inf
 
 
+@dataclass(frozen=True)
+class LastEvaluation(SelectionRule):
+    """No selection: every evaluation replaces the best, so the final model is kept."""
+
+    patience: int = 0
+
+    @property
+    def name(self) -> str:
+        return "last"
+
+    def score(self, row: Mapping[str, Any], history: Sequence[Mapping[str, Any]] = ()) -> float:
+        return float(len(history))
+
+
 def selection_metric(task: str) -> str:
     """Validation metric for model selection: mAP (multi-label) or macro F1 (multi-class)."""
     return "map" if task == "multilabel" else "f1_macro"

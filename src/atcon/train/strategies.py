@@ -31,7 +31,13 @@ from atcon.evaluate.metrics import Task, labels_of
 from atcon.train.data import item_seed
 from atcon.train.engine import consistency_loss, consistency_result, supervised_loss
 from atcon.train.guard import Guard
-from atcon.train.selection import LowestTrainLoss, SelectionRule, ValidationMetric, selection_metric
+from atcon.train.selection import (
+    LastEvaluation,
+    LowestTrainLoss,
+    SelectionRule,
+    ValidationMetric,
+    selection_metric,
+)
 from atcon.train.simclr import NTXentLoss, SimCLRNet
 
 if TYPE_CHECKING:
@@ -189,7 +195,10 @@ class Finetune(Strategy):
         return terms.attention(batch["unlabelled"])
 
     def selection(self, task: Task, patience: int) -> SelectionRule:
-        """The validation metric (the paper's), or label-free signals (``select="label-free"``)."""
+        """The validation metric (the paper's), label-free signals (``select="label-free"``), or
+        none (``select="last"``)."""
+        if self.cfg.select == "last":
+            return LastEvaluation(patience)
         if self.cfg.select != "label-free":
             return super().selection(task, patience)
         from atcon.train.labelfree import LabelFreeSelection
