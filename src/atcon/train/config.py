@@ -106,6 +106,10 @@ class TrainConfig:
         detach_mask: Stop gradients at the mask (cheaper; the method lets them flow).
         mask_source: Where the mask's saliency comes from: guided_backprop (the method), or
             the controls random_network, sobel and random_smooth.
+        fold_norm: Speed: fold eval-mode BatchNorm into the convolution before it in the
+            consistency passes (same loss and gradients up to rounding).
+        lean_conv_grad: Speed: convolutions with a direct second-order backward in the
+            consistency passes (same loss and gradients up to rounding).
         target_layer: Dotted name of the Grad-CAM layer (e.g. layer4); unset: the model's
             default.
         temperature: SimCLR's NT-Xent temperature.
@@ -175,6 +179,8 @@ class TrainConfig:
     mask_sharpness: float = 1.0
     detach_mask: bool = False
     mask_source: MaskSource = "guided_backprop"
+    fold_norm: bool = True
+    lean_conv_grad: bool = False
     target_layer: str | None = None
     temperature: float = 0.5
     # collapse guards (atcon.train.guard)
@@ -262,6 +268,8 @@ class TrainConfig:
             mask_sharpness=self.mask_sharpness,
             detach_mask=self.detach_mask,
             mask_source=self.mask_source,
+            fold_norm=self.fold_norm,
+            lean_conv_grad=self.lean_conv_grad,
         )
 
     def to_dict(self) -> dict[str, Any]:
