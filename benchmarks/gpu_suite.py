@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -340,6 +341,12 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--smoke", action="store_true", help="tiny networks, one round: checks the script")
     p.add_argument("--budget", type=float, default=420.0, help="seconds for the whole suite")
+    p.add_argument("--resnet-cap", type=float, default=150.0, help="seconds for the ResNet-50 section")
+    p.add_argument("--video-cap", type=float, default=100.0, help="seconds for the r3d_18 section")
+    p.add_argument(
+        "--resnet-variants", default=RESNET_VARIANTS, help="ResNet-50 variants (consistency_step.py syntax)"
+    )
+    p.add_argument("--video-variants", default=VIDEO_VARIANTS, help="r3d_18 variants")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--shell", action="append", default=[], metavar="NAME=CMD", help="a command to run")
     p.add_argument("--shell-timeout", type=float, default=240.0)
@@ -359,11 +366,24 @@ def main() -> None:
     torch.backends.cudnn.benchmark = True  # as in training: fixed shapes, tuned kernels
     torch._logging.set_logs(dynamo=logging.ERROR)  # recompile warnings would flood the output
     plan = SMOKE if args.smoke else FULL
+    plan = dataclasses.replace(
+        plan,
+        resnet=dataclasses.replace(plan.resnet, variants=args.resnet_variants),
+        video=dataclasses.replace(plan.video, variants=args.video_variants),
+    )
     suite = Suite(args.out, args.budget)
     sections: list[tuple[str, float, Callable[[], None]]] = [
         ("env", 30, lambda: env_section(suite, device)),
-        ("resnet50", 150, lambda: benchmark_shape(suite, plan, plan.resnet, device, 40)),
-        ("r3d_18", 100, lambda: benchmark_shape(suite, plan, plan.video, device, 25)),
+        (
+            "resnet50",
+            args.resnet_cap,
+            lambda: benchmark_shape(suite, plan, plan.resnet, device, args.resnet_cap / 2.4),
+        ),
+        (
+            "r3d_18",
+            args.video_cap,
+            lambda: benchmark_shape(suite, plan, plan.video, device, args.video_cap / 2.4),
+        ),
         ("commands", 1e9, lambda: commands_section(suite, commands)),
         ("profile", 45, lambda: profile_section(suite, plan, device)),
         ("compile", 150, lambda: compile_section(suite, plan, device)),
