@@ -72,6 +72,12 @@ def register(sub: Any) -> None:
         help="evaluate fine-tuning every N steps (default 0: every epoch; useful with --pool)",
     )
     p.add_argument(
+        "--methods",
+        nargs="+",
+        default=[],
+        help="safety: the fine-tuning variants to run (default: all five; quote names with spaces)",
+    )
+    p.add_argument(
         "--factors",
         nargs="+",
         default=[],
@@ -115,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
         finetune_eval_every=args.finetune_eval_every,
         finetune=GUARDED if args.guarded else (),
         factors=tuple(args.factors),
+        methods=tuple(args.methods),
     )
     outcome = run_experiment(args.name, cfg, exp, args.out)
     print(outcome.markdown)

@@ -52,6 +52,7 @@ class ExperimentConfig:
         finetune: further TrainConfig settings of every fine-tuning run, as ``(key, value)``
             pairs (e.g. the collapse guard and label-free selection, :data:`GUARDED`).
         factors: regimes experiment: the factors varied around the base cell (empty: all).
+        methods: safety experiment: the fine-tuning variants to run (empty: all).
     """
 
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -67,6 +68,7 @@ class ExperimentConfig:
     finetune_eval_every: int = 0
     finetune: tuple[tuple[str, Any], ...] = ()
     factors: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
 
 
 def is_video(cfg: TrainConfig) -> bool:

@@ -133,6 +133,10 @@ def run_safety(base: TrainConfig, exp: ExperimentConfig, store: Store) -> Outcom
     start = time.perf_counter()
     if not exp.pool:
         raise ValueError("the safety experiment fine-tunes on an unlabelled pool: give --pool N (e.g. 1000)")
+    unknown = sorted(set(exp.methods) - set(SAFETY))
+    if unknown:
+        raise ValueError(f"unknown safety method(s) {unknown}; choose from {sorted(SAFETY)}")
+    variants = {k: v for k, v in SAFETY.items() if not exp.methods or k in exp.methods}
     plain = dataclasses.replace(exp, finetune=())
     weights = source_weights(base, exp, store.progress)
     by_method: dict[str, list[Run]] = {}
@@ -142,7 +146,7 @@ def run_safety(base: TrainConfig, exp: ExperimentConfig, store: Store) -> Outcom
         reference = reference_method(runs)
         ref = runs[reference]
         by_method.setdefault(reference, []).append(ref)
-        for name, changes in SAFETY.items():
+        for name, changes in variants.items():
             by_method.setdefault(name, []).append(
                 Run(name, finetune_config(ref.cfg, plain, **changes), ref, ref.tags)
             )
