@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
-import math
 from pathlib import Path
-from typing import Any
 
+from atcon._json import to_json
 from atcon.commands._common import slug
 
 
@@ -129,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
             for name, c in comparisons.items()
         },
     }
-    (out / "results.json").write_text(json.dumps(_json_safe(info), indent=1, allow_nan=False) + "\n")
+    (out / "results.json").write_text(to_json(info) + "\n")
     markdown = [f"# Evaluation ({args.split})", "", table, "", note, ""]
     if has_loc:
         markdown += [str(protocol), ""]
@@ -175,13 +173,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nresults: {out / 'results.json'}, {out / 'results.md'}, {out / 'results.csv'}\nreport:  {html}")
     return 0
 
-
-def _json_safe(obj: Any) -> Any:
-    """Replace non-finite floats (undefined metrics, p-values) by None, recursively."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
+
+from atcon._json import to_json
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -64,5 +65,5 @@ def _run(args: argparse.Namespace, strategy: str | None) -> int:
     else:
         run_dir, resume = args.out or Path("runs") / cfg.strategy, False
     summary = train(cfg, run_dir, resume=resume, overwrite=args.overwrite, progress=not args.no_progress)
-    print(json.dumps(summary, indent=1))
+    print(to_json(summary))
     return 0

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from atcon._json import to_json
 from atcon.experiments.methods import ExperimentConfig
 from atcon.experiments.runner import Store
 from atcon.train.checkpoint import atomic_write_text
@@ -53,7 +53,7 @@ def write_outcome(
     files = [folder / f"{name}.md", folder / f"{name}.json", folder / f"{name}.csv", folder / f"{name}.html"]
     atomic_write_text(files[0], md)
     atomic_write_text(
-        files[1], json.dumps({"meta": meta, "rows": flat, "seconds": seconds}, indent=1, default=str)
+        files[1], to_json({"meta": meta, "rows": flat, "seconds": seconds}, default=str)
     )
     buf = io.StringIO()
     if flat:
@@ -69,7 +69,7 @@ def write_outcome(
         parts.append(report.figure(figure, "Figure"))
     parts += [
         report.table(timing, "Runs (wall time)"),
-        report.text(json.dumps(meta, indent=1, default=str), "Settings", preformatted=True),
+        report.text(to_json(meta, default=str), "Settings", preformatted=True),
     ]
     report.write_report(files[3], title, parts)
     return Outcome(name, md, flat, seconds, files)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from atcon._json import to_json
 from atcon.evaluate import EvalSpec, EvaluationResult
 from atcon.train.checkpoint import atomic_write_text
 from atcon.train.config import TrainConfig
@@ -187,14 +188,13 @@ class Store:
         )
         atomic_write_text(
             record_file,
-            json.dumps(
+            to_json(
                 {
                     "method": run.method,
                     "tags": run.tags,
                     "train_seconds": train_seconds,
                     "eval_seconds": eval_seconds,
-                },
-                indent=1,
+                }
             ),
         )
         if self.progress:
