@@ -54,9 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_debug_everywhere(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Accept ``--debug`` after the subcommand too (``atcon train ... --debug``), at every level."""
     for parser in set(sub.choices.values()):
-        parser.add_argument(
-            "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
-        )
+        parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         for action in parser._actions:
             if isinstance(action, argparse._SubParsersAction):
                 _add_debug_everywhere(action)

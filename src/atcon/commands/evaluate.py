@@ -172,4 +172,3 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"\nresults: {out / 'results.json'}, {out / 'results.md'}, {out / 'results.csv'}\nreport:  {html}")
     return 0
-

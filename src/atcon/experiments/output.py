@@ -52,9 +52,7 @@ def write_outcome(
     md += f"\n\n## Runs (wall time)\n\n{timing}\n\nTotal: {seconds:.0f} s\n"
     files = [folder / f"{name}.md", folder / f"{name}.json", folder / f"{name}.csv", folder / f"{name}.html"]
     atomic_write_text(files[0], md)
-    atomic_write_text(
-        files[1], to_json({"meta": meta, "rows": flat, "seconds": seconds}, default=str)
-    )
+    atomic_write_text(files[1], to_json({"meta": meta, "rows": flat, "seconds": seconds}, default=str))
     buf = io.StringIO()
     if flat:
         w = csv.DictWriter(buf, fieldnames=list(flat[0]))

@@ -127,7 +127,7 @@ class Store:
             [
                 cfg.data, cfg.split, cfg.data_seed, cfg.data_size, cfg.model, cfg.image_size, cfg.augment,
                 cfg.unlabeled, cfg.select, cfg.holdout, cfg.seed if cfg.select == "label-free" else None,
-                strategy_class(cfg.strategy).two_views,
+                strategy_class(cfg.strategy).two_views, cfg.on_bad_file,
             ]
         )  # fmt: skip
         if key not in self._data:
