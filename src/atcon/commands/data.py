@@ -66,11 +66,17 @@ def register(subparsers: Any) -> None:
 
 def cmd_build(args: argparse.Namespace) -> int:
     """Generate a benchmark and print where it is."""
+    from atcon._progress import interactive
     from atcon.data.benchmarks import timed_build
 
+    live = interactive()
+
     def progress(done: int, total: int) -> None:
-        if done == total or done % max(1, total // 20) == 0:
+        # A counter that redraws itself on a terminal; in a log, one line when done.
+        if live and (done == total or done % max(1, total // 20) == 0):
             print(f"\r{args.name}: {done}/{total}", end="", file=sys.stderr, flush=True)
+        elif not live and done == total:
+            print(f"{args.name}: {done}/{total}", end="", file=sys.stderr, flush=True)
 
     path, seconds = timed_build(
         args.name,

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from atcon._progress import interactive, line
 from atcon.attention.hooks import FeatureReader, eval_mode, feature_reader, unwrap_model
 from atcon.attention.maps import as_logits, gradcam_from
 from atcon.devices import resolve_device
@@ -200,7 +201,8 @@ def evaluate_model(
     offset = 0
     start = time.perf_counter()
     batches: Any = loader
-    if progress:
+    live = progress and interactive()
+    if live:
         from tqdm.auto import tqdm
 
         batches = tqdm(loader, desc=f"evaluate {name}", leave=False)
@@ -244,6 +246,8 @@ def evaluate_model(
     if offset == 0:
         raise ValueError("the dataset is empty")
     seconds = time.perf_counter() - start
+    if progress and not live:  # in a log file: one line for the stage
+        line(f"evaluate {name}: {offset} items, {seconds:.0f} s")
     faith = None
     if spec.faithfulness:
         faith = {k: torch.cat(v) if v else torch.zeros(0) for k, v in faith_parts.items()}

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from atcon._json import to_json
+from atcon._progress import interactive, line
 from atcon.data import Split
 from atcon.train import distributed as dist_utils
 from atcon.train.checkpoint import atomic_write_text, load_checkpoint
@@ -126,6 +127,19 @@ def train(
         dist_utils.teardown()
 
 
+def _epoch_line(name: str, trainer: Trainer, loss: float, seconds: float) -> str:
+    """``"finetune ft: epoch 2/10, loss 0.41, val_map 0.62, 12 s"`` (the latest evaluation's metric)."""
+    st = trainer.state
+    text = f"{name}: epoch {st.epoch}/{trainer.cfg.epochs}, loss {loss:.4g}"
+    row = st.history[-1] if st.history else {}
+    metric = next((k for k in ("val_map", "lf_consistency", "selection") if row.get(k) is not None), None)
+    if metric is not None:
+        text += f", {metric} {row[metric]:.4g}"
+    if st.stopped_early:
+        text += ", stopping early"
+    return f"{text}, {seconds:.0f} s"
+
+
 def absolute_paths(cfg: TrainConfig) -> TrainConfig:
     """``cfg`` with its file and folder settings made absolute, so that the saved config (and a
     resume) does not depend on the working directory.
@@ -156,13 +170,18 @@ def _loop(trainer: Trainer, show: bool) -> dict[str, Any]:
 
     cfg, st = trainer.cfg, trainer.state
     start = time.perf_counter()
+    name = f"{cfg.strategy} {trainer.run_dir.name}"
+    # A live bar on a terminal; in a log file one line per epoch instead of every redraw.
+    live = show and interactive()
     bar = tqdm(
         total=cfg.epochs * trainer.steps_per_epoch,
         initial=st.epoch * trainer.steps_per_epoch + st.batch,
-        desc=f"{cfg.strategy} {trainer.run_dir.name}",
-        disable=not show,
+        desc=name,
+        disable=not live,
         leave=False,
     )
+    if show and not live:
+        line(f"{name}: epochs {st.epoch + 1}-{cfg.epochs} of {trainer.steps_per_epoch} steps each")
     if trainer.strategy.start_is_candidate and st.global_step == 0 and not st.history:
         # The starting network is a candidate too: selection on validation may keep it when
         # training does not help.
@@ -180,6 +199,8 @@ def _loop(trainer: Trainer, show: bool) -> dict[str, Any]:
             st.stopped_early = True
             trainer.log(f"early stopping after epoch {epoch}: no improvement in {cfg.patience} evaluations")
         trainer.save("last")
+        if show and not live:
+            line(_epoch_line(name, trainer, loss, time.perf_counter() - start))
     bar.close()
     st.finished = True
     trainer.save("last")
