@@ -8,6 +8,7 @@ Examples::
     atcon data split clips --manifest clips.csv --per-class 16 --seed 0 --out split.json
     atcon data split benchmark cluttered-fashion --per-class 4 --out split.json
     atcon data info ROOT
+    atcon data info ROOT --check
 """
 
 from __future__ import annotations
@@ -61,6 +62,11 @@ def register(subparsers: Any) -> None:
     info = sub.add_parser("info", help="count images or clips per class")
     info.add_argument("root", type=Path, help="VOC-layout folder, clip manifest, or folder-per-class tree")
     info.add_argument("--split", default=None, help="VOC split(s) to count, comma-separated (default: all)")
+    info.add_argument(
+        "--check",
+        action="store_true",
+        help="also decode every image or clip once and list the bad files (exit status 1 if any)",
+    )
     info.set_defaults(func=cmd_info)
 
 
@@ -130,7 +136,28 @@ def cmd_split(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    """Print per-class counts of a dataset."""
+    """Print per-class counts of a dataset (and, with ``--check``, its bad files)."""
+    status = _check(args.root.expanduser()) if args.check else 0
+    return _counts(args) or status
+
+
+def _check(root: Path) -> int:
+    from atcon.data.check import check_files
+
+    report = check_files(root)
+    if report.ok:
+        print(f"{report.path}: all {report.checked} {report.what} decode")
+        return 0
+    print(
+        f"{report.path}: {len(report.bad)} of {report.checked} {report.what} are bad "
+        "(--on-bad-file skip leaves them out):"
+    )
+    for err in report.bad:
+        print(f"  {err}")
+    return 1
+
+
+def _counts(args: argparse.Namespace) -> int:
     root: Path = args.root.expanduser()
     if root.is_dir() and (root / "manifest.csv").is_file():
         root = root / "manifest.csv"
