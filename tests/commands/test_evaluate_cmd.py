@@ -50,7 +50,9 @@ def test_evaluate_compare_writes_everything(
     assert info["reference"] == "a" and [r["name"] for r in info["results"]] == ["a", "b"]
     res = info["results"][0]
     assert (
-        res["n_items"] == 6 and res["protocol"]["threshold"] == 0.5 and res["bootstrap"]["n_resamples"] == 50
+        res["n_items"] == 6
+        and res["protocol"]["iou_threshold"] == 0.5
+        and res["bootstrap"]["n_resamples"] == 50
     )
     assert set(res["metrics"]) >= {"f1_macro", "f1_micro", "map", "f1_per_class", "iou", "pointing", "energy"}
     assert set(info["comparisons"]["b"]["f1_macro"]) == {"p_value", "star"}

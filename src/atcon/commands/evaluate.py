@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from atcon._json import to_json
@@ -33,7 +34,27 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default: 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument(
-        "--threshold", type=float, default=0.5, help="IoU threshold on the rescaled map (paper: 0.5)"
+        "--iou-threshold",
+        type=float,
+        default=None,
+        help="localization: a pixel of the rescaled map is in the IoU mask at or above it (default 0.5, "
+        "the paper's)",
+    )
+    # The IoU threshold's former name, kept working (it said nothing of which threshold it was).
+    p.add_argument("--threshold", dest="old_threshold", type=float, default=None, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--decision-threshold",
+        type=float,
+        default=0.5,
+        help="multi-label F1: a class is predicted when its probability is above it; also decides "
+        "which (item, class) pairs are true positives for localization (default 0.5)",
+    )
+    p.add_argument(
+        "--measure-at",
+        choices=("input", "original"),
+        default="input",
+        help="image size localization is measured at: input (the network's input size, boxes resized "
+        "with the image) or original (each image's own size, boxes as annotated) (default: input)",
     )
     p.add_argument("--tolerance", type=float, default=15.0, help="pointing-game tolerance in pixels")
     p.add_argument("--faithfulness", action="store_true", help="also deletion/insertion AUC of the maps")
@@ -74,8 +95,17 @@ def run(args: argparse.Namespace) -> int:
             main.name, ref.name = f"{main.name} (A)", f"{ref.name} (B)"
         models = [ref, main]
     dataset = checkpoint_dataset(main, args.split, args.data)
-    protocol = LocalizationProtocol(threshold=args.threshold, pointing_tolerance=args.tolerance)
+    iou_threshold = args.iou_threshold
+    if args.old_threshold is not None:
+        print("atcon evaluate: --threshold is now --iou-threshold", file=sys.stderr)
+        iou_threshold = args.old_threshold if iou_threshold is None else iou_threshold
+    protocol = LocalizationProtocol(
+        threshold=0.5 if iou_threshold is None else iou_threshold,
+        pointing_tolerance=args.tolerance,
+        measure_at=args.measure_at,
+    )
     spec = EvalSpec(
+        threshold=args.decision_threshold,
         protocol=protocol,
         faithfulness=args.faithfulness,
         n_resamples=args.resamples,
@@ -95,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
     note = (
         f"Values in %, {level} bootstrap CIs ({args.resamples} resamples of the {results[0].n_items} "
         f"{args.split} items, seed {args.seed})"
+        + (f"; F1 at decision threshold {spec.threshold:g}" if main.task == "multilabel" else "")
         + (f"; * p < 0.05, paired bootstrap test vs. {reference}." if reference else ".")
     )
     has_loc = any(r.localization is not None for r in results)

@@ -46,7 +46,8 @@ def write_outcome(
         "Cells: mean over seeds [95% bootstrap interval over test items, same resamples for every seed]; "
         "selected epoch: the validation-selected epoch of each seed (-1: fine-tuning kept its starting model); "
         "`*`: paired bootstrap p < 0.05 against the row's reference "
-        f"({', '.join(f'{a} vs {b}' for a, b in meta.get('references', {}).items())})."
+        f"({', '.join(f'{a} vs {b}' for a, b in meta.get('references', {}).items())}). "
+        f"Localization (IoU, pointing game) is measured at {store.protocol.size_text}."
     )
     md = f"# {title}\n\n{note}\n\n" + "\n\n".join(f"## {t}\n\n{body}" for t, body in sections)
     md += f"\n\n## Runs (wall time)\n\n{timing}\n\nTotal: {seconds:.0f} s\n"

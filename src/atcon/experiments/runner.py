@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from atcon._json import to_json
-from atcon.evaluate import EvalSpec, EvaluationResult
+from atcon.evaluate import EvalSpec, EvaluationResult, LocalizationProtocol
 from atcon.train.checkpoint import atomic_write_text
 from atcon.train.config import TrainConfig
 from atcon.train.data import TaskData, build_task_data, task_split
@@ -102,6 +102,8 @@ class Store:
         self.device = resolve_device(device)
         self.n_resamples = n_resamples
         self.progress = progress
+        # Every run of the store is evaluated under one protocol, stated under its tables.
+        self.protocol = LocalizationProtocol()
         self._data: dict[str, TaskData] = {}
         self._records: dict[str, Record] = {}
 
@@ -210,7 +212,7 @@ class Store:
         from atcon.checkpoints import evaluate_checkpoint, load_model
 
         loaded = load_model(run_dir / "checkpoints" / "best.pt", run.method)
-        spec = EvalSpec(n_resamples=self.n_resamples, device=self.device)
+        spec = EvalSpec(n_resamples=self.n_resamples, device=self.device, protocol=self.protocol)
         return evaluate_checkpoint(loaded, self.data(cfg).test, spec)
 
     def records(self) -> list[Record]:

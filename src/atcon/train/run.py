@@ -84,10 +84,10 @@ def train(
         if resume:
             ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
             cfg = TrainConfig(**ckpt["config"])
-            if ckpt["state"]["finished"]:
-                return json.loads((run_dir / "summary.json").read_text())
             dist_utils.barrier()  # every process has read last.pt before temporaries go
             stale = remove_stale_temporaries(run_dir) if info.is_main else []
+            if ckpt["state"]["finished"]:
+                return json.loads((run_dir / "summary.json").read_text())
             _seed_everything(cfg.seed)
             data = data if data is not None else build_task_data(cfg, Split.load(run_dir / "split.json"))
             trainer = Trainer(cfg, run_dir, info, data, resume=True)
