@@ -137,8 +137,16 @@ def cmd_split(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     """Print per-class counts of a dataset (and, with ``--check``, its bad files)."""
-    status = _check(args.root.expanduser()) if args.check else 0
-    return _counts(args) or status
+    if not args.check:
+        return _counts(args)
+    status = _check(args.root.expanduser())
+    try:
+        return _counts(args) or status
+    except (ValueError, FileNotFoundError) as err:
+        if not status:
+            raise
+        print(f"no per-class counts: {err}")  # the same bad file the check listed
+        return status
 
 
 def _check(root: Path) -> int:
