@@ -118,12 +118,18 @@ def checkpoint_dataset(loaded: LoadedModel, split: str = "test", data: str | Non
     Without ``data``: the ``split`` (``test`` or ``val``) of the run's ``split.json`` (drawn
     again from the config when the file is missing). With ``data``: that source's own
     ``split`` list -- a built-in benchmark's split, a VOC folder's ``ImageSets/Main/<split>.txt``,
-    or every clip of a video folder/manifest -- with the checkpoint's classes and input size.
+    the images a CSV manifest, COCO file or class-folder tree assigns to ``split`` (all its
+    images when it assigns none), or every clip of a video folder/manifest -- with the
+    checkpoint's classes, task and input size.
 
     Args:
         loaded: the checkpoint.
         split: ``"test"`` or ``"val"``.
         data: another data source, or None for the run's own.
+
+    Raises:
+        DataError: ``data`` holds clips for an image model (or the reverse), single-label images
+            for a multi-label model (or the reverse), or no image of ``split``.
     """
     from atcon import data as D
     from atcon.train.config import TrainConfig
@@ -164,11 +170,39 @@ def checkpoint_dataset(loaded: LoadedModel, split: str = "test", data: str | Non
         raise FileNotFoundError(
             f"data {data!r} is neither a built-in benchmark ({', '.join(D.BENCHMARKS)}) nor a path"
         )
+    found = D.detect_data(path)
+    if found.video != loaded.video:
+        kind = "a video" if loaded.video else "an image"
+        raise D.DataError(f"holds {found.description}, but {loaded.name} is {kind} model", path)
     if loaded.video:
         return D.VideoClipDataset(
             path, classes=classes, transform=D.clip_eval_transform(), frame_size=(side, side), cache=True
         )
-    return D.VOCDataset(path, split, classes=classes, transform=D.image_eval_transform(side))
+    if found.format == "voc":
+        if loaded.task != "multilabel":
+            raise D.DataError(
+                f"VOC-layout data are multi-label, but {loaded.name} is a single-label model", path
+            )
+        return D.VOCDataset(path, split, classes=classes, transform=D.image_eval_transform(side))
+    return _own_images(loaded, found, split, classes, side)
+
+
+def _own_images(loaded: LoadedModel, found: Any, split: str, classes: list[str], side: int) -> Dataset[Any]:
+    """The user's images (class folders, CSV, COCO) of ``split``, read with the checkpoint's task."""
+    from atcon import data as D
+
+    multi = loaded.task == "multilabel"
+    if found.format == "folders" and multi:
+        raise D.DataError(
+            f"class folders hold single-label images, but {loaded.name} is a multi-label model", found.path
+        )
+    kw: dict[str, Any] = {"classes": classes, "multi_label": None if found.format == "folders" else multi}
+    every = D.open_image_dataset(found.path, **kw)
+    given = [i for i, s in zip(every.ids, getattr(every, "splits", [])) if s is not None]
+    ids = [i for i, s in zip(every.ids, getattr(every, "splits", [])) if s == split]
+    if given and not ids:
+        raise D.DataError(f"no image is in the given {split} set; choose another --split", found.path)
+    return D.open_image_dataset(found.path, ids=ids or None, transform=D.image_eval_transform(side), **kw)
 
 
 def display_stats(loaded: LoadedModel) -> tuple[tuple[float, ...], tuple[float, ...]]:

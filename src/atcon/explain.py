@@ -96,13 +96,12 @@ def _load_test(n: int, loaded: LoadedModel) -> Inputs:
         raise ValueError("the test set is empty")
     x, target = collate([ds[i] for i in range(n)])
     truth = truth_text(target, loaded.task, loaded.classes)
-    if loaded.task == "multiclass":
+    if loaded.task == "multiclass":  # clips and single-label images
         first = torch.as_tensor(target["label"]).long()
-        ids = [str(c) for c in target.get("clip_id", range(n))]
     else:
         labels = torch.as_tensor(target["labels"]) > 0.5
         first = torch.where(labels.any(1), labels.float().argmax(1), torch.full((n,), -1))
-        ids = [str(i) for i in target.get("image_id", range(n))]
+    ids = [str(i) for i in target.get("clip_id", target.get("image_id", range(n)))]
     return Inputs(x, [f"test{i:03d}-{name}" for i, name in enumerate(ids)], truth, first)
 
 

@@ -14,6 +14,7 @@ from atcon.data import (
     max_per_class,
     sample_per_class,
     subject_disjoint_split,
+    val_count,
     voc_fewshot_split,
 )
 
@@ -84,6 +85,25 @@ def test_voc_fewshot_split_protocol(voc_root: Path) -> None:
     assert (labels.sum(0) >= 1).all()
     again = voc_fewshot_split(voc_root, per_class=1, seed=0, val_size=1, classes=["cat", "dog", "person"])
     assert again == split
+
+
+def test_default_validation_draw_is_500_or_a_fifth_of_a_smaller_pool(voc_root: Path) -> None:
+    assert [val_count(None, n) for n in (5717, 2500, 2600, 120, 7, 2)] == [500, 500, 500, 24, 1, 1]
+    assert [val_count(30, 120), val_count(0.1, 120), val_count(0.001, 120)] == [30, 12, 1]
+    with pytest.raises(
+        DataError,
+        match=r"val_size 500 \(500 validation images\) leaves no training images in "
+        r"120 \(the pool\); ask for fewer \(--val-size 24, or a fraction",
+    ):
+        val_count(500, 120)
+    with pytest.raises(DataError, match=r"the default .* leaves no training images in 1"):
+        val_count(None, 1)
+    with pytest.raises(ValueError, match="a float >= 1"):
+        val_count(2.0, 120)
+    # The VOC protocol draws that many from its train image set (4 images here: 1).
+    split = voc_fewshot_split(voc_root, per_class=1, seed=0, classes=["cat", "dog", "person"])
+    assert len(split.val) == 1 and split.meta["val_rule"] == "default: min(500, 20% of the pool)"
+    assert split.meta["val"] == "drawn" and split.meta["group_by"] is None
 
 
 def test_voc_fewshot_split_too_few(voc_root: Path) -> None:

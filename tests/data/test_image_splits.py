@@ -113,7 +113,7 @@ def test_drawn_split_is_the_voc_protocol_on_all_images(tmp_path: Path) -> None:
     assert Counter(label[i] for i in split.train) == {0: 2, 1: 2, 2: 2}
     assert split.meta == {
         "source": str(tmp_path / "m.csv"), "format": "csv", "group_by": None, "sets": "drawn", "val": "drawn",
-        "val_size": len(split.val),
+        "val_rule": "asked: 0.25 of the pool", "val_size": len(split.val),
     }  # fmt: skip
 
 

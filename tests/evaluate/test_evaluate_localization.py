@@ -202,6 +202,17 @@ def test_boxes_for_pairs_and_values_by_item():
     torch.testing.assert_close(table, torch.tensor([[0.1, 0.2], [0.3, NAN], [NAN, NAN]]), equal_nan=True)
 
 
+def test_a_batch_without_any_box_gives_unannotated_pairs():
+    # Class folders: every item has zero boxes; each pair gets one nan row and no localization value.
+    empty = [torch.zeros(0, 4), torch.zeros(0, 4)]
+    labels = [torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)]
+    pairs = torch.tensor([[0, 2], [1, 0]])
+    b = boxes_for_pairs(empty, labels, pairs)
+    assert b.shape == (2, 1, 4) and bool(b.isnan().all())
+    r = localization_metrics(torch.rand(2, 4, 4), b, (8, 8))
+    assert r.annotated_frames.tolist() == [0, 0] and bool(r.iou.isnan().all())
+
+
 def test_protocol_prints_itself_and_validates():
     p = LocalizationProtocol(threshold=0.4, pointing_tolerance=10)
     text = str(p)

@@ -160,3 +160,22 @@ def test_labels_of_collated_batches() -> None:
     assert labels_of({"labels": [[0, 1]]}, "multilabel").tolist() == [[0.0, 1.0]]  # no ignore key
     clips = labels_of({"label": torch.tensor([2, 0])}, "multiclass")
     assert clips.dtype == torch.long and clips.tolist() == [2, 0]
+
+
+def test_multiclass_accuracy_is_the_share_of_kept_items_whose_argmax_is_their_class():
+    from sklearn.metrics import accuracy_score
+
+    g = torch.Generator().manual_seed(3)
+    labels = torch.randint(4, (50,), generator=g)
+    logits = torch.randn(50, 4, generator=g) + torch.nn.functional.one_hot(labels, 4)
+    labels[torch.rand(50, generator=g) < 0.2] = -1  # ignored items
+    m = classification_metrics(logits, labels, "multiclass")
+    keep = labels >= 0
+    want = accuracy_score(labels[keep].numpy(), logits[keep].argmax(1).numpy())
+    assert 0 < want < 1 and float(m["accuracy"]) == pytest.approx(want)
+    # Multi-label results have no single accuracy.
+    assert "accuracy" not in classification_metrics(PROBS, LABELS, from_logits=False)
+    weights = torch.ones(1, 50)
+    assert float(ClassificationMetrics("multiclass").resampled(logits, labels, weights)["accuracy"][0]) == (
+        pytest.approx(want)
+    )

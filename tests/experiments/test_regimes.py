@@ -53,24 +53,30 @@ def test_safety_runs_every_variant_from_one_start_and_measures_regret(
         run_experiment("safety", base, ExperimentConfig(seeds=(0,)), tmp_path / "x", progress=False)
 
 
-def test_selection_regret_reads_the_selected_row(tmp_path: Path) -> None:
+def test_selection_regret_reads_the_selected_row_of_the_selection_metric(tmp_path: Path) -> None:
     rows = [
-        {"epoch": -1, "val_map": 0.40, "best": True},
-        {"epoch": 0, "val_map": 0.45, "best": False},
-        {"epoch": 1, "val_map": 0.42, "best": True},
-        {"epoch": 2, "val_map": 0.30, "best": False},
+        {"epoch": -1, "val_map": 0.40, "val_f1_macro": 0.20, "best": True},
+        {"epoch": 0, "val_map": 0.45, "val_f1_macro": 0.50, "best": False},
+        {"epoch": 1, "val_map": 0.42, "val_f1_macro": 0.30, "best": True},
+        {"epoch": 2, "val_map": 0.30, "val_f1_macro": 0.10, "best": False},
     ]
     with (tmp_path / "metrics.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["epoch", "val_map", "best"])
+        w = csv.DictWriter(f, fieldnames=["epoch", "val_map", "val_f1_macro", "best"])
         w.writeheader()
         w.writerows(rows)
 
     class Rec:
         dir = tmp_path
+        result = SimpleNamespace(task="multilabel")
 
     r = selection_regret(Rec())  # type: ignore[arg-type]
-    assert r is not None and r["selected_epoch"] == 1
+    assert r is not None and r["selected_epoch"] == 1 and r["metric"] == "map"
     assert r["regret"] == pytest.approx(3.0) and r["start"] == pytest.approx(40.0)
+    # Single-label runs select on macro F1, so their regret is measured on it.
+    Rec.result = SimpleNamespace(task="multiclass")
+    r = selection_regret(Rec())  # type: ignore[arg-type]
+    assert r is not None and r["metric"] == "f1_macro"
+    assert r["regret"] == pytest.approx(20.0) and r["start"] == pytest.approx(20.0)
 
 
 def test_regime_cells_vary_one_factor_at_a_time(base: TrainConfig) -> None:

@@ -91,6 +91,28 @@ def test_toml_and_value_errors_name_the_key(tmp_path: Path) -> None:
         TrainConfig(augment=1)  # type: ignore[arg-type]
 
 
+def test_data_draw_fields_val_size_group_by_multi_label(tmp_path: Path) -> None:
+    # val_size is a count or a fraction, from flags and from TOML alike.
+    assert config_from_args(_parser().parse_args(["--val-size", "40"])).val_size == 40
+    assert config_from_args(_parser().parse_args(["--val-size", "0.3"])).val_size == 0.3
+    for bad in (0, 1.0, 1.5, -3):
+        with pytest.raises(ValueError, match="val_size must be a count >= 1 or a fraction in \\(0, 1\\)"):
+            TrainConfig(val_size=bad)
+    with pytest.raises(ValueError, match="'val_size' must be int"):
+        TrainConfig(val_size=True)
+    cfg = TrainConfig(val_size=0.25, group_by="subject", multi_label=False)
+    path = tmp_path / "c.toml"
+    path.write_text(cfg.to_toml())
+    assert TrainConfig(**read_toml(path)) == cfg
+    path.write_text("val_size = 50\n")
+    assert TrainConfig(**read_toml(path)).val_size == 50
+    with pytest.raises(ValueError, match="'group_by' must be 'subject'"):
+        TrainConfig(group_by="patient")  # type: ignore[arg-type]
+    args = _parser().parse_args(["--group-by", "subject", "--no-multi-label"])
+    assert (config_from_args(args).group_by, config_from_args(args).multi_label) == ("subject", False)
+    assert TrainConfig().val_size is None and TrainConfig().multi_label is None
+
+
 def test_strategy_defaults_come_from_the_strategy() -> None:
     assert TrainConfig(strategy="finetune").learning_rate == 5e-6
     assert TrainConfig(strategy="combined").learning_rate == 1e-3

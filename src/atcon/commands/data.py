@@ -5,10 +5,11 @@ Examples::
     atcon data build cluttered-fashion --out DIR --size 1 --seed 0
     atcon data build fashion-events --seed 0
     atcon data split voc --root VOCdevkit/VOC2012 --per-class 4 --seed 0 --out split.json
+    atcon data split images xrays.csv --per-class 8 --group-by subject --out split.json
     atcon data split clips --manifest clips.csv --per-class 16 --seed 0 --out split.json
     atcon data split benchmark cluttered-fashion --per-class 4 --out split.json
-    atcon data info ROOT
-    atcon data info ROOT --check
+    atcon data info PATH          # which format it found, and images (or clips) per class
+    atcon data info PATH --check  # ... and decode every file once, listing the bad ones
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from typing import Any
 
 def register(subparsers: Any) -> None:
     """Add the ``data`` subcommand and its own subcommands to the ``atcon`` parser."""
+    from atcon.data.fewshot import DEFAULT_VAL_SIZE
+    from atcon.train.config import count_or_fraction
+
     parser = subparsers.add_parser("data", help="build benchmarks, write split files, inspect datasets")
 
     def usage(args: argparse.Namespace) -> int:
@@ -44,24 +48,59 @@ def register(subparsers: Any) -> None:
     kinds = split.add_subparsers(dest="split_kind", metavar="KIND", required=True)
     voc = kinds.add_parser("voc", help="VOC-layout images: val drawn from the train split, N per class")
     voc.add_argument("--root", type=Path, required=True)
-    voc.add_argument("--val-size", type=int, default=500)
+    voc.add_argument(
+        "--val-size",
+        type=count_or_fraction,
+        default=None,
+        help="validation images drawn from the train split: a count or a fraction (default: "
+        f"{DEFAULT_VAL_SIZE}, 500 on VOC2012)".replace("%", "%%"),
+    )
     voc.add_argument("--train-split", default="train")
     voc.add_argument("--val-split", default=None, help="use this split as validation instead of drawing")
     voc.add_argument("--test-split", default="val")
+    images = kinds.add_parser(
+        "images",
+        help="your images (class folders, CSV manifest, COCO file, VOC folder): the split `atcon train` draws",
+    )
+    images.add_argument("data", help="the --data of `atcon train`: its format is detected")
+    images.add_argument(
+        "--val-size",
+        type=count_or_fraction,
+        default=None,
+        help=f"validation images drawn from the training pool: a count or a fraction (default: {DEFAULT_VAL_SIZE}; "
+        "not used when the data gives a validation set)".replace("%", "%%"),
+    )
+    images.add_argument(
+        "--group-by", choices=["subject"], default=None, help="subject-disjoint train/val/test sets"
+    )
+    images.add_argument(
+        "--multi-label",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="CSV/COCO: force multi- or single-label (default: multi-label when an image has several labels)",
+    )
     clips = kinds.add_parser("clips", help="video clips: three subject-disjoint sets, N per class")
     clips.add_argument("--manifest", type=Path, required=True, help="CSV manifest or folder-per-class tree")
     bench = kinds.add_parser("benchmark", help="a built-in benchmark (generated if needed)")
     bench.add_argument("name", choices=["cluttered-fashion", "fashion-events"])
     bench.add_argument("--root", type=Path, default=None, help="benchmark folder (default: cache folder)")
-    for p in (voc, clips, bench):
+    for p in (voc, images, clips, bench):
         p.add_argument("--per-class", type=int, required=True)
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--out", type=Path, required=True, help="split file to write")
         p.set_defaults(func=cmd_split)
 
-    info = sub.add_parser("info", help="count images or clips per class")
-    info.add_argument("root", type=Path, help="VOC-layout folder, clip manifest, or folder-per-class tree")
-    info.add_argument("--split", default=None, help="VOC split(s) to count, comma-separated (default: all)")
+    info = sub.add_parser("info", help="say which format a path holds; count images or clips per class")
+    info.add_argument(
+        "root",
+        type=Path,
+        help="image class folders, CSV manifest, COCO file, VOC-layout folder, clip manifest or video folders",
+    )
+    info.add_argument(
+        "--split",
+        default=None,
+        help="VOC image sets, or given sets (train, val, test), to count, comma-separated (default: all)",
+    )
     info.add_argument(
         "--check",
         action="store_true",
@@ -113,6 +152,19 @@ def cmd_split(args: argparse.Namespace) -> int:
             val_split=args.val_split,
             test_split=args.test_split,
         )
+    elif args.split_kind == "images":
+        from atcon.train.config import TrainConfig
+        from atcon.train.data import task_split
+
+        cfg = TrainConfig(
+            data=str(args.data),
+            per_class=args.per_class,
+            split_seed=args.seed,
+            val_size=args.val_size,
+            group_by=args.group_by,
+            multi_label=args.multi_label,
+        )
+        split = task_split(cfg)
     elif args.split_kind == "clips":
         from atcon.data.video import VideoClipDataset
 
@@ -131,12 +183,14 @@ def cmd_split(args: argparse.Namespace) -> int:
 
         split = benchmark_split(args.name, args.per_class, args.seed, root=args.root)
     split.save(args.out)
-    print(f"{args.out}: train {len(split.train)}, val {len(split.val)}, test {len(split.test)}")
+    how = split.protocol + (f", validation {split.meta['val_rule']}" if "val_rule" in split.meta else "")
+    print(f"{args.out}: train {len(split.train)}, val {len(split.val)}, test {len(split.test)} ({how})")
     return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    """Print per-class counts of a dataset (and, with ``--check``, its bad files)."""
+    """Say which format a path holds, then count its images (or clips) per class (and, with
+    ``--check``, list its bad files)."""
     if not args.check:
         return _counts(args)
     status = _check(args.root.expanduser())
@@ -166,20 +220,23 @@ def _check(root: Path) -> int:
 
 
 def _counts(args: argparse.Namespace) -> int:
-    root: Path = args.root.expanduser()
-    if root.is_dir() and (root / "manifest.csv").is_file():
-        root = root / "manifest.csv"
-    if root.is_file() or not _looks_voc(root):
+    from atcon.data.formats import detect_data
+
+    found = detect_data(args.root)
+    print(f"{found.path}: {found.description}")
+    if found.video:
         from atcon.data.video import VideoClipDataset
 
-        ds = VideoClipDataset(root, probe=False)
+        ds = VideoClipDataset(found.path, probe=False)
         counts = Counter(ds.labels)
-        print(f"{root}: {len(ds)} clips, {len(set(ds.subjects))} subjects, {len(ds.classes)} classes")
+        print(f"{found.path}: {len(ds)} clips, {len(set(ds.subjects))} subjects, {len(ds.classes)} classes")
         _table({"clips": {c: counts.get(i, 0) for i, c in enumerate(ds.classes)}})
         return 0
-    from atcon.data.voc import VOCDataset, class_counts, find_voc_root
+    if found.format != "voc":
+        return _own_images_info(found.path, args.split)
+    from atcon.data.voc import VOCDataset, class_counts
 
-    voc_root = find_voc_root(root)
+    voc_root = found.path
     if args.split:
         splits = args.split.split(",")
     else:
@@ -193,14 +250,28 @@ def _counts(args: argparse.Namespace) -> int:
     return 0
 
 
-def _looks_voc(root: Path) -> bool:
-    try:
-        from atcon.data.voc import find_voc_root
+def _own_images_info(path: Path, wanted: str | None) -> int:
+    """Describe class folders, a CSV manifest or a COCO file, and count images per class and given set."""
+    from atcon.data.formats import open_image_dataset
+    from atcon.data.images import SPLIT_NAMES, AnnotatedImageDataset
 
-        find_voc_root(root)
-    except FileNotFoundError:
-        return False
-    return True
+    ds = open_image_dataset(path)
+    assert isinstance(ds, AnnotatedImageDataset)  # VOC folders are counted by image set
+    print(ds.describe())
+    labels = ds.label_matrix()
+    given = [s for s in SPLIT_NAMES if s in ds.splits]
+    names = wanted.split(",") if wanted else ["all", *given]
+    unknown = [n for n in names if n not in ("all", *SPLIT_NAMES)]
+    if unknown:
+        raise ValueError(f"--split {unknown[0]!r}: this data's sets are all, {', '.join(SPLIT_NAMES)}")
+    columns = {}
+    for name in names:
+        rows = [i for i, s in enumerate(ds.splits) if name == "all" or s == name]
+        totals = labels[rows].sum(0) if rows else labels.new_zeros(ds.num_classes)
+        columns[f"{name} ({len(rows)})"] = {c: int(n) for c, n in zip(ds.classes, totals.tolist())}
+    print("images per class" + (" (difficult-only excluded)" if ds.multi_label else ""))
+    _table(columns)
+    return 0
 
 
 def _table(columns: dict[str, dict[str, int]]) -> None:

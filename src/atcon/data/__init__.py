@@ -24,12 +24,14 @@ from atcon.data.coco import COCODataset, read_coco
 from atcon.data.fashion import FASHION_MNIST_CLASSES, FASHION_MNIST_TITLES, load_fashion_mnist, read_idx
 from atcon.data.fashion_events import EVENTS, FashionEventsConfig, generate_fashion_events
 from atcon.data.fewshot import (
+    DEFAULT_VAL_SIZE,
     Split,
     clip_fewshot_split,
     image_fewshot_split,
     max_per_class,
     sample_per_class,
     subject_disjoint_split,
+    val_count,
     voc_fewshot_split,
     with_unlabeled_pool,
 )
@@ -57,6 +59,7 @@ from atcon.data.voc import VOC_CLASSES, VOCDataset, class_counts, collate, parse
 
 __all__ = [
     "BENCHMARKS",
+    "DEFAULT_VAL_SIZE",
     "EVENTS",
     "FASHION_MNIST_CLASSES",
     "FASHION_MNIST_TITLES",
@@ -118,6 +121,7 @@ __all__ = [
     "scan_class_folders",
     "scan_image_folders",
     "subject_disjoint_split",
+    "val_count",
     "voc_fewshot_split",
     "with_unlabeled_pool",
 ]

@@ -170,7 +170,7 @@ def voc_fewshot_split(
     per_class: int,
     seed: int = 0,
     *,
-    val_size: int = 500,
+    val_size: float | None = None,
     train_split: str = "train",
     test_split: str = "val",
     val_split: str | None = None,
@@ -180,13 +180,16 @@ def voc_fewshot_split(
 
     ``val_size`` random images of ``train_split`` form the validation set (unless ``val_split`` names a
     ready validation split, as the generated benchmarks have); ``per_class`` images per class are
-    sampled from the rest for training; ``test_split`` is the test set.
+    sampled from the rest for training; ``test_split`` is the test set. The draw is the one
+    :func:`image_fewshot_split` makes from a given train set: the same images in the same order give
+    the same split in every format.
 
     Args:
         root: VOC folder.
         per_class: Training images per class (2, 4, 8, 12, 16, ... in the paper).
         seed: Random seed.
-        val_size: Validation images drawn from ``train_split`` (500 in the paper).
+        val_size: Validation images drawn from ``train_split``: a count, a fraction of it, or ``None``
+            for :data:`DEFAULT_VAL_SIZE` (500 on VOC2012's 5717 ``train`` images, as in the paper).
         train_split: Pool split (VOC2012 ``train``, 5717 images).
         test_split: Test split (VOC2012 ``val``, 5823 images).
         val_split: Use this split as validation instead of drawing from the pool.
@@ -202,9 +205,11 @@ def voc_fewshot_split(
     rng = random.Random(seed)
     all_idx = list(range(len(pool_ds)))
     if val_split is None:
-        if val_size >= len(all_idx):
-            raise DataError(f"val_size {val_size} leaves no training images in {len(all_idx)}", root)
-        val_idx = sorted(rng.sample(all_idx, val_size))
+        try:
+            count = val_count(val_size, len(all_idx), f"the {train_split!r} image set")
+        except DataError as err:
+            raise DataError(str(err), pool_ds.root) from err
+        val_idx = sorted(rng.sample(all_idx, count))
         val_ids = [pool_ds.ids[i] for i in val_idx]
     else:
         val_idx = []
@@ -221,10 +226,14 @@ def voc_fewshot_split(
         protocol="voc-fewshot",
         meta={
             "root": str(pool_ds.root),
+            "format": "voc",
             "train_split": train_split,
             "val_split": val_split,
             "val_size": len(val_ids),
+            "val": "given" if val_split is not None else "drawn",
+            **({} if val_split is not None else {"val_rule": val_rule(val_size)}),
             "test_split": test_split,
+            "group_by": None,
         },
     )
 
@@ -359,21 +368,53 @@ class LabelledImages(Protocol):
 GroupBy = Literal["subject"]
 
 
-def _val_count(val_size: float | None, n: int, where: str) -> int:
-    """Number of validation items drawn from a pool of ``n`` (see :func:`image_fewshot_split`)."""
-    size = 0.2 if val_size is None else val_size
-    if isinstance(size, bool) or size <= 0:
+DEFAULT_VAL_SIZE = "min(500, 20% of the pool)"
+"""The validation draw when ``val_size`` is not given (:func:`val_count`): the paper's 500 images on
+PASCAL VOC, a fifth of a smaller pool."""
+
+
+def val_rule(val_size: float | None) -> str:
+    """How a validation draw was sized, as split files record it (``meta["val_rule"]``)."""
+    if val_size is None:
+        return f"default: {DEFAULT_VAL_SIZE}"
+    if isinstance(val_size, float):
+        return f"asked: {val_size:g} of the pool"
+    return f"asked: {val_size} images"
+
+
+def val_count(val_size: float | None, n: int, where: str = "the pool") -> int:
+    """Number of validation images drawn from a pool of ``n``.
+
+    Args:
+        val_size: A count (``int`` >= 1), a fraction of the pool (``float`` in ``(0, 1)``), or
+            ``None`` for :data:`DEFAULT_VAL_SIZE`: ``min(500, round(0.2 * n))``, at least 1.
+        n: Pool size.
+        where: What the pool is, for the error message.
+
+    Raises:
+        ValueError: ``val_size`` is neither a count nor a fraction.
+        DataError: The draw would leave no training image; the message says what to pass instead.
+    """
+    if val_size is None:
+        count = min(500, max(1, round(0.2 * n)))
+    elif isinstance(val_size, bool) or val_size <= 0:
         raise ValueError(f"val_size must be a count >= 1 or a fraction in (0, 1), got {val_size!r}")
-    if isinstance(size, float):
-        if size >= 1:
+    elif isinstance(val_size, float):
+        if val_size >= 1:
             raise ValueError(
-                f"val_size {size} is a float >= 1; give a count as an int or a fraction in (0, 1)"
+                f"val_size {val_size} is a float >= 1; give a count as an int or a fraction in (0, 1)"
             )
-        count = max(1, round(size * n))
+        count = max(1, round(val_size * n))
     else:
-        count = int(size)
+        count = int(val_size)
     if count >= n:
-        raise DataError(f"val_size {val_size!r} ({count} images) leaves no training images in {n} ({where})")
+        fits = max(1, round(0.2 * n))
+        asked = "the default" if val_size is None else f"val_size {val_size!r}"
+        raise DataError(
+            f"{asked} ({count} validation images) leaves no training images in {n} ({where}); "
+            f"ask for fewer (--val-size {fits}, or a fraction such as --val-size 0.2)"
+            + (", or add images" if n < 2 else "")
+        )
     return count
 
 
@@ -446,14 +487,15 @@ def image_fewshot_split(
         per_class: Training images per class.
         seed: Same data, same seed: same split.
         val_size: Validation images drawn: a count (``int``) or a fraction of the pool (``float`` in
-            ``(0, 1)``); default 0.2. Not used when a validation set is given.
+            ``(0, 1)``); default :data:`DEFAULT_VAL_SIZE`, ``min(500, 20%)``. Not used when a
+            validation set is given.
         group_by: ``"subject"`` for subject-disjoint sets; default none.
         meta: Extra entries for ``Split.meta``.
 
     Returns:
         The split; ``protocol`` is ``"image-fewshot"`` or ``"subject-disjoint"``, and ``meta`` records
-        ``group_by``, whether the sets were ``given`` or ``drawn``, how validation was formed and the
-        source.
+        ``group_by``, whether the sets were ``given`` or ``drawn``, how validation was formed (``val``,
+        and ``val_rule`` for a drawn one) and the source.
 
     Raises:
         DataError: Too few images of a class, a ``group_by`` the data cannot support (no subjects), a
@@ -508,7 +550,8 @@ def image_fewshot_split(
         val = [i for i, s in enumerate(splits) if s == "val"]
         info.update(sets="given", val="given" if val else "drawn")
         if not val:
-            count = _val_count(val_size, len(pool), "the given train set")
+            info["val_rule"] = val_rule(val_size)
+            count = val_count(val_size, len(pool), "the given train set")
             if group_by == "subject":
                 val = _draw_subjects(pool, subjects, count, rng)  # type: ignore[arg-type]
             else:
@@ -527,11 +570,11 @@ def image_fewshot_split(
         info.update(sets="drawn", val="subject-disjoint", set_sizes=[len(rest), len(val), len(test)])
         pool_note = "the subject-disjoint training third"
     else:
-        count = _val_count(val_size, n, "the dataset")
+        count = val_count(val_size, n, "the dataset")
         val = sorted(rng.sample(range(n), count))
         rest = sorted(set(range(n)) - set(val))
         test = []  # the rest, once training images are known
-        info.update(sets="drawn", val="drawn")
+        info.update(sets="drawn", val="drawn", val_rule=val_rule(val_size))
         pool_note = "the images left after drawing validation"
     try:
         train = sample_per_class(labels, per_class, seed, pool=rest, classes=classes)

@@ -83,7 +83,7 @@ def compare(
     }
     metric = ClassificationMetrics(a.task, threshold=a.threshold)
     cls = paired_bootstrap_test(metric, a.logits, b.logits, a.labels, **kw)
-    tests = {k: cls[k] for k in (*CLASSIFICATION_KEYS, *PER_CLASS_KEYS)}
+    tests = {k: cls[k] for k in (*CLASSIFICATION_KEYS, *PER_CLASS_KEYS) if k in cls}
     for key in PAIR_KEYS:
         if key in a.item_values and key in b.item_values:
             ta, tb = a.item_values[key], b.item_values[key]

@@ -203,14 +203,17 @@ def boxes_for_pairs(boxes: list[Tensor], labels: list[Tensor], pairs: Tensor) ->
         pairs: ``(item, class)`` rows, e.g. from :func:`true_positive_pairs`.
 
     Returns:
-        (P, K, 4) for images or (P, T, K, 4) for clips, K the largest box count of an item;
-        rows of other classes and padding are ``nan``.
+        (P, K, 4) for images or (P, T, K, 4) for clips, K the largest box count of an item (1
+        when no item has a box); rows of other classes and padding are ``nan``.
     """
     if len(boxes) != len(labels):
         raise ValueError("boxes and labels must have one entry per item")
     device = pairs.device
     padded = pad_sequence([b.float().to(device) for b in boxes], batch_first=True, padding_value=math.nan)
     lab = pad_sequence([lb.long().to(device) for lb in labels], batch_first=True, padding_value=-1)
+    if padded.shape[1] == 0:  # no item has a box: one nan row each, so every pair is unannotated
+        padded = padded.new_full((padded.shape[0], 1, *padded.shape[2:]), math.nan)
+        lab = lab.new_full((lab.shape[0], 1), -1)
     item, cls = pairs[:, 0], pairs[:, 1]
     keep = lab[item] == cls[:, None]  # (P, K)
     b = padded[item]  # (P, K, 4) or (P, K, T, 4)

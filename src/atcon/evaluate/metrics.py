@@ -1,4 +1,5 @@
-"""Classification metrics of the paper's Tables 1-2: per-class F1, macro/micro F1 and mAP.
+"""Classification metrics of the paper's Tables 1-2: per-class F1, macro/micro F1 and mAP, and the
+top-1 accuracy of single-label (multi-class) tasks.
 
 Point estimates come from torchmetrics' functional implementations. The same quantities are
 also computed here from item *weights* (multiplicities), which is what the bootstrap needs to
@@ -27,6 +28,8 @@ Conventions (shared by both code paths and tested to agree):
   torchmetrics: the plain mean over all classes for multi-label, the mean over classes that
   appear in the targets or the predictions for multi-class. ``f1_micro`` pools the counts of
   all classes (for multi-class this equals accuracy).
+- ``accuracy`` (multi-class only) is the share of items whose argmax is their class; it is
+  reported under its own name because readers of single-label results look for it.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from torch import Tensor
 from torchmetrics.functional.classification import (
     binary_average_precision,
     binary_f1_score,
+    multiclass_accuracy,
     multiclass_average_precision,
     multiclass_f1_score,
     multilabel_average_precision,
@@ -164,7 +168,8 @@ def classification_metrics(
     Returns:
         ``f1_per_class`` (C,), ``f1_macro`` (), ``f1_micro`` (), ``ap_per_class`` (C,) with
         ``nan`` for classes without positives, ``map`` () the mean AP over the other classes
-        (``nan`` if none), ``n_positives`` (C,) the number of positive items per class.
+        (``nan`` if none), ``n_positives`` (C,) the number of positive items per class, and
+        for multi-class ``accuracy`` () the share of items whose argmax is their class.
         Float tensors on the input's device, values in [0, 1].
 
     Shape:
@@ -206,7 +211,7 @@ def classification_metrics(
                 probs, t, num_classes=num_classes, average=None, ignore_index=ign
             )
     ap = torch.where(n_pos > 0, ap.float(), torch.full_like(ap.float(), float("nan")))
-    return {
+    out = {
         "f1_per_class": f1_pc.float(),
         "f1_macro": f1_macro.float(),
         "f1_micro": f1_micro.float(),
@@ -214,6 +219,12 @@ def classification_metrics(
         "map": ap.nanmean(),
         "n_positives": n_pos.float(),
     }
+    if task == "multiclass":
+        t = targets.long()
+        out["accuracy"] = multiclass_accuracy(
+            probs, t, num_classes=num_classes, average="micro", ignore_index=ign
+        ).float()
+    return out
 
 
 def weighted_f1(
@@ -368,4 +379,12 @@ class ClassificationMetrics:
         out["ap_per_class"] = ap
         out["map"] = ap.nanmean(dim=1)
         out["n_positives"] = weights @ onehot.to(weights.dtype)
+        if self.task == "multiclass":
+            # An item is valid as a whole (its row of ``valid`` is constant); correct when its
+            # argmax is its class.
+            correct = weights @ (pred & onehot).any(dim=1).to(weights.dtype)
+            counted = weights @ valid[:, 0].to(weights.dtype)
+            out["accuracy"] = torch.where(
+                counted > 0, correct / counted.clamp_min(1e-12), torch.full_like(counted, float("nan"))
+            )
         return out

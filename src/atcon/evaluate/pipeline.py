@@ -242,6 +242,7 @@ def evaluate_model(
     loc_parts: list[LocalizationResult] = []
     faith_parts: dict[str, list[Tensor]] = {"deletion": [], "insertion": []}
     has_boxes = spec.localization
+    seen_box = False  # images without any box (class folders) are not scored for localization
     layer_name = ""
     offset = 0
     start = time.perf_counter()
@@ -272,6 +273,7 @@ def evaluate_model(
                 if boxes is None:
                     has_boxes = False
                 else:
+                    seen_box = seen_box or clips or any(len(b) for b in target["box_labels"])
                     if protocol.measure_at == "original":
                         loc = _at_original_size(maps, boxes, pairs, target, x, protocol)
                     else:
@@ -303,7 +305,7 @@ def evaluate_model(
         torch.cat(logits_parts),
         torch.cat(label_parts),
         torch.cat(pair_parts).long(),
-        LocalizationResult.cat(loc_parts) if has_boxes and loc_parts else None,
+        LocalizationResult.cat(loc_parts) if has_boxes and seen_box and loc_parts else None,
         faith,
         spec,
         name=name,

@@ -22,13 +22,14 @@ from atcon.evaluate.bootstrap import BootstrapResult, MeanMetric, bootstrap_ci
 from atcon.evaluate.localization import LocalizationProtocol, LocalizationResult, values_by_item
 from atcon.evaluate.metrics import ClassificationMetrics, Task
 
-CLASSIFICATION_KEYS = ("f1_macro", "f1_micro", "map")
+CLASSIFICATION_KEYS = ("f1_macro", "f1_micro", "map", "accuracy")  # accuracy: multi-class only
 PAIR_KEYS = ("iou", "pointing", "energy", "deletion", "insertion")
 PER_CLASS_KEYS = ("f1_per_class", "ap_per_class")
 LABELS = {
     "f1_macro": "F1 (macro)",
     "f1_micro": "F1 (micro)",
     "map": "mAP",
+    "accuracy": "Accuracy",
     "iou": "IoU",
     "pointing": "Pointing",
     "energy": "Energy",
@@ -306,7 +307,7 @@ def summarize(
     n = logits.shape[0]
     kw: dict[str, Any] = {"n_resamples": spec.n_resamples, "seed": spec.seed, "confidence": spec.confidence}
     cls = bootstrap_ci(ClassificationMetrics(spec.task, threshold=spec.threshold), logits, labels, **kw)
-    metrics = {k: cls[k] for k in (*CLASSIFICATION_KEYS, *PER_CLASS_KEYS)}
+    metrics = {k: cls[k] for k in (*CLASSIFICATION_KEYS, *PER_CLASS_KEYS) if k in cls}
     per_pair: dict[str, Tensor] = {}
     if localization is not None:
         per_pair.update(iou=localization.iou, pointing=localization.pointing, energy=localization.energy)

@@ -110,7 +110,7 @@ def aggregate(
     logits = torch.stack([r.logits for r in results], dim=1)
     kw: dict[str, Any] = {"n_resamples": n_resamples, "seed": seed}
     cls = bootstrap_ci(SeedMean(ClassificationMetrics(first.task)), logits, first.labels, **kw)
-    metrics = {k: cls[k] for k in (*CLASSIFICATION_KEYS, *PER_CLASS_KEYS)}
+    metrics = {k: cls[k] for k in (*CLASSIFICATION_KEYS, *PER_CLASS_KEYS) if k in cls}
     tables = {
         k: _stack_tables([r.item_values[k] for r in results])
         for k in PAIR_KEYS
@@ -135,7 +135,7 @@ def compare_rows(a: Row, b: Row, *, n_resamples: int = 1000, seed: int = 0) -> d
         raise ValueError(f"cannot compare {a.name!r} and {b.name!r}: different test items")
     kw: dict[str, Any] = {"n_resamples": n_resamples, "seed": seed}
     tests = paired_bootstrap_test(SeedMean(ClassificationMetrics(a.task)), a.logits, b.logits, a.labels, **kw)
-    p = {k: float(tests[k].p_value) for k in CLASSIFICATION_KEYS}
+    p = {k: float(tests[k].p_value) for k in CLASSIFICATION_KEYS if k in tests}
     for k in a.tables.keys() & b.tables.keys():
         t = paired_bootstrap_test(SeedMean(MeanMetric(k)), a.tables[k], b.tables[k], None, **kw)[k]
         p[k] = float(t.p_value)

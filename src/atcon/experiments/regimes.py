@@ -45,6 +45,7 @@ from atcon.experiments.output import Outcome, run_meta, write_outcome
 from atcon.experiments.runner import Record, Run, Store
 from atcon.experiments.tables import flat_rows, metric_table
 from atcon.train.config import TrainConfig
+from atcon.train.selection import selection_metric
 
 KEYS = ["f1_macro", "map", "iou", "pointing"]
 METHOD = "+ Attention"
@@ -74,7 +75,8 @@ def selection_regret(record: Record) -> dict[str, Any] | None:
         return None
     with path.open() as f:
         rows = list(csv.DictReader(f))
-    key = "val_map" if rows and rows[0].get("val_map", "") not in ("", "nan") else "val_f1_macro"
+    # The metric the run selected on: mAP for multi-label tasks, macro F1 for single-label ones.
+    key = "val_" + selection_metric(record.result.task)
     rows = [r for r in rows if r.get(key, "") not in ("",)]
     chosen = [r for r in rows if r.get("best") == "True"]
     if not rows or not chosen:

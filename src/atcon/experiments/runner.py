@@ -114,7 +114,15 @@ class Store:
         if cfg.split is not None:
             return Path(cfg.split)
         name = re.sub(r"[^A-Za-z0-9]+", "-", Path(cfg.data).name)
-        path = self.out / "splits" / f"{name}-d{cfg.data_seed}-pc{cfg.per_class}-s{cfg.split_seed}.json"
+        # Settings that change the draw and are off by default name the file only when set.
+        drawn = "".join(
+            f"-{tag}{re.sub(r'[^A-Za-z0-9.]+', '-', str(value))}"
+            for tag, value in (("v", cfg.val_size), ("g", cfg.group_by), ("ml", cfg.multi_label))
+            if value is not None
+        )
+        path = (
+            self.out / "splits" / f"{name}-d{cfg.data_seed}-pc{cfg.per_class}-s{cfg.split_seed}{drawn}.json"
+        )
         if not path.is_file():
             task_split(cfg).save(path)
         return path
@@ -127,7 +135,8 @@ class Store:
         # Everything build_task_data reads (the pool's holdout draw depends on the seed).
         key = json.dumps(
             [
-                cfg.data, cfg.split, cfg.data_seed, cfg.data_size, cfg.model, cfg.image_size, cfg.augment,
+                cfg.data, cfg.split, cfg.multi_label, cfg.data_seed, cfg.data_size, cfg.model, cfg.image_size,
+                cfg.augment,
                 cfg.unlabeled, cfg.select, cfg.holdout, cfg.seed if cfg.select == "label-free" else None,
                 strategy_class(cfg.strategy).two_views, cfg.on_bad_file,
             ]

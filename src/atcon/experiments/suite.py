@@ -57,6 +57,14 @@ def _rows(store: Store, runs_by_seed: dict[str, list[Run]], exp: ExperimentConfi
     return rows
 
 
+def _with_accuracy(groups: dict[str, dict[str, Row]], keys: list[str]) -> list[str]:
+    """``keys`` with ``accuracy`` after ``f1_macro`` when the rows have it (single-label tasks)."""
+    if not any("accuracy" in row.metrics for rows in groups.values() for row in rows.values()):
+        return keys
+    at = keys.index("f1_macro") + 1 if "f1_macro" in keys else len(keys)
+    return [*keys[:at], "accuracy", *keys[at:]]
+
+
 def _p_values(
     rows: dict[str, Row], refs: dict[str, str], exp: ExperimentConfig
 ) -> dict[str, dict[str, float]]:
@@ -90,16 +98,12 @@ def run_classification(base: TrainConfig, exp: ExperimentConfig, store: Store) -
                     per_class_table(rows, p_values[group]),
                 )
             )
-    sections += [
-        ("F1 macro (Table 2)", pivot_table(groups, p_values, "f1_macro")),
-        ("mAP (Table 2)", pivot_table(groups, p_values, "map")),
-    ]
-    sections.append(
-        (
-            "All metrics",
-            metric_table(groups, p_values, ["f1_macro", "map", "iou", "pointing"], "samples/class"),
-        )
-    )
+    sections.append(("F1 macro (Table 2)", pivot_table(groups, p_values, "f1_macro")))
+    if _with_accuracy(groups, []):
+        sections.append(("Accuracy", pivot_table(groups, p_values, "accuracy")))
+    sections.append(("mAP (Table 2)", pivot_table(groups, p_values, "map")))
+    keys = _with_accuracy(groups, ["f1_macro", "map", "iou", "pointing"])
+    sections.append(("All metrics", metric_table(groups, p_values, keys, "samples/class")))
     seconds = time.perf_counter() - start
     return write_outcome(
         store,
@@ -132,7 +136,12 @@ def run_localization(base: TrainConfig, exp: ExperimentConfig, store: Store) -> 
     sections = [
         (
             f"Localization of true positives at {exp.at_per_class} samples per class (Table 3)",
-            metric_table(groups, p_values, ["iou", "pointing", "f1_macro", "map"], "architecture"),
+            metric_table(
+                groups,
+                p_values,
+                _with_accuracy(groups, ["iou", "pointing", "f1_macro", "map"]),
+                "architecture",
+            ),
         )
     ]
     return write_outcome(
@@ -188,7 +197,12 @@ def run_strategies(base: TrainConfig, exp: ExperimentConfig, store: Store) -> Ou
     sections = [
         (
             f"Training strategies at {exp.at_per_class} samples per class",
-            metric_table({group: rows}, p_values, ["f1_macro", "map", "iou", "pointing"], "samples/class"),
+            metric_table(
+                {group: rows},
+                p_values,
+                _with_accuracy({group: rows}, ["f1_macro", "map", "iou", "pointing"]),
+                "samples/class",
+            ),
         )
     ]
     return write_outcome(
@@ -214,7 +228,7 @@ def run_controls(base: TrainConfig, exp: ExperimentConfig, store: Store) -> Outc
     group = f"{exp.at_per_class}"
     p_ref = {group: _p_values(rows, refs, exp)}
     p_method = {group: _p_values(rows, against_method, exp)}
-    keys = ["f1_macro", "map", "iou", "pointing"]
+    keys = _with_accuracy({group: rows}, ["f1_macro", "map", "iou", "pointing"])
     sections = [
         (
             f"Mask controls at {exp.at_per_class} samples per class; * vs {reference}",

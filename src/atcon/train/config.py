@@ -50,12 +50,26 @@ class TrainConfig:
     """Everything that defines a run. The attribute docs below are also the ``--help`` text.
 
     Attributes:
-        data: What to train on: a built-in benchmark (cluttered-fashion, fashion-events), a
-            VOC-layout folder, a clip manifest CSV, or a folder-per-class tree of videos.
+        data: What to train on: a built-in benchmark (cluttered-fashion, fashion-events), or a
+            path whose format is detected (atcon data info PATH says which): image class
+            folders (<class>/<image>, single-label), a CSV image manifest (path, labels[,
+            subject, split, boxes]), a COCO JSON file, a VOC-layout folder, a clip manifest CSV,
+            or a folder-per-class tree of videos.
         split: Split JSON file with the train/val/test ids; unset: drawn from per_class and
             split_seed and saved in the run folder as split.json.
         per_class: Labelled training samples per class of the drawn few-shot split.
         split_seed: Seed of the few-shot draw (which samples are labelled).
+        val_size: Validation images drawn from the training pool: a count (e.g. 100) or a
+            fraction of the pool (e.g. 0.2); unset: min(500, 20% of the pool), recorded in
+            split.json (500 on PASCAL VOC, as in the paper). Not used when the data gives a
+            validation set.
+        group_by: subject: subject-disjoint train/val/test sets (no patient in two sets), from a
+            CSV manifest's subject column, class folders <class>/<subject>/<image> or COCO
+            images' subject keys; unset: images are drawn one by one. Clips are always split by
+            subject.
+        multi_label: CSV manifests and COCO files: force multi-label (sigmoid outputs, mAP
+            selection) or single-label (softmax, macro-F1 selection); unset: multi-label when
+            any image has several labels. Class folders are single-label, VOC multi-label.
         data_seed: Seed that generates a built-in benchmark's images.
         data_size: Size of a built-in benchmark relative to its default (e.g. 0.25).
         unlabeled: Unlabelled data for the consistency steps: a folder of images or videos
@@ -97,6 +111,10 @@ class TrainConfig:
         detach_mask: Stop gradients at the mask (cheaper; the method lets them flow).
         mask_source: Where the mask's saliency comes from: guided_backprop (the method), or
             the controls random_network, sobel and random_smooth.
+        fold_norm: Speed: fold eval-mode BatchNorm into the convolution before it in the
+            consistency passes (same loss and gradients up to rounding).
+        lean_conv_grad: Speed: convolutions with a direct second-order backward in the
+            consistency passes (same loss and gradients up to rounding).
         target_layer: Dotted name of the Grad-CAM layer (e.g. layer4); unset: the model's
             default.
         temperature: SimCLR's NT-Xent temperature.
@@ -136,6 +154,9 @@ class TrainConfig:
     split: str | None = None
     per_class: int = 4
     split_seed: int = 0
+    val_size: int | float | None = None
+    group_by: Literal["subject"] | None = None
+    multi_label: bool | None = None
     data_seed: int = 0
     data_size: float = 1.0
     unlabeled: str | None = None
@@ -164,6 +185,8 @@ class TrainConfig:
     mask_sharpness: float = 1.0
     detach_mask: bool = False
     mask_source: MaskSource = "guided_backprop"
+    fold_norm: bool = True
+    lean_conv_grad: bool = False
     target_layer: str | None = None
     temperature: float = 0.5
     # collapse guards (atcon.train.guard)
@@ -208,6 +231,11 @@ class TrainConfig:
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.val_size is not None and not (
+            (isinstance(self.val_size, int) and self.val_size >= 1)
+            or (isinstance(self.val_size, float) and 0 < self.val_size < 1)
+        ):
+            raise ValueError(f"val_size must be a count >= 1 or a fraction in (0, 1), got {self.val_size!r}")
         if self.lr is not None and not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not self.temperature > 0:
@@ -246,6 +274,8 @@ class TrainConfig:
             mask_sharpness=self.mask_sharpness,
             detach_mask=self.detach_mask,
             mask_source=self.mask_source,
+            fold_norm=self.fold_norm,
+            lean_conv_grad=self.lean_conv_grad,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -462,8 +492,19 @@ def add_config_arguments(
         elif literals:
             parser.add_argument(flag, dest=f.name, choices=literals, default=None, help=help_text)
         else:
-            kind = base[0] if base else str
+            kind: Any = count_or_fraction if set(base) == {int, float} else (base[0] if base else str)
             parser.add_argument(flag, dest=f.name, type=kind, default=None, help=help_text)
+
+
+def count_or_fraction(text: str) -> int | float:
+    """A flag value that is a count (``"100"``) or a fraction (``"0.2"``)."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+count_or_fraction.__name__ = "count or fraction"  # argparse names the type in its error message
 
 
 def _check_defaults(defaults: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -3,7 +3,12 @@
 Training needs labelled ``train``, ``val`` (model selection) and ``test`` sets drawn from one
 split file, so that every method in an experiment sees exactly the same items. Items are
 ``(x, target)`` as produced by :mod:`atcon.data` (``target["labels"]`` multi-hot for images,
-``target["label"]`` class index for clips).
+``target["label"]`` class index for clips and single-label images).
+
+The task follows the data: multi-label (sigmoid outputs, BCE, mAP selection) for VOC folders,
+the image benchmark and manifests or COCO files with several labels on an image; single-label
+(softmax, cross-entropy, macro-F1 selection) for clips, class folders and manifests or COCO
+files with one label per image (``multi_label`` forces either).
 """
 
 from __future__ import annotations
@@ -51,26 +56,65 @@ class TaskData:
     holdout: Dataset[Any] | None = None  # label-free selection's held-out slice (labels never read)
 
 
-def _kind(cfg: TrainConfig) -> Literal["benchmark", "voc", "video"]:
+Kind = Literal["benchmark", "voc", "images", "video"]
+"""Where a run's data come from: a built-in benchmark, a VOC-layout folder, the user's own images
+(class folders, CSV manifest, COCO file), or video clips (manifest or class folders)."""
+
+_SUBJECT_SOURCES = (
+    "a CSV manifest's subject column, class folders <class>/<subject>/<image>, or a COCO image's "
+    "'subject' key"
+)
+
+
+def _kind(cfg: TrainConfig) -> Kind:
+    """Which reader ``cfg.data`` needs (the format is detected, :func:`atcon.data.detect_data`)."""
     if cfg.data in D.BENCHMARKS:
-        return "benchmark"
-    path = Path(cfg.data).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(
-            f"data {cfg.data!r} is neither a built-in benchmark ({', '.join(D.BENCHMARKS)}) nor an existing path"
+        kind: Kind = "benchmark"
+    else:
+        path = Path(cfg.data).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(
+                f"data {cfg.data!r} is neither a built-in benchmark ({', '.join(D.BENCHMARKS)}) nor an "
+                "existing path"
+            )
+        found = D.detect_data(path)
+        kind = "video" if found.video else "voc" if found.format == "voc" else "images"
+    if cfg.multi_label is not None and kind != "images":
+        what = {"benchmark": "built-in benchmarks", "voc": "VOC-layout data", "video": "clips"}[kind]
+        raise ValueError(
+            f"multi_label applies to CSV manifests and COCO files; {what} have a fixed task: leave it unset"
         )
-    if path.suffix == ".csv" or (
-        path.is_dir() and not (path / "Annotations").is_dir() and not _has_voc(path)
-    ):
-        return "video"
-    return "voc"
+    if cfg.val_size is not None and kind in ("benchmark", "video"):
+        why = (
+            "it has its own validation set"
+            if kind == "benchmark"
+            else "clips are dealt into three subject-disjoint sets"
+        )
+        raise ValueError(f"val_size does not apply to {cfg.data!r}: {why}; leave it unset")
+    if cfg.group_by == "subject" and kind in ("benchmark", "voc"):
+        raise D.DataError(
+            f"group_by='subject' needs subject ids ({_SUBJECT_SOURCES}); "
+            f"{'a built-in benchmark' if kind == 'benchmark' else 'VOC-layout data'} has none: drop "
+            "--group-by, or write a manifest with a subject column",
+            None if kind == "benchmark" else cfg.data,
+        )
+    return kind
 
 
-def _has_voc(path: Path) -> bool:
-    return any((p / "Annotations").is_dir() for p in (path, *path.glob("VOC*"), *path.glob("*/VOC*")))
+def open_images(cfg: TrainConfig, **kwargs: Any) -> D.AnnotatedImageDataset:
+    """The user's images of ``cfg.data`` (class folders, CSV manifest, COCO file), with ``cfg.multi_label``.
+
+    Args:
+        cfg: the run's config.
+        **kwargs: passed to :func:`atcon.data.open_image_dataset` (``ids``, ``classes``,
+            ``transform``, ...).
+    """
+    ds = D.open_image_dataset(cfg.data, multi_label=cfg.multi_label, **kwargs)
+    assert isinstance(ds, D.AnnotatedImageDataset)  # VOC folders are read as "voc", not here
+    return ds
 
 
-def _split(cfg: TrainConfig, kind: str) -> D.Split:
+def _split(cfg: TrainConfig, kind: Kind) -> D.Split:
     if cfg.split is not None:
         return D.Split.load(cfg.split)
     if kind == "benchmark":
@@ -78,14 +122,31 @@ def _split(cfg: TrainConfig, kind: str) -> D.Split:
             cfg.data, cfg.per_class, cfg.split_seed, size=cfg.data_size, data_seed=cfg.data_seed
         )
     if kind == "voc":
-        # A folder with its own test list (VOC2007, generated benchmarks) keeps its val/test sets;
-        # otherwise (VOC2012) the paper's protocol: 500 validation images from train, val as test.
+        # A folder with its own test list (VOC2007, generated benchmarks) keeps its test set, and its
+        # val list when it has one; otherwise (VOC2012) the paper's protocol: validation drawn from
+        # train, val as test.
         main = find_voc_root(cfg.data) / "ImageSets" / "Main"
-        if (main / "test.txt").is_file() and (main / "val.txt").is_file():
+        if (main / "test.txt").is_file():
+            has_val = (main / "val.txt").is_file()
             return D.voc_fewshot_split(
-                cfg.data, cfg.per_class, cfg.split_seed, val_split="val", test_split="test"
+                cfg.data,
+                cfg.per_class,
+                cfg.split_seed,
+                val_size=cfg.val_size,
+                val_split="val" if has_val else None,
+                test_split="test",
             )
-        return D.voc_fewshot_split(cfg.data, cfg.per_class, cfg.split_seed)
+        return D.voc_fewshot_split(cfg.data, cfg.per_class, cfg.split_seed, val_size=cfg.val_size)
+    if kind == "images":
+        images = open_images(cfg)
+        return D.image_fewshot_split(
+            images,
+            cfg.per_class,
+            cfg.split_seed,
+            val_size=cfg.val_size,
+            group_by=cfg.group_by,
+            meta={"task": images.task},
+        )
     full = D.VideoClipDataset(cfg.data, probe=False)
     return D.clip_fewshot_split(
         list(full.ids),
@@ -98,7 +159,8 @@ def _split(cfg: TrainConfig, kind: str) -> D.Split:
 
 
 def task_split(cfg: TrainConfig) -> D.Split:
-    """The split ``cfg`` trains on: its ``split`` file, or drawn from ``per_class``/``split_seed``."""
+    """The split ``cfg`` trains on: its ``split`` file, or drawn from ``per_class``/``split_seed``
+    (and ``val_size``, ``group_by``)."""
     return _split(cfg, _kind(cfg))
 
 
@@ -106,8 +168,10 @@ def training_pool_ids(cfg: TrainConfig, split: D.Split) -> list[str]:
     """Every id of the data's training pool (labelled or not), outside ``split``'s val and test.
 
     Built-in image benchmarks and VOC folders: the ``train`` image set (the split's
-    ``train_split``); clips: every clip of the manifest. This is where an experiment's unlabelled
-    pool is drawn from (:func:`atcon.data.with_unlabeled_pool`).
+    ``train_split``); the user's images: every image not in val or test (a given train set less
+    the validation draw, the images left after drawing validation and test, or the training
+    third of a subject-disjoint split); clips: every clip of the manifest. This is where an
+    experiment's unlabelled pool is drawn from (:func:`atcon.data.with_unlabeled_pool`).
     """
     kind = _kind(cfg)
     held = set(split.val) | set(split.test)
@@ -116,6 +180,8 @@ def training_pool_ids(cfg: TrainConfig, split: D.Split) -> list[str]:
         ids = (folder / "splits" / "train.txt").read_text().split()
     elif kind == "video":
         ids = list(D.VideoClipDataset(cfg.data, probe=False).ids)
+    elif kind == "images":
+        ids = list(open_images(cfg).ids)
     else:
         root = (
             D.build_benchmark(cfg.data, seed=cfg.data_seed, size=cfg.data_size)
@@ -171,6 +237,10 @@ def build_task_data(cfg: TrainConfig, split: D.Split | None = None) -> TaskData:
                 return D.load_benchmark(
                     cfg.data, ids=list(ids), seed=cfg.data_seed, size=cfg.data_size, transform=tf
                 )
+            if kind == "images":
+                return open_images(
+                    cfg, ids=list(ids), classes=split.classes, transform=tf, on_error=cfg.on_bad_file
+                )
             return D.VOCDataset(
                 cfg.data, ids=list(ids), classes=split.classes, transform=tf, on_error=cfg.on_bad_file
             )
@@ -188,8 +258,10 @@ def build_task_data(cfg: TrainConfig, split: D.Split | None = None) -> TaskData:
             train_tf,
             eval_tf,
         )
+        # Single-label images (class folders, manifests with one label each) train with softmax.
+        task: Task = train.task if isinstance(train, D.AnnotatedImageDataset) else "multilabel"
         return TaskData(
-            "multilabel", tuple(split.classes), False, split, train, val, test, unlabeled, size,
+            task, tuple(split.classes), False, split, train, val, test, unlabeled, size,
             holdout if holdout is not None else _val_holdout(cfg, val),
         )  # fmt: skip
 
