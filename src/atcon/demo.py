@@ -16,12 +16,12 @@ Presets: ``small`` fits a 2-core CPU in minutes; ``full`` is the paper-sized run
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from atcon._json import to_json
 from atcon.train.checkpoint import atomic_write_text
 
 
@@ -221,7 +221,7 @@ def run_demo(config: DemoConfig, out: str | Path, *, progress: bool = True) -> d
                 ),
                 report.training_curves({"baseline": out / "baseline", "fine-tuned": out / "finetuned"}),
                 report.text(
-                    json.dumps({k: round(v, 1) for k, v in times.items()}),
+                    to_json({k: round(v, 1) for k, v in times.items()}, indent=None),
                     "Stage times (s)",
                     preformatted=True,
                 ),
@@ -235,7 +235,7 @@ def run_demo(config: DemoConfig, out: str | Path, *, progress: bool = True) -> d
         "seconds": times,
         "report": str(path),
     }
-    atomic_write_text(out / "demo.json", json.dumps(summary, indent=1))
+    atomic_write_text(out / "demo.json", to_json(summary))
     (out / "results.md").write_text(
         table + "\n\n" + comparison_table(comparison) + "\n\n" + str(protocol) + "\n"
     )

@@ -44,6 +44,7 @@ __all__ = [
     "MODELS",
     "ModelSpec",
     "SmallResNet",
+    "WeightsDownloadError",
     "build_model",
     "cascade_blocks",
     "head_names",
@@ -137,6 +138,12 @@ class ModelSpec:
     build: Callable[..., nn.Module]
 
 
+class WeightsDownloadError(RuntimeError):
+    """Pretrained weights could not be downloaded (offline machine, no network access)."""
+
+    user_error = True  # the CLI prints the message alone: it says what to do
+
+
 def _torchvision(name: str) -> Callable[..., nn.Module]:
     def build(num_classes: int, weights: str | None) -> nn.Module:
         kwargs: dict[str, object] = {}
@@ -161,7 +168,7 @@ def _download(name: str, weights: str, **kwargs: object) -> nn.Module:
     try:
         return torchvision.models.get_model(name, weights=w, **kwargs)
     except (OSError, RuntimeError) as err:  # URLError is an OSError
-        raise RuntimeError(
+        raise WeightsDownloadError(
             f"could not download torchvision weights {name}/{w.name} ({err}). This machine may be "
             f"offline: download {w.url} elsewhere and pass its path as weights, or place it in "
             f"{torch.hub.get_dir()}/checkpoints/."
@@ -269,7 +276,7 @@ def _build_timm(arch: str, num_classes: int, weights: str | None) -> nn.Module:
         if "dynamic_img_size" not in str(err):
             raise
     except OSError as err:  # huggingface_hub's download errors are OSErrors
-        raise RuntimeError(
+        raise WeightsDownloadError(
             f"could not download timm weights {full} ({type(err).__name__}: {err}). This machine may "
             f"be offline: download model.safetensors from https://huggingface.co/timm/{full} elsewhere "
             "and pass its path as weights."
@@ -277,7 +284,7 @@ def _build_timm(arch: str, num_classes: int, weights: str | None) -> nn.Module:
     try:
         return timm.create_model(full, pretrained=pretrained, num_classes=num_classes)
     except OSError as err:
-        raise RuntimeError(
+        raise WeightsDownloadError(
             f"could not download timm weights {full} ({type(err).__name__}: {err}). This machine may "
             f"be offline: download model.safetensors from https://huggingface.co/timm/{full} elsewhere "
             "and pass its path as weights."
@@ -310,6 +317,8 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     Accepts atcon checkpoints (``{"model": state_dict, ...}``), plain state dicts (``"module."``
     prefixes from DDP are stripped) and ``.safetensors`` files.
     """
+    from atcon._safe_load import load_tensors
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -322,10 +331,7 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, Tensor]:
             ) from None
         state: Mapping[str, object] = load_file(str(path))
     else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise ValueError(f"{path} is not a readable weights-only checkpoint: {err}") from err
+        state = load_tensors(path)
     if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
         state = state["model"]  # type: ignore[assignment]
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):

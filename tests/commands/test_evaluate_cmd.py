@@ -50,7 +50,9 @@ def test_evaluate_compare_writes_everything(
     assert info["reference"] == "a" and [r["name"] for r in info["results"]] == ["a", "b"]
     res = info["results"][0]
     assert (
-        res["n_items"] == 6 and res["protocol"]["threshold"] == 0.5 and res["bootstrap"]["n_resamples"] == 50
+        res["n_items"] == 6
+        and res["protocol"]["iou_threshold"] == 0.5
+        and res["bootstrap"]["n_resamples"] == 50
     )
     assert set(res["metrics"]) >= {"f1_macro", "f1_micro", "map", "f1_per_class", "iou", "pointing", "energy"}
     assert set(info["comparisons"]["b"]["f1_macro"]) == {"p_value", "star"}
@@ -79,3 +81,28 @@ def test_evaluate_errors(runs: dict[str, Path], tmp_path: Path, capsys: pytest.C
     torch.save({"x": torch.zeros(1)}, bad)
     assert main(["evaluate", "--checkpoint", str(bad)]) == 2
     assert "not an atcon training checkpoint" in capsys.readouterr().err
+
+
+def test_thresholds_are_named_apart_and_localization_size_is_a_choice(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = ["evaluate", "--checkpoint", str(runs["a"]), "--resamples", "20", "--figures", "0"]
+    out = tmp_path / "ev"
+    args = ["--iou-threshold", "0.3", "--decision-threshold", "0.7", "--measure-at", "original"]
+    assert main([*common, *args, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "F1 at decision threshold 0.7" in printed and "measured at each image's original size" in printed
+    text = (out / "results.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    res = json.loads(text)["results"][0]
+    assert "threshold" not in res and res["decision_threshold"] == 0.7
+    assert res["protocol"]["iou_threshold"] == 0.3 and "threshold" not in res["protocol"]
+    assert res["protocol"]["measure_at"] == "original" and "original size" in res["protocol_text"]
+    assert "measured at each image's original size" in (out / "results.md").read_text()
+    # The IoU threshold's old flag still works, and says its new name.
+    assert main([*common, "--threshold", "0.4", "--out", str(tmp_path / "old")]) == 0
+    assert "--threshold is now --iou-threshold" in capsys.readouterr().err
+    res = json.loads((tmp_path / "old" / "results.json").read_text())["results"][0]
+    assert res["protocol"]["iou_threshold"] == 0.4 and res["protocol"]["measure_at"] == "input"
+    assert main([*common, "--decision-threshold", "1.5"]) == 2
+    assert "decision threshold must be in [0, 1]" in capsys.readouterr().err

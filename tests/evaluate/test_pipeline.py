@@ -149,3 +149,73 @@ def test_spec_from_task_name_and_dataset_classes() -> None:
     assert r.classes == ("p", "q") and r.n_resamples == 1000 and r.task == "multilabel"
     with pytest.raises(ValueError, match="task must be"):
         evaluate_model(KnownCam([1.0, 1.0]), items, "binary")  # type: ignore[arg-type]
+
+
+def _naive_localization(x: Tensor, box: list[float], size: tuple[int, int]) -> tuple[float, float]:
+    """IoU and energy of ``KnownCam``'s map (the input itself) at ``size`` against one box, by hand."""
+    import torch.nn.functional as F
+
+    m = x[0].double()
+    if tuple(m.shape) != size:
+        m = F.interpolate(m[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
+    r = (m - m.min()) / (m.max() - m.min())
+    ys = torch.arange(size[0], dtype=torch.float64)[:, None] + 0.5
+    xs = torch.arange(size[1], dtype=torch.float64)[None, :] + 0.5
+    x1, y1, x2, y2 = box
+    gt = (xs >= x1) & (xs < x2) & (ys >= y1) & (ys < y2)
+    pred = r >= 0.5
+    iou = float((pred & gt).sum() / (pred | gt).sum())
+    return iou, float(r[gt].sum() / r.sum())
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_localization_at_the_original_image_size(batch_size: int) -> None:
+    g = torch.Generator().manual_seed(3)
+    xa = torch.zeros(1, 16, 16)
+    xa[:, 3:9, 2:11] = 1.0
+    xa += 0.3 * torch.rand(1, 16, 16, generator=g)
+    xb, xc = torch.rand(1, 16, 16, generator=g) ** 3, torch.rand(1, 16, 16, generator=g) ** 3
+    # (x, labels, boxes in input pixels, box classes, original (H, W)); items 0 and 2 share a size.
+    spec_items = [
+        (xa, [1.0, 0.0], [[2.0, 4.0, 9.0, 10.0]], [0], (24, 40)),
+        (xb, [1.0, 1.0], [[0.0, 0.0, 8.0, 8.0], [4.0, 6.0, 16.0, 12.0]], [0, 1], (40, 24)),
+        (xc, [0.0, 1.0], [[3.0, 3.0, 12.0, 7.0]], [1], (24, 40)),
+    ]
+    items = [
+        (x, {"labels": torch.tensor(lab), "boxes": torch.tensor(b).reshape(-1, 4),
+             "box_labels": torch.tensor(bl), "orig_size": torch.tensor(size)})
+        for x, lab, b, bl, size in spec_items
+    ]  # fmt: skip
+    results = {}
+    for at in ("input", "original"):
+        protocol = LocalizationProtocol(measure_at=at)
+        spec = EvalSpec("multilabel", protocol=protocol, n_resamples=20, batch_size=batch_size)
+        results[at] = evaluate_model(KnownCam([1.0, 1.0]), items, spec)
+    pairs = [[0, 0], [1, 0], [1, 1], [2, 1]]
+    expected: dict[str, list[tuple[float, float]]] = {"input": [], "original": []}
+    for item, cls in pairs:
+        x, _, boxes, box_classes, (h, w) = spec_items[item]
+        box = boxes[box_classes.index(cls)]
+        expected["input"].append(_naive_localization(x, box, (16, 16)))
+        scaled = [box[0] * w / 16, box[1] * h / 16, box[2] * w / 16, box[3] * h / 16]
+        expected["original"].append(_naive_localization(x, scaled, (h, w)))
+    for at, r in results.items():
+        assert r.pairs.tolist() == pairs
+        loc = r.localization
+        assert loc is not None and loc.degenerate.tolist() == [False] * 4
+        torch.testing.assert_close(
+            loc.iou.double(), torch.tensor([e[0] for e in expected[at]], dtype=torch.float64)
+        )
+        torch.testing.assert_close(
+            loc.energy.double(), torch.tensor([e[1] for e in expected[at]], dtype=torch.float64)
+        )
+    # The choice matters, and every table says which one was made.
+    assert not torch.allclose(results["input"].localization.iou, results["original"].localization.iou)  # type: ignore[union-attr]
+    assert "original size" in str(results["original"].protocol)
+    assert "input size" in str(results["input"].protocol)
+    assert results["original"].to_dict()["protocol"]["measure_at"] == "original"
+    # Items without their original size cannot be measured at it.
+    bare = [(x, {k: v for k, v in t.items() if k != "orig_size"}) for x, t in items]
+    spec = EvalSpec("multilabel", protocol=LocalizationProtocol(measure_at="original"), n_resamples=20)
+    with pytest.raises(ValueError, match="original size"):
+        evaluate_model(KnownCam([1.0, 1.0]), bare, spec)

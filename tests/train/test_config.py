@@ -159,3 +159,62 @@ def test_print_config_is_a_toml_file_of_the_defaults(capsys: pytest.CaptureFixtu
         assert docs[f.name].split()[0] in printed
         assert (f"# {f.name} =" if f.default is None else f"\n{f.name} = ") in printed, f.name
     assert "# one of: gb_mask, gradcam_mask, gradcam_upsample, gb_pool" in printed
+
+
+def test_a_wrong_toml_value_is_an_error_even_when_a_flag_overrides_it(tmp_path: Path) -> None:
+    toml = tmp_path / "run.toml"
+    toml.write_text('epochs = "ten"\nbatch_size = 3\n')
+    args = _parser().parse_args(["--config", str(toml), "--epochs", "7"])
+    with pytest.raises(ValueError, match=r"run\.toml: config key 'epochs' must be int; got 'ten'"):
+        config_from_args(args)
+    toml.write_text('scheduler = "linear"\n')
+    args = _parser().parse_args(["--config", str(toml), "--scheduler", "cosine"])
+    with pytest.raises(ValueError, match=r"config key 'scheduler' must be 'none' \| 'cosine'"):
+        config_from_args(args)
+
+
+def test_command_defaults_sit_between_field_defaults_and_toml(tmp_path: Path) -> None:
+    own = {"epochs": 3, "patience": 2, "augment": False}
+    parser = argparse.ArgumentParser(prog="atcon finetune")
+    add_config_arguments(parser, ("strategy",), defaults=own)
+    cfg = config_from_args(parser.parse_args([]), own, strategy="finetune")
+    assert (cfg.epochs, cfg.patience, cfg.augment, cfg.batch_size) == (3, 2, False, 4)
+    toml = tmp_path / "ft.toml"
+    toml.write_text("epochs = 5\n")
+    cfg = config_from_args(parser.parse_args(["--config", str(toml), "--patience", "6"]), own)
+    assert (cfg.epochs, cfg.patience, cfg.augment) == (5, 6, False)  # TOML, flag, command default
+    cfg = config_from_args(parser.parse_args(["--augment"]), own, augment=False)
+    assert cfg.augment is False  # forced wins over the flag
+    options = " ".join(parser.format_help().split()).split("options:", 1)[1]
+    assert "(default: 3)" in options.split("--epochs EPOCHS", 1)[1].split(" --", 1)[0]
+    printed = tomllib.loads(toml_reference(own))
+    assert printed["epochs"] == 3 and printed["augment"] is False and printed["batch_size"] == 4
+    with pytest.raises(ValueError, match="unknown config key"):
+        config_from_args(parser.parse_args([]), {"epoch": 3})
+    with pytest.raises(ValueError, match="'epochs' must be int"):
+        config_from_args(parser.parse_args([]), {"epochs": "3"})
+
+
+def test_finetune_command_uses_its_defaults(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from atcon.cli import main
+    from atcon.commands import train as train_cmd
+
+    monkeypatch.setitem(train_cmd.FINETUNE_DEFAULTS, "epochs", 13)
+    with pytest.raises(SystemExit):
+        main(["finetune", "--print-config"])
+    assert tomllib.loads(capsys.readouterr().out)["epochs"] == 13
+    seen: dict[str, TrainConfig] = {}
+
+    def fake_train(cfg: TrainConfig, run_dir: Path, **kw: object) -> dict[str, object]:
+        seen["cfg"] = cfg
+        return {}
+
+    monkeypatch.setattr("atcon.train.run.train", fake_train)
+    assert main(["finetune", "--init", "x.pt"]) == 0
+    assert seen["cfg"].epochs == 13 and seen["cfg"].strategy == "finetune"
+    assert main(["finetune", "--init", "x.pt", "--epochs", "2"]) == 0
+    assert seen["cfg"].epochs == 2
+    assert main(["train"]) == 0
+    assert seen["cfg"].epochs == 20  # other commands keep the field default

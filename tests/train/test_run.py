@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -109,10 +110,17 @@ def test_finetune_keeps_the_starting_model_when_validation_only_gets_worse(
     assert not torch.equal(last["layer4.conv2.weight"], start["layer4.conv2.weight"])
 
 
-def _cli(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def _cli(
+    args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"), **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "atcon.cli", *args], capture_output=True, text=True, env=full_env, timeout=300
+        [sys.executable, "-m", "atcon.cli", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=300,
+        cwd=cwd,
     )
 
 
@@ -164,6 +172,76 @@ def test_resume_after_sigkill_equals_uninterrupted(tiny_voc: Path, tmp_path: Pat
     assert [{k: r[k] for k in keep} for r in a["state"]["history"]] == [
         {k: r[k] for k in keep} for r in b["state"]["history"]
     ]
+
+
+def test_guarded_finetune_resume_after_sigkill_is_bit_exact_from_another_directory(
+    tiny_voc: Path, tmp_path: Path
+) -> None:
+    """Relative --data/--init, killed mid-run, resumed from elsewhere with the --init file gone."""
+    from atcon.train.data import build_task_data
+
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    train(config(tiny_voc, epochs=1), work / "base", progress=False)
+    init = work / "base" / "checkpoints" / "best.pt"
+    per_epoch = len(build_task_data(config(tiny_voc)).train)  # batches of 1: steps per epoch
+    kill_at = per_epoch + 2  # inside the second epoch
+    common = [
+        "finetune",
+        "--data",
+        os.path.relpath(tiny_voc, work),
+        "--init",
+        "base/checkpoints/best.pt",
+        "--model",
+        "small",
+        "--image-size",
+        "32",
+        "--per-class",
+        "2",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "1",
+        "--checkpoint-every",
+        "1",
+        "--no-progress",
+        "--lr",
+        "1e-3",
+        "--anchor-weight",
+        "1",
+        "--param-anchor-weight",
+        "0.1",
+        "--param-anchor-fisher",
+        "--select",
+        "label-free",
+    ]
+    killed = _cli([*common, "--out", "a"], env={"ATCON_FAULT_KILL_AT_STEP": str(kill_at)}, cwd=work)
+    assert killed.returncode == -9, killed.stderr
+    saved = load_checkpoint(work / "a" / "checkpoints" / "last.pt")
+    assert saved["config"]["data"] == str(tiny_voc) and saved["config"]["weights"] == str(init)
+    assert 'weights = "' + str(init) in (work / "a" / "config.toml").read_text()
+    init.rename(init.with_suffix(".away"))  # resuming must not need the starting weights
+    resumed = _cli(["finetune", "--resume", str(work / "a"), "--no-progress"], cwd=elsewhere)
+    assert resumed.returncode == 0, resumed.stderr
+    init.with_suffix(".away").rename(init)
+    straight = _cli([*common, "--out", "b"], cwd=work)
+    assert straight.returncode == 0, straight.stderr
+    a = load_checkpoint(work / "a" / "checkpoints" / "last.pt")
+    b = load_checkpoint(work / "b" / "checkpoints" / "last.pt")
+    assert a["state"]["finished"] and a["state"]["global_step"] == b["state"]["global_step"] == 3 * per_epoch
+    for part in ("model", "reference", "fisher"):
+        assert set(a[part]) == set(b[part]), part
+        for k in b[part]:
+            assert torch.equal(a[part][k], b[part][k]), (part, k)
+    assert not all(torch.equal(a["fisher"][k], torch.ones_like(a["fisher"][k])) for k in a["fisher"])
+    keep = ("epoch", "step", "train_loss", "lf_consistency", "lf_agreement", "selection", "best")
+    assert [{k: r[k] for k in keep} for r in a["state"]["history"]] == [
+        {k: r[k] for k in keep} for r in b["state"]["history"]
+    ]
+    for name in ("best.pt", "last.pt"):
+        wa = load_checkpoint(work / "a" / "checkpoints" / name)["model"]
+        wb = load_checkpoint(work / "b" / "checkpoints" / name)["model"]
+        assert all(torch.equal(wa[k], wb[k]) for k in wb), name
 
 
 def test_run_folder_guards(tiny_voc: Path, tmp_path: Path) -> None:
@@ -233,3 +311,139 @@ def test_tensorboard_scalars_when_installed(
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=Writer))
     train(config(tiny_voc, epochs=1), tmp_path / "tb", progress=False)
     assert {"train_loss", "val_map"} <= {k for k, _, _ in written}
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_overwrite_keeps_the_old_run_until_the_new_one_can_start(
+    tiny_voc: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from atcon.cli import main
+
+    run = tmp_path / "run"
+    train(config(tiny_voc, epochs=1), run, progress=False)
+    before = _snapshot(run)
+    assert "checkpoints/last.pt" in before and "summary.json" in before
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    common = ["--model", "small", "--image-size", "32", "--per-class", "2", "--epochs", "1"]
+    for bad in (
+        ["--data", str(tmp_path / "no-such-folder")],
+        ["--data", str(tiny_voc), "--weights", str(broken)],
+        ["--data", str(tiny_voc), "--split", str(tmp_path / "nope.json")],
+    ):
+        assert main(["train", *bad, *common, "--out", str(run), "--overwrite", "--no-progress"]) == 2
+        assert capsys.readouterr().err.count("\n") == 1  # one message
+        assert _snapshot(run) == before, bad
+    # A good command replaces it.
+    assert (
+        main(["train", "--data", str(tiny_voc), *common, "--out", str(run), "--overwrite", "--no-progress"])
+        == 0
+    )
+    assert (run / "summary.json").is_file() and _snapshot(run) != before
+
+
+def test_a_failed_start_leaves_nothing_that_blocks_the_retry(
+    tiny_voc: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from atcon.cli import main
+    from atcon.train.trainer import Trainer
+
+    base = tmp_path / "base"
+    train(config(tiny_voc, epochs=1), base, progress=False)
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    common = ["--data", str(tiny_voc), "--model", "small", "--image-size", "32", "--per-class", "2"]
+    common += ["--epochs", "1", "--batch-size", "1", "--no-progress"]
+    ft = tmp_path / "ft2"
+    assert main(["finetune", *common, "--init", str(broken), "--out", str(ft)]) == 2
+    assert "broken.pt is not a readable checkpoint" in capsys.readouterr().err
+    assert not ft.exists()
+    # Bad data or split: no empty folder either; the message names the missing path.
+    assert main(["train", *common, "--data", str(tmp_path / "nothing"), "--out", str(ft)]) == 2
+    assert main(["train", *common, "--split", str(tmp_path / "nope.json"), "--out", str(ft)]) == 2
+    err = capsys.readouterr().err
+    assert f"split file not found: {tmp_path / 'nope.json'}" in err and str(tmp_path / "nothing") in err
+    assert not ft.exists()
+    # The same command with a good --init then simply runs.
+    init = str(base / "checkpoints" / "best.pt")
+    assert main(["finetune", *common, "--init", init, "--out", str(ft)]) == 0
+    assert (ft / "summary.json").is_file()
+    # Interrupted inside the first epoch, before any checkpoint: the start files go again.
+    calls = {"n": 0}
+    real_step = Trainer.step
+
+    def interrupted(self: Trainer, batch: object) -> torch.Tensor:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_step(self, batch)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Trainer, "step", interrupted)
+    sup = tmp_path / "sup"
+    assert main(["train", *common, "--out", str(sup)]) == 130
+    assert calls["n"] == 2 and not sup.exists()
+    monkeypatch.undo()
+    assert main(["train", *common, "--out", str(sup)]) == 0
+
+
+def test_start_and_resume_remove_stale_temporary_files(tiny_voc: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(config(tiny_voc, epochs=1), run, progress=False)
+    stale = [run / "checkpoints" / ".last.pt.k3j2x9.tmp", run / ".metrics.csv.a8b7c6.tmp"]
+    for f in stale:
+        f.write_bytes(b"half a write")
+    keep = run / "checkpoints" / "notes.txt"  # not a temporary file of atcon's
+    keep.write_text("mine")
+    train(config(tiny_voc), run, resume=True, progress=False)
+    assert not any(f.exists() for f in stale) and keep.read_text() == "mine"
+    # A new run in a folder holding only a stale temporary file.
+    fresh = tmp_path / "fresh" / "checkpoints"
+    fresh.mkdir(parents=True)
+    (fresh / ".best.pt.zz.tmp").write_bytes(b"x")
+    train(config(tiny_voc, epochs=1), fresh.parent, progress=False)
+    assert sorted(p.name for p in fresh.iterdir()) == ["best.pt", "last.pt"]
+
+
+def test_saved_config_holds_absolute_paths(
+    tiny_voc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from atcon.data import Split
+    from atcon.train.data import task_split
+
+    task_split(config(tiny_voc)).save(tmp_path / "split.json")
+    monkeypatch.chdir(tmp_path)
+    cfg = config(Path(os.path.relpath(tiny_voc, tmp_path)), epochs=1, split="split.json", unlabeled="pool:3")
+    train(cfg, "run", progress=False)
+    saved = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["config"]
+    assert saved["data"] == str(tiny_voc) and saved["split"] == str(tmp_path / "split.json")
+    assert saved["unlabeled"] == "pool:3" and saved["weights"] is None
+    assert Split.load(tmp_path / "run" / "split.json").train == Split.load(tmp_path / "split.json").train
+    builtin = config(tiny_voc).replace(data="cluttered-fashion")
+    from atcon.train.run import absolute_paths
+
+    assert absolute_paths(builtin).data == "cluttered-fashion"
+    assert absolute_paths(builtin.replace(weights="IMAGENET1K_V1")).weights == "IMAGENET1K_V1"
+
+
+def test_progress_in_a_log_file_is_one_line_per_epoch(tiny_voc: Path, tmp_path: Path) -> None:
+    log = tmp_path / "train.log"
+    args = ["train", "--data", str(tiny_voc), "--model", "small", "--image-size", "32", "--per-class", "2"]
+    args += ["--epochs", "2", "--batch-size", "1", "--out", str(tmp_path / "run")]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    with log.open("w") as f:
+        done = subprocess.run(
+            [sys.executable, "-m", "atcon.cli", *args], stdout=f, stderr=f, env=env, timeout=300, check=False
+        )
+    text = log.read_text()
+    assert done.returncode == 0, text
+    assert "\r" not in text
+    lines = [line for line in text.splitlines() if line.startswith("supervised run: epoch ")]
+    assert [line.split(",")[0] for line in lines] == [
+        "supervised run: epoch 1/2",
+        "supervised run: epoch 2/2",
+    ]
+    assert all("val_map" in line for line in lines)
+    assert re.search(r"^supervised run: epochs 1-2 of \d+ steps each$", text, re.MULTILINE)

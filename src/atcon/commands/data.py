@@ -9,6 +9,7 @@ Examples::
     atcon data split clips --manifest clips.csv --per-class 16 --seed 0 --out split.json
     atcon data split benchmark cluttered-fashion --per-class 4 --out split.json
     atcon data info PATH          # which format it found, and images (or clips) per class
+    atcon data info PATH --check  # ... and decode every file once, listing the bad ones
 """
 
 from __future__ import annotations
@@ -100,16 +101,27 @@ def register(subparsers: Any) -> None:
         default=None,
         help="VOC image sets, or given sets (train, val, test), to count, comma-separated (default: all)",
     )
+    info.add_argument(
+        "--check",
+        action="store_true",
+        help="also decode every image or clip once and list the bad files (exit status 1 if any)",
+    )
     info.set_defaults(func=cmd_info)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
     """Generate a benchmark and print where it is."""
+    from atcon._progress import interactive
     from atcon.data.benchmarks import timed_build
 
+    live = interactive()
+
     def progress(done: int, total: int) -> None:
-        if done == total or done % max(1, total // 20) == 0:
+        # A counter that redraws itself on a terminal; in a log, one line when done.
+        if live and (done == total or done % max(1, total // 20) == 0):
             print(f"\r{args.name}: {done}/{total}", end="", file=sys.stderr, flush=True)
+        elif not live and done == total:
+            print(f"{args.name}: {done}/{total}", end="", file=sys.stderr, flush=True)
 
     path, seconds = timed_build(
         args.name,
@@ -177,7 +189,37 @@ def cmd_split(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    """Say which format a path holds, then count its images (or clips) per class."""
+    """Say which format a path holds, then count its images (or clips) per class (and, with
+    ``--check``, list its bad files)."""
+    if not args.check:
+        return _counts(args)
+    status = _check(args.root.expanduser())
+    try:
+        return _counts(args) or status
+    except (ValueError, FileNotFoundError) as err:
+        if not status:
+            raise
+        print(f"no per-class counts: {err}")  # the same bad file the check listed
+        return status
+
+
+def _check(root: Path) -> int:
+    from atcon.data.check import check_files
+
+    report = check_files(root)
+    if report.ok:
+        print(f"{report.path}: all {report.checked} {report.what} decode")
+        return 0
+    print(
+        f"{report.path}: {len(report.bad)} of {report.checked} {report.what} are bad "
+        "(--on-bad-file skip leaves them out):"
+    )
+    for err in report.bad:
+        print(f"  {err}")
+    return 1
+
+
+def _counts(args: argparse.Namespace) -> int:
     from atcon.data.formats import detect_data
 
     found = detect_data(args.root)

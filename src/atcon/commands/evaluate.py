@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
-import math
+import sys
 from pathlib import Path
-from typing import Any
 
+from atcon._json import to_json
 from atcon.commands._common import slug
 
 
@@ -35,7 +34,27 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default: 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument(
-        "--threshold", type=float, default=0.5, help="IoU threshold on the rescaled map (paper: 0.5)"
+        "--iou-threshold",
+        type=float,
+        default=None,
+        help="localization: a pixel of the rescaled map is in the IoU mask at or above it (default 0.5, "
+        "the paper's)",
+    )
+    # The IoU threshold's former name, kept working (it said nothing of which threshold it was).
+    p.add_argument("--threshold", dest="old_threshold", type=float, default=None, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--decision-threshold",
+        type=float,
+        default=0.5,
+        help="multi-label F1: a class is predicted when its probability is above it; also decides "
+        "which (item, class) pairs are true positives for localization (default 0.5)",
+    )
+    p.add_argument(
+        "--measure-at",
+        choices=("input", "original"),
+        default="input",
+        help="image size localization is measured at: input (the network's input size, boxes resized "
+        "with the image) or original (each image's own size, boxes as annotated) (default: input)",
     )
     p.add_argument("--tolerance", type=float, default=15.0, help="pointing-game tolerance in pixels")
     p.add_argument("--faithfulness", action="store_true", help="also deletion/insertion AUC of the maps")
@@ -76,8 +95,17 @@ def run(args: argparse.Namespace) -> int:
             main.name, ref.name = f"{main.name} (A)", f"{ref.name} (B)"
         models = [ref, main]
     dataset = checkpoint_dataset(main, args.split, args.data)
-    protocol = LocalizationProtocol(threshold=args.threshold, pointing_tolerance=args.tolerance)
+    iou_threshold = args.iou_threshold
+    if args.old_threshold is not None:
+        print("atcon evaluate: --threshold is now --iou-threshold", file=sys.stderr)
+        iou_threshold = args.old_threshold if iou_threshold is None else iou_threshold
+    protocol = LocalizationProtocol(
+        threshold=0.5 if iou_threshold is None else iou_threshold,
+        pointing_tolerance=args.tolerance,
+        measure_at=args.measure_at,
+    )
     spec = EvalSpec(
+        threshold=args.decision_threshold,
         protocol=protocol,
         faithfulness=args.faithfulness,
         n_resamples=args.resamples,
@@ -97,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
     note = (
         f"Values in %, {level} bootstrap CIs ({args.resamples} resamples of the {results[0].n_items} "
         f"{args.split} items, seed {args.seed})"
+        + (f"; F1 at decision threshold {spec.threshold:g}" if main.task == "multilabel" else "")
         + (f"; * p < 0.05, paired bootstrap test vs. {reference}." if reference else ".")
     )
     has_loc = any(r.localization is not None for r in results)
@@ -129,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
             for name, c in comparisons.items()
         },
     }
-    (out / "results.json").write_text(json.dumps(_json_safe(info), indent=1, allow_nan=False) + "\n")
+    (out / "results.json").write_text(to_json(info) + "\n")
     markdown = [f"# Evaluation ({args.split})", "", table, "", note, ""]
     if has_loc:
         markdown += [str(protocol), ""]
@@ -174,14 +203,3 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"\nresults: {out / 'results.json'}, {out / 'results.md'}, {out / 'results.csv'}\nreport:  {html}")
     return 0
-
-
-def _json_safe(obj: Any) -> Any:
-    """Replace non-finite floats (undefined metrics, p-values) by None, recursively."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj

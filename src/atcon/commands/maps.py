@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     from atcon.attention import gradcam_and_guided_backprop, upsample_to_input
     from atcon.checkpoints import file_sha256
     from atcon.consistency import attention_consistency
-    from atcon.data import IMAGENET_MEAN, IMAGENET_STD, load_images
+    from atcon.data import IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, load_images
+    from atcon.data.files import skipped_files
     from atcon.models import build_model, model_spec
     from atcon.viz import attention_figure, save_figure
 
@@ -62,6 +63,10 @@ def run(args: argparse.Namespace) -> int:
     model = build_model(args.model, args.classes, args.weights).eval()
     if args.images:
         raw, names = load_images(args.images, size)
+        skipped = skipped_files(args.images, IMAGE_SUFFIXES)
+        if skipped:
+            shown = ", ".join(f.name for f in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+            print(f"skipped {len(skipped)} non-image file(s) in the given folder(s): {shown}")
     else:
         raw, names = sample_images(2, size, args.seed), ["sample-0", "sample-1"]
     mean = torch.tensor(IMAGENET_MEAN)[:, None, None]

@@ -9,8 +9,9 @@ block down, with those of the trained network (see :mod:`atcon.evaluate.sanity`)
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+
+from atcon._json import to_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         "classes": list(loaded.classes),
         **result.to_dict(),
     }
-    atomic_write_text(out / "sanity.json", json.dumps(info, indent=1, allow_nan=False) + "\n")
+    atomic_write_text(out / "sanity.json", to_json(info) + "\n")
     atomic_write_text(out / "sanity.md", f"# Sanity check: {loaded.name}\n\n{table}\n\n{note}\n")
     png = save_figure(sanity_figure(result), out / "sanity.png")
     html = report.write_report(

@@ -3,21 +3,46 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
+from atcon._json import to_json
 
-def _common(p: argparse.ArgumentParser) -> None:
+FINETUNE_DEFAULTS: dict[str, Any] = {}
+"""``atcon finetune``'s own defaults: above the config fields' defaults, below a ``--config``
+TOML file and flags (e.g. ``{"epochs": 10}``)."""
+
+_DEFAULTS: dict[str, dict[str, Any]] = {"finetune": FINETUNE_DEFAULTS}
+
+
+def _common(p: argparse.ArgumentParser, command: str) -> None:
     from atcon.train.config import add_config_arguments
 
     p.add_argument(
         "--out", type=Path, required=False, default=None, help="run folder (default: runs/<strategy>)"
     )
-    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR")
-    p.add_argument("--overwrite", action="store_true", help="replace a run already in the run folder")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    add_config_arguments(p, exclude=("strategy",) if p.prog.endswith(("finetune", "pretrain")) else ())
+    p.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR with its own config, from RUN_DIR/checkpoints/last.pt",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a run already in the run folder (once the new run has been set up)",
+    )
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="hide progress (shown as a bar on a terminal, else as one line per epoch)",
+    )
+    add_config_arguments(
+        p,
+        exclude=("strategy",) if command in ("finetune", "pretrain") else (),
+        defaults=_DEFAULTS.get(command),
+    )
 
 
 def register(sub: Any) -> None:
@@ -27,7 +52,7 @@ def register(sub: Any) -> None:
         description="Supervised training on the labelled few-shot split; --strategy combined|alternated adds "
         "the attention-consistency loss. Flags and TOML keys are the same (see --config).",
     )
-    _common(t)
+    _common(t, "train")
     t.set_defaults(func=lambda a: _run(a, None))
     f = sub.add_parser(
         "finetune",
@@ -37,7 +62,7 @@ def register(sub: Any) -> None:
         "the validation set. Default lr 5e-6.",
     )
     f.add_argument("--init", default=None, help="checkpoint to start from (same as --weights)")
-    _common(f)
+    _common(f, "finetune")
     f.set_defaults(func=lambda a: _run(a, "finetune"))
     p = sub.add_parser(
         "pretrain",
@@ -45,7 +70,7 @@ def register(sub: Any) -> None:
         description="SimCLR (NT-Xent on two augmented views) on the training samples or --unlabeled FOLDER. "
         "The checkpoint's model can then be trained with `atcon train --weights RUN/checkpoints/last.pt`.",
     )
-    _common(p)
+    _common(p, "pretrain")
     p.set_defaults(func=lambda a: _run(a, "simclr"))
 
 
@@ -58,11 +83,11 @@ def _run(args: argparse.Namespace, strategy: str | None) -> int:
         forced["strategy"] = strategy
     if getattr(args, "init", None):
         forced["weights"] = args.init
-    cfg = config_from_args(args, **forced)
+    cfg = config_from_args(args, _DEFAULTS.get(args.command), **forced)
     if args.resume is not None:
         run_dir, resume = args.resume, True
     else:
         run_dir, resume = args.out or Path("runs") / cfg.strategy, False
     summary = train(cfg, run_dir, resume=resume, overwrite=args.overwrite, progress=not args.no_progress)
-    print(json.dumps(summary, indent=1))
+    print(to_json(summary))
     return 0

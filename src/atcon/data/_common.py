@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import Callable, Iterable
@@ -11,6 +10,8 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
+
+from atcon._json import to_json
 
 OnError = Literal["raise", "skip"]
 """What a reader does with a bad file: stop with an error naming it, or skip it with a warning."""
@@ -127,7 +128,7 @@ def prepare_out(out: str | Path) -> Path:
 def write_meta(out: Path, name: str, seed: int, params: dict[str, Any]) -> None:
     """Write ``meta.json`` (name, generator version, seed, sizes); written last, it marks a finished build."""
     meta = {"name": name, "generator_version": GENERATOR_VERSION, "seed": seed, **params}
-    (out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    (out / "meta.json").write_text(to_json(meta) + "\n")
 
 
 def require_dir(path: Path, what: str) -> Path:

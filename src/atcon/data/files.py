@@ -39,6 +39,24 @@ def collect_files(paths: Sequence[str | Path], suffixes: Sequence[str], what: st
     return files
 
 
+def skipped_files(paths: Sequence[str | Path], suffixes: Sequence[str]) -> list[Path]:
+    """The files inside the given folders that :func:`collect_files` leaves out (another suffix).
+
+    Hidden files (``.DS_Store``) are not counted; files given directly are never skipped.
+
+    Args:
+        paths: files and folders, as given to :func:`collect_files`.
+        suffixes: the lower-case suffixes that were kept.
+    """
+    return [
+        f
+        for p in map(Path, paths)
+        if p.is_dir()
+        for f in sorted(p.iterdir())
+        if f.is_file() and not f.name.startswith(".") and f.suffix.lower() not in suffixes
+    ]
+
+
 def load_images(paths: Sequence[str | Path], size: int) -> tuple[Tensor, list[str]]:
     """Read image files (and the image files inside folders), resized to a square batch.
 

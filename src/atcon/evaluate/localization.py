@@ -4,7 +4,9 @@ The protocol (paper Section 4.4, Table 3), every step a field of :class:`Localiz
 
 1. Only true-positive (item, class) pairs are scored (:func:`true_positive_pairs`).
 2. The class's map (ReLU'd Grad-CAM at layer resolution) is upsampled to the image size:
-   bilinear for images, trilinear (time included) for clips, ``align_corners=False``.
+   bilinear for images, trilinear (time included) for clips, ``align_corners=False``. The image
+   size is the network's input size (``measure_at="input"``, boxes rescaled with the image), or
+   each image's original size (``"original"``, the boxes as annotated: PASCAL VOC's protocol).
 3. Each map is min-max rescaled to [0, 1] over all its pixels (over the whole clip for clips).
    A map whose range is at most ``eps`` times its largest magnitude (all-zero, constant or
    non-finite) is *degenerate*: it has no localization, its values are ``nan`` and it is
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -57,12 +60,18 @@ class LocalizationProtocol:
         pointing_tolerance: pointing-game margin in pixels around the boxes.
         eps: relative range below which a map is degenerate (see the module docstring).
         chunk_size: pairs upsampled at a time, to bound memory.
+        measure_at: the image size maps and boxes are compared at: ``"input"``, the network's
+            input (boxes resized with the image), or ``"original"``, each image's own size
+            before any transform (the boxes as annotated; needs ``orig_size`` in the targets,
+            images only). :func:`localization_metrics` takes the size it is given; the
+            evaluation pass (:func:`~atcon.evaluate.evaluate_model`) chooses it from this field.
     """
 
     threshold: float = 0.5
     pointing_tolerance: float = 15.0
     eps: float = 1e-6
     chunk_size: int = 64
+    measure_at: Literal["input", "original"] = "input"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold <= 1.0:
@@ -73,15 +82,25 @@ class LocalizationProtocol:
             raise ValueError(f"eps must be in [0, 1), got {self.eps}")
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
+        if self.measure_at not in ("input", "original"):
+            raise ValueError(f"measure_at must be 'input' or 'original', got {self.measure_at!r}")
 
     def as_dict(self) -> dict[str, float | int]:
         """The fields, for run folders and reports."""
         return asdict(self)
 
+    @property
+    def size_text(self) -> str:
+        """Which image size localization is measured at, in words (every table says it)."""
+        if self.measure_at == "original":
+            return "each image's original size (maps upsampled to it, boxes as annotated)"
+        return "the network's input size (boxes resized with the image)"
+
     def __str__(self) -> str:
         return (
-            "Localization protocol: true-positive (item, class) pairs; ReLU'd Grad-CAM upsampled to the "
-            "image size (bilinear; trilinear over time for clips; align_corners=False); min-max rescaled "
+            f"Localization protocol, measured at {self.size_text}: true-positive (item, class) pairs; "
+            "ReLU'd Grad-CAM upsampled to that size (bilinear; trilinear over time for clips; "
+            "align_corners=False); min-max rescaled "
             f"to [0, 1] per map (maps with relative range <= {self.eps:g} are degenerate, reported apart); "
             f"IoU of pixels >= {self.threshold:g} with the union of the class's boxes (x1, y1, x2, y2 in "
             "pixels; a pixel is inside when its centre is); pointing game with a "

@@ -20,6 +20,7 @@ repeated per item in Python beyond collation.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import fields, replace
@@ -29,11 +30,13 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from atcon._progress import interactive, line
 from atcon.attention.hooks import FeatureReader, eval_mode, feature_reader, unwrap_model
 from atcon.attention.maps import as_logits, gradcam_from
 from atcon.devices import resolve_device
 from atcon.evaluate.faithfulness import deletion_insertion
 from atcon.evaluate.localization import (
+    LocalizationProtocol,
     LocalizationResult,
     boxes_for_pairs,
     localization_metrics,
@@ -142,6 +145,49 @@ def _pair_boxes(target: Mapping[str, Any], pairs: Tensor, clips: bool, device: t
     return boxes_for_pairs(box_list, label_list, pairs)
 
 
+def _at_original_size(
+    maps: Tensor,
+    boxes: Tensor,
+    pairs: Tensor,
+    target: Mapping[str, Any],
+    x: Tensor,
+    protocol: LocalizationProtocol,
+) -> LocalizationResult:
+    """Localization of a batch's pairs at each image's original size (``measure_at="original"``).
+
+    The boxes come back to original pixels by the input-to-original scale of each axis (the
+    evaluation transform is a resize); each map is upsampled to its image's size. Pairs are
+    measured in groups of equal original size, so the maps of a group stack.
+    """
+    if x.ndim != 4:
+        raise ValueError(
+            "localization at the original size is for images; clips are measured at their frame size "
+            "(measure_at='input')"
+        )
+    if target.get("orig_size") is None:
+        raise ValueError(
+            "localization at the original size needs each item's original size (target 'orig_size'), "
+            "which this dataset does not give; measure at the input size instead"
+        )
+    orig = torch.as_tensor(target["orig_size"]).reshape(-1, 2).to(boxes.device)
+    sizes = orig[pairs[:, 0]]  # (P, 2): (H, W) of each pair's image
+    h_in, w_in = x.shape[-2:]
+    sy, sx = sizes[:, 0].to(boxes.dtype) / h_in, sizes[:, 1].to(boxes.dtype) / w_in
+    boxes = boxes * torch.stack([sx, sy, sx, sy], dim=1)[:, None, :]
+    p = pairs.shape[0]
+    nan = maps.new_full((p,), math.nan, dtype=torch.float)
+    out = LocalizationResult(
+        nan.clone(), nan.clone(), nan.clone(), torch.zeros(p, dtype=torch.bool, device=maps.device),
+        torch.zeros(p, dtype=torch.long, device=maps.device),
+    )  # fmt: skip
+    for h, w in torch.unique(sizes, dim=0).tolist():
+        sel = (sizes[:, 0] == h) & (sizes[:, 1] == w)
+        part = localization_metrics(maps[sel], boxes[sel], (int(h), int(w)), protocol)
+        for f in fields(LocalizationResult):
+            getattr(out, f.name)[sel] = getattr(part, f.name).to(getattr(out, f.name).dtype)
+    return out
+
+
 def evaluate_model(
     model: nn.Module,
     dataset: Dataset[Any] | Sequence[Any],
@@ -201,7 +247,8 @@ def evaluate_model(
     offset = 0
     start = time.perf_counter()
     batches: Any = loader
-    if progress:
+    live = progress and interactive()
+    if live:
         from tqdm.auto import tqdm
 
         batches = tqdm(loader, desc=f"evaluate {name}", leave=False)
@@ -227,7 +274,10 @@ def evaluate_model(
                     has_boxes = False
                 else:
                     seen_box = seen_box or clips or any(len(b) for b in target["box_labels"])
-                    loc = localization_metrics(maps, boxes, tuple(x.shape[2:]), protocol)  # type: ignore[arg-type]
+                    if protocol.measure_at == "original":
+                        loc = _at_original_size(maps, boxes, pairs, target, x, protocol)
+                    else:
+                        loc = localization_metrics(maps, boxes, tuple(x.shape[2:]), protocol)  # type: ignore[arg-type]
                     loc_parts.append(LocalizationResult(*(getattr(loc, f.name).cpu() for f in fields(loc))))
             if spec.faithfulness and pairs.shape[0] > 0:
                 di = deletion_insertion(
@@ -246,6 +296,8 @@ def evaluate_model(
     if offset == 0:
         raise ValueError("the dataset is empty")
     seconds = time.perf_counter() - start
+    if progress and not live:  # in a log file: one line for the stage
+        line(f"evaluate {name}: {offset} items, {seconds:.0f} s")
     faith = None
     if spec.faithfulness:
         faith = {k: torch.cat(v) if v else torch.zeros(0) for k, v in faith_parts.items()}

@@ -52,7 +52,9 @@ class EvalSpec:
         task: ``"multilabel"`` (sigmoid > ``threshold``) or ``"multiclass"`` (argmax).
         classes: class names (default: the dataset's ``classes``, else indices).
         target_layer: Grad-CAM layer (dotted name, module, or None to discover it).
-        threshold: multi-label decision threshold on the probability (F1).
+        threshold: multi-label decision threshold on the probability: a class is predicted
+            when its sigmoid is above it (F1, and which pairs are true positives). Not the
+            localization IoU threshold, which is ``protocol.threshold``.
         protocol: localization protocol (default: the paper's).
         localization: compute Grad-CAM localization when the data has boxes.
         faithfulness: also compute deletion/insertion AUCs of the true-positive maps.
@@ -95,6 +97,8 @@ class EvalSpec:
                 f"batch_size and faithfulness_steps must be >= 1 and num_workers >= 0, got "
                 f"{self.batch_size}, {self.faithfulness_steps}, {self.num_workers}"
             )
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"the decision threshold must be in [0, 1], got {self.threshold}")
         if self.classes is not None:
             object.__setattr__(self, "classes", tuple(self.classes))
 
@@ -170,7 +174,13 @@ class EvaluationResult:
         return int((self.localization.annotated_frames == 0).sum())
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary: counts, protocol and every metric as ``{value, low, high}``."""
+        """JSON-ready summary: counts, protocol and every metric as ``{value, low, high}``.
+
+        The two thresholds are named apart: ``decision_threshold`` (multi-label F1: a class is
+        predicted above it) and ``protocol.iou_threshold`` (the localization mask).
+        """
+        protocol = self.protocol.as_dict()
+        protocol["iou_threshold"] = protocol.pop("threshold")
         return {
             "name": self.name,
             "task": self.task,
@@ -180,10 +190,10 @@ class EvaluationResult:
             "n_degenerate": self.n_degenerate,
             "n_unannotated": self.n_unannotated,
             "layer": self.layer,
-            "protocol": self.protocol.as_dict(),
+            "protocol": protocol,
             "protocol_text": str(self.protocol),
             "bootstrap": {"n_resamples": self.n_resamples, "seed": self.seed, "confidence": self.confidence},
-            "threshold": self.threshold,
+            "decision_threshold": self.threshold,
             "seconds": self.seconds,
             "metrics": {k: _interval_dict(v) for k, v in self.metrics.items()},
             **self.extra,

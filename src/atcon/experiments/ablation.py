@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from atcon._json import to_json
 from atcon.consistency import RESOLUTIONS, SIMILARITIES, ConsistencyConfig, attention_consistency
 from atcon.data import collate
 from atcon.evaluate.metrics import labels_of
@@ -101,7 +102,12 @@ def run_ablation(cfg: TrainConfig, out: str | Path, *, progress: bool = False) -
     out = Path(out)
     done = out / "ablation.json"
     if done.is_file():
-        return json.loads(done.read_text())
+        result: dict[str, Any] = json.loads(done.read_text())
+        # Undefined losses are written as null.
+        result["curves"] = {
+            k: [math.nan if v is None else v for v in vs] for k, vs in result["curves"].items()
+        }
+        return result
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     cfg = cfg.replace(strategy="supervised")
@@ -109,6 +115,7 @@ def run_ablation(cfg: TrainConfig, out: str | Path, *, progress: bool = False) -
     torch.manual_seed(cfg.seed)
     data = build_task_data(cfg)
     trainer = Trainer(cfg, out, info, data)
+    trainer.log.release()
     loader = DataLoader(data.val, batch_size=cfg.eval_batch_size, collate_fn=collate, num_workers=cfg.workers)
     curves: dict[str, list[float]] = {}
     for epoch in range(cfg.epochs):
@@ -129,7 +136,7 @@ def run_ablation(cfg: TrainConfig, out: str | Path, *, progress: bool = False) -
 
     save_figure(ablation_curves_figure(curves, RESOLUTIONS, SIMILARITIES), out / "curves.png", dpi=100)
     atomic_write_text(out / "ablation.md", table + "\n")
-    atomic_write_text(done, json.dumps(result, indent=1))
+    atomic_write_text(done, to_json(result))
     return result
 
 
@@ -169,7 +176,7 @@ def run_ablation_seeds(
     }
     title = f"Pearson r (%) between each consistency loss and the supervised validation loss, seeds {seeds}"
     atomic_write_text(out / "ablation.md", f"{title}: mean ± sd\n\n{table}\n")
-    atomic_write_text(out / "ablation.json", json.dumps(result, indent=1))
+    atomic_write_text(out / "ablation.json", to_json(result))
     rows = ["resolution,similarity,seed,pearson_r"]
     rows += [f"{k.replace('/', ',')},{s},{r!r}" for k, values in rs.items() for s, r in zip(seeds, values)]
     atomic_write_text(out / "ablation.csv", "\n".join(rows) + "\n")
@@ -185,7 +192,7 @@ def run_ablation_seeds(
                 for s in seeds
                 if (out / f"seed{s}" / "curves.png").is_file()
             ),
-            report.text(json.dumps(runs[0]["config"], indent=1), "Settings (first seed)", preformatted=True),
+            report.text(to_json(runs[0]["config"]), "Settings (first seed)", preformatted=True),
             report.text(
                 ", ".join(f"seed {s}: {t:.0f} s" for s, t in zip(seeds, result["seconds_per_seed"])),
                 "Wall time",

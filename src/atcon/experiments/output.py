@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from atcon._json import to_json
 from atcon.experiments.methods import ExperimentConfig
 from atcon.experiments.runner import Store
 from atcon.train.checkpoint import atomic_write_text
@@ -46,15 +46,14 @@ def write_outcome(
         "Cells: mean over seeds [95% bootstrap interval over test items, same resamples for every seed]; "
         "selected epoch: the validation-selected epoch of each seed (-1: fine-tuning kept its starting model); "
         "`*`: paired bootstrap p < 0.05 against the row's reference "
-        f"({', '.join(f'{a} vs {b}' for a, b in meta.get('references', {}).items())})."
+        f"({', '.join(f'{a} vs {b}' for a, b in meta.get('references', {}).items())}). "
+        f"Localization (IoU, pointing game) is measured at {store.protocol.size_text}."
     )
     md = f"# {title}\n\n{note}\n\n" + "\n\n".join(f"## {t}\n\n{body}" for t, body in sections)
     md += f"\n\n## Runs (wall time)\n\n{timing}\n\nTotal: {seconds:.0f} s\n"
     files = [folder / f"{name}.md", folder / f"{name}.json", folder / f"{name}.csv", folder / f"{name}.html"]
     atomic_write_text(files[0], md)
-    atomic_write_text(
-        files[1], json.dumps({"meta": meta, "rows": flat, "seconds": seconds}, indent=1, default=str)
-    )
+    atomic_write_text(files[1], to_json({"meta": meta, "rows": flat, "seconds": seconds}, default=str))
     buf = io.StringIO()
     if flat:
         w = csv.DictWriter(buf, fieldnames=list(flat[0]))
@@ -69,7 +68,7 @@ def write_outcome(
         parts.append(report.figure(figure, "Figure"))
     parts += [
         report.table(timing, "Runs (wall time)"),
-        report.text(json.dumps(meta, indent=1, default=str), "Settings", preformatted=True),
+        report.text(to_json(meta, default=str), "Settings", preformatted=True),
     ]
     report.write_report(files[3], title, parts)
     return Outcome(name, md, flat, seconds, files)

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from atcon.evaluate import EvalSpec, EvaluationResult
+from atcon._json import to_json
+from atcon.evaluate import EvalSpec, EvaluationResult, LocalizationProtocol
 from atcon.train.checkpoint import atomic_write_text
 from atcon.train.config import TrainConfig
 from atcon.train.data import TaskData, build_task_data, task_split
@@ -101,6 +102,8 @@ class Store:
         self.device = resolve_device(device)
         self.n_resamples = n_resamples
         self.progress = progress
+        # Every run of the store is evaluated under one protocol, stated under its tables.
+        self.protocol = LocalizationProtocol()
         self._data: dict[str, TaskData] = {}
         self._records: dict[str, Record] = {}
 
@@ -135,7 +138,7 @@ class Store:
                 cfg.data, cfg.split, cfg.multi_label, cfg.data_seed, cfg.data_size, cfg.model, cfg.image_size,
                 cfg.augment,
                 cfg.unlabeled, cfg.select, cfg.holdout, cfg.seed if cfg.select == "label-free" else None,
-                strategy_class(cfg.strategy).two_views,
+                strategy_class(cfg.strategy).two_views, cfg.on_bad_file,
             ]
         )  # fmt: skip
         if key not in self._data:
@@ -196,14 +199,13 @@ class Store:
         )
         atomic_write_text(
             record_file,
-            json.dumps(
+            to_json(
                 {
                     "method": run.method,
                     "tags": run.tags,
                     "train_seconds": train_seconds,
                     "eval_seconds": eval_seconds,
-                },
-                indent=1,
+                }
             ),
         )
         if self.progress:
@@ -219,7 +221,7 @@ class Store:
         from atcon.checkpoints import evaluate_checkpoint, load_model
 
         loaded = load_model(run_dir / "checkpoints" / "best.pt", run.method)
-        spec = EvalSpec(n_resamples=self.n_resamples, device=self.device)
+        spec = EvalSpec(n_resamples=self.n_resamples, device=self.device, protocol=self.protocol)
         return evaluate_checkpoint(loaded, self.data(cfg).test, spec)
 
     def records(self) -> list[Record]:

@@ -87,10 +87,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a checkpoint written by :func:`atomic_save` (weights only, on the CPU)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{path} is not a readable checkpoint ({err})") from err
+    from atcon._safe_load import load_tensors
+
+    ckpt = load_tensors(path)
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path} is not an atcon checkpoint (it holds a {type(ckpt).__name__}, not a dict)")
+    return ckpt

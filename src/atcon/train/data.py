@@ -238,8 +238,12 @@ def build_task_data(cfg: TrainConfig, split: D.Split | None = None) -> TaskData:
                     cfg.data, ids=list(ids), seed=cfg.data_seed, size=cfg.data_size, transform=tf
                 )
             if kind == "images":
-                return open_images(cfg, ids=list(ids), classes=split.classes, transform=tf)
-            return D.VOCDataset(cfg.data, ids=list(ids), classes=split.classes, transform=tf)
+                return open_images(
+                    cfg, ids=list(ids), classes=split.classes, transform=tf, on_error=cfg.on_bad_file
+                )
+            return D.VOCDataset(
+                cfg.data, ids=list(ids), classes=split.classes, transform=tf, on_error=cfg.on_bad_file
+            )
 
         train, val, test = (
             images(split.train, train_tf),
@@ -275,7 +279,9 @@ def build_task_data(cfg: TrainConfig, split: D.Split | None = None) -> TaskData:
         kw = {"transform": tf, "cache": True, "frame_size": (size, size)}
         if kind == "benchmark":
             return D.load_benchmark(cfg.data, ids=list(ids), seed=cfg.data_seed, size=cfg.data_size, **kw)
-        return D.VideoClipDataset(cfg.data, ids=list(ids), classes=split.classes, **kw)
+        return D.VideoClipDataset(
+            cfg.data, ids=list(ids), classes=split.classes, on_error=cfg.on_bad_file, **kw
+        )
 
     train, val, test = (
         clips(split.train, clip_train),

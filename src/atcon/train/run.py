@@ -10,6 +10,7 @@ seed (bitwise on CPU).
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from pathlib import Path
@@ -18,12 +19,20 @@ from typing import Any
 import numpy as np
 import torch
 
+from atcon._json import to_json
+from atcon._progress import interactive, line
 from atcon.data import Split
 from atcon.train import distributed as dist_utils
 from atcon.train.checkpoint import atomic_write_text, load_checkpoint
-from atcon.train.config import TrainConfig
+from atcon.train.config import TrainConfig, pool_size
 from atcon.train.data import TaskData, build_task_data
-from atcon.train.rundir import RunExistsError, prepare_run_dir, write_start_files
+from atcon.train.rundir import (
+    RunExistsError,
+    check_run_dir,
+    remove_run_files,
+    remove_stale_temporaries,
+    write_start_files,
+)
 from atcon.train.trainer import NonFiniteLossError, Trainer
 
 __all__ = ["NonFiniteLossError", "RunExistsError", "Trainer", "train"]
@@ -46,12 +55,21 @@ def train(
 ) -> dict[str, Any]:
     """Run (or resume) training; returns the summary written to ``summary.json``.
 
+    A new run validates everything it needs -- the config, the data and split, the starting
+    weights -- by building its datasets and trainer before it touches ``run_dir``: a run that
+    cannot start leaves the folder as it was (with ``overwrite``, the old run stays in place).
+    Should it fail before its first checkpoint, it removes what it wrote, so the same command
+    can simply be run again. Paths in the config are stored absolute, and a resumed run reads
+    every weight from ``checkpoints/last.pt``: resuming works from any working directory and
+    without the starting weights file.
+
     Args:
         cfg: the config (ignored when resuming: the run's own config is used).
         run_dir: the run folder.
         resume: continue the run in ``run_dir`` from ``checkpoints/last.pt``.
-        overwrite: replace a run already in ``run_dir``.
-        progress: show progress bars (main process only).
+        overwrite: replace a run already in ``run_dir`` (once the new one has been built).
+        progress: show progress (main process only): a bar on a terminal, else one line per
+            epoch.
         data: datasets already built for ``cfg`` and its split (experiments share them between
             runs, so images are decoded once); default: built from ``cfg``.
 
@@ -62,30 +80,89 @@ def train(
     run_dir = Path(run_dir)
     info = dist_utils.setup(cfg.device)
     try:
-        if info.is_main:
-            prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
-        dist_utils.barrier()
-        ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt") if resume else None
-        if ckpt is not None:
+        check_run_dir(run_dir, resume=resume, overwrite=overwrite)
+        if resume:
+            ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
             cfg = TrainConfig(**ckpt["config"])
+            dist_utils.barrier()  # every process has read last.pt before temporaries go
+            stale = remove_stale_temporaries(run_dir) if info.is_main else []
             if ckpt["state"]["finished"]:
                 return json.loads((run_dir / "summary.json").read_text())
-        split = Split.load(run_dir / "split.json") if resume else None
+            _seed_everything(cfg.seed)
+            data = data if data is not None else build_task_data(cfg, Split.load(run_dir / "split.json"))
+            trainer = Trainer(cfg, run_dir, info, data, resume=True)
+            trainer.restore(ckpt)
+            trainer.log.release()
+            for tmp in stale:
+                trainer.log(f"removed {tmp.name}, left by an interrupted write")
+            trainer.log(f"resumed at epoch {trainer.state.epoch} batch {trainer.state.batch}")
+            return _loop(trainer, progress and info.is_main)
+        cfg = absolute_paths(cfg)
         _seed_everything(cfg.seed)
-        data = data if data is not None else build_task_data(cfg, split)
-        if info.is_main and not resume:
+        data = data if data is not None else build_task_data(cfg)
+        trainer = Trainer(cfg, run_dir, info, data)
+        # Everything needed to start exists: only now is the folder (and an old run) touched.
+        created = not run_dir.exists()
+        dist_utils.barrier()
+        if info.is_main:
+            remove_run_files(run_dir)
+            remove_stale_temporaries(run_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
             write_start_files(
                 run_dir, cfg, data.split, {"world_size": info.world_size, "device": str(info.device)}
             )
-        trainer = Trainer(cfg, run_dir, info, data)
-        if ckpt is not None:
-            trainer.restore(ckpt)
-            trainer.log(f"resumed at epoch {trainer.state.epoch} batch {trainer.state.batch}")
-        else:
+        dist_utils.barrier()
+        try:
+            trainer.log.release()
             trainer.log(f"start: {cfg.to_dict()}")
-        return _loop(trainer, progress and info.is_main)
+            return _loop(trainer, progress and info.is_main)
+        except BaseException:
+            if info.is_main and not (run_dir / "checkpoints" / "last.pt").exists():
+                # Nothing to resume: leave no trace that would block running the command again.
+                remove_run_files(run_dir)
+                if created and not any(run_dir.iterdir()):
+                    run_dir.rmdir()
+            raise
     finally:
         dist_utils.teardown()
+
+
+def _epoch_line(name: str, trainer: Trainer, loss: float, seconds: float) -> str:
+    """``"finetune ft: epoch 2/10, loss 0.41, val_map 0.62, 12 s"`` (the latest evaluation's metric)."""
+    st = trainer.state
+    text = f"{name}: epoch {st.epoch}/{trainer.cfg.epochs}, loss {loss:.4g}"
+    row = st.history[-1] if st.history else {}
+    metric = next((k for k in ("val_map", "lf_consistency", "selection") if row.get(k) is not None), None)
+    if metric is not None:
+        text += f", {metric} {row[metric]:.4g}"
+    if st.stopped_early:
+        text += ", stopping early"
+    return f"{text}, {seconds:.0f} s"
+
+
+def absolute_paths(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with its file and folder settings made absolute, so that the saved config (and a
+    resume) does not depend on the working directory.
+
+    ``data`` (unless a built-in benchmark name), ``split``, ``weights`` (when it names an
+    existing file, not a pretrained tag) and ``unlabeled`` (unless ``pool:N``) are made
+    absolute; a path that does not exist is left as given, for the error that names it.
+    """
+    from atcon.data import BENCHMARKS
+
+    def absolute(value: str | None) -> str | None:
+        if value is None:
+            return None
+        path = Path(value).expanduser()
+        return os.path.abspath(path) if path.exists() else value
+
+    changes = {
+        "data": cfg.data if cfg.data in BENCHMARKS else absolute(cfg.data),
+        "split": absolute(cfg.split),
+        "weights": absolute(cfg.weights),
+        "unlabeled": cfg.unlabeled if pool_size(cfg.unlabeled) is not None else absolute(cfg.unlabeled),
+    }
+    return cfg.replace(**{k: v for k, v in changes.items() if v != getattr(cfg, k)})
 
 
 def _loop(trainer: Trainer, show: bool) -> dict[str, Any]:
@@ -93,13 +170,18 @@ def _loop(trainer: Trainer, show: bool) -> dict[str, Any]:
 
     cfg, st = trainer.cfg, trainer.state
     start = time.perf_counter()
+    name = f"{cfg.strategy} {trainer.run_dir.name}"
+    # A live bar on a terminal; in a log file one line per epoch instead of every redraw.
+    live = show and interactive()
     bar = tqdm(
         total=cfg.epochs * trainer.steps_per_epoch,
         initial=st.epoch * trainer.steps_per_epoch + st.batch,
-        desc=f"{cfg.strategy} {trainer.run_dir.name}",
-        disable=not show,
+        desc=name,
+        disable=not live,
         leave=False,
     )
+    if show and not live:
+        line(f"{name}: epochs {st.epoch + 1}-{cfg.epochs} of {trainer.steps_per_epoch} steps each")
     if trainer.strategy.start_is_candidate and st.global_step == 0 and not st.history:
         # The starting network is a candidate too: selection on validation may keep it when
         # training does not help.
@@ -117,6 +199,8 @@ def _loop(trainer: Trainer, show: bool) -> dict[str, Any]:
             st.stopped_early = True
             trainer.log(f"early stopping after epoch {epoch}: no improvement in {cfg.patience} evaluations")
         trainer.save("last")
+        if show and not live:
+            line(_epoch_line(name, trainer, loss, time.perf_counter() - start))
     bar.close()
     st.finished = True
     trainer.save("last")
@@ -132,6 +216,6 @@ def _loop(trainer: Trainer, show: bool) -> dict[str, Any]:
         "best_checkpoint": str(trainer.run_dir / "checkpoints" / "best.pt"),
     }
     if trainer.info.is_main:
-        atomic_write_text(trainer.run_dir / "summary.json", json.dumps(summary, indent=1))
+        atomic_write_text(trainer.run_dir / "summary.json", to_json(summary))
     trainer.log(f"finished: {summary}")
     return summary

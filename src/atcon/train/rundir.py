@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import platform
 import shutil
 import subprocess
@@ -31,6 +30,7 @@ from typing import Any
 import torch
 
 import atcon
+from atcon._json import to_json
 from atcon.data import Split
 from atcon.train.checkpoint import atomic_write_text
 from atcon.train.config import TrainConfig
@@ -44,6 +44,7 @@ RUN_FILES = (
     "config.toml",
     "split.json",
     "meta.json",
+    "tensorboard",
 )
 
 
@@ -51,8 +52,13 @@ class RunExistsError(FileExistsError):
     """The run folder already holds a run."""
 
 
-def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
-    """Create the run folder, or check it may be (re)used.
+def holds_run(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a run (its start files or a checkpoint)."""
+    return (run_dir / "config.toml").exists() or (run_dir / "checkpoints" / "last.pt").exists()
+
+
+def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Check that a run may start (or resume) in ``run_dir``, without changing anything on disk.
 
     Raises:
         RunExistsError: the folder holds a run and neither ``resume`` nor ``overwrite`` is set.
@@ -61,21 +67,46 @@ def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
     last = run_dir / "checkpoints" / "last.pt"
     if resume:
         if not last.is_file():
-            raise FileNotFoundError(f"nothing to resume in {run_dir}: {last} does not exist")
-        return
-    if (run_dir / "config.toml").exists() or last.exists():
-        if not overwrite:
-            done = " finished" if (run_dir / "summary.json").exists() else ""
-            raise RunExistsError(
-                f"{run_dir} already holds a{done} run; use --resume to continue it or --overwrite to replace it"
+            hint = (
+                "; the run there never saved a checkpoint: start it again with --overwrite"
+                if (run_dir / "config.toml").exists()
+                else ""
             )
-        for name in RUN_FILES:
-            target = run_dir / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-    run_dir.mkdir(parents=True, exist_ok=True)
+            raise FileNotFoundError(f"nothing to resume in {run_dir}: {last} does not exist{hint}")
+        return
+    if holds_run(run_dir) and not overwrite:
+        done = " finished" if (run_dir / "summary.json").exists() else ""
+        raise RunExistsError(
+            f"{run_dir} already holds a{done} run; use --resume to continue it or --overwrite to replace it"
+        )
+
+
+def remove_run_files(run_dir: Path) -> None:
+    """Delete what a run wrote into ``run_dir`` (:data:`RUN_FILES`); other files stay."""
+    for name in RUN_FILES:
+        target = run_dir / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete the temporary files an interrupted atomic write left (``.NAME.XXXX.tmp``).
+
+    Only call this when no process writes into the run (at the start of a run or a resume).
+
+    Returns:
+        The files removed.
+    """
+    removed = []
+    for folder in (run_dir, run_dir / "checkpoints"):
+        if folder.is_dir():
+            for tmp in folder.glob(".*.tmp"):
+                if tmp.is_file():
+                    tmp.unlink()
+                    removed.append(tmp)
+    return removed
 
 
 def versions() -> dict[str, Any]:
@@ -109,7 +140,7 @@ def write_start_files(run_dir: Path, cfg: TrainConfig, split: Split, meta: dict[
     """``split.json``, ``config.toml`` and ``meta.json`` (:func:`versions` plus ``meta``)."""
     split.save(run_dir / "split.json")
     atomic_write_text(run_dir / "config.toml", cfg.to_toml())
-    atomic_write_text(run_dir / "meta.json", json.dumps({**versions(), **meta}, indent=1))
+    atomic_write_text(run_dir / "meta.json", to_json({**versions(), **meta}))
 
 
 def write_metrics(path: Path, history: Sequence[dict[str, Any]]) -> None:
@@ -125,17 +156,33 @@ def write_metrics(path: Path, history: Sequence[dict[str, Any]]) -> None:
 
 
 class RunLog:
-    """Appends time-stamped lines to ``log.txt`` (a no-op on processes other than the main one)."""
+    """Appends time-stamped lines to ``log.txt`` (a no-op on processes other than the main one).
 
-    def __init__(self, path: Path, enabled: bool) -> None:
+    A log created ``held`` keeps its lines in memory until :meth:`release`: a run's trainer is
+    built (and may fail) before the run folder is touched, and what it logged then is written
+    once the run starts.
+    """
+
+    def __init__(self, path: Path, enabled: bool, *, held: bool = False) -> None:
         self.path, self.enabled = path, enabled
+        self.pending: list[str] | None = [] if held else None
 
     def __call__(self, message: str) -> None:
         if not self.enabled:
             return
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n"
+        if self.pending is not None:
+            self.pending.append(line)
+            return
         with self.path.open("a") as f:
-            f.write(f"{stamp} {message}\n")
+            f.write(line)
+
+    def release(self) -> None:
+        """Write the held lines; from now on lines are written as they come."""
+        pending, self.pending = self.pending or [], None
+        if self.enabled and pending:
+            with self.path.open("a") as f:
+                f.writelines(pending)
 
 
 def tensorboard(folder: Path) -> Any:

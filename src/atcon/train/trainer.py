@@ -131,23 +131,42 @@ def _streams(
 class Trainer:
     """State and verbs of one run; :func:`atcon.train.train` drives it.
 
+    Building one writes nothing to disk: its log lines are held until ``self.log.release()``
+    (:func:`atcon.train.train` releases them once the run folder is set up), and checkpoints,
+    metrics and TensorBoard files are written from the first save or evaluation on.
+
     Args:
         cfg: the run's config.
         run_dir: the run folder (log, metrics and checkpoints are written there).
         info: this process's rank, world size and device.
         data: the run's datasets.
+        resume: the trainer will be :meth:`restore`-d from a ``last`` checkpoint: the network is
+            built without its starting weights (``cfg.weights`` is not read, so the run does not
+            need that file any more) and nothing is computed from them (the Fisher weights of
+            the parameter anchor come from the checkpoint).
     """
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path, info: dist_utils.DistInfo, data: TaskData) -> None:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        run_dir: Path,
+        info: dist_utils.DistInfo,
+        data: TaskData,
+        *,
+        resume: bool = False,
+    ) -> None:
         self.cfg, self.run_dir, self.info, self.data = cfg, run_dir, info, data
         self.device = info.device
-        self.log = RunLog(run_dir / "log.txt", info.is_main)
+        self.resuming = resume
+        self.log = RunLog(run_dir / "log.txt", info.is_main, held=True)
         kind = strategy_class(cfg.strategy)
         sizes, self.samplers, self.loaders = _streams(kind, cfg, info, data)
         self.strategy = kind(
             cfg, sizes, {s: sampler.batches_per_epoch for s, sampler in self.samplers.items()}
         )
-        classifier = build_model(cfg.model, len(data.classes), cfg.weights, new_head=cfg.new_head)
+        # On resume every weight comes from last.pt: the architecture alone is built.
+        weights = None if resume else cfg.weights
+        classifier = build_model(cfg.model, len(data.classes), weights, new_head=cfg.new_head)
         if cfg.trainable_blocks:
             self.log(f"trainable blocks: {', '.join(trainable_top_blocks(classifier, cfg.trainable_blocks))}")
         # The frozen starting network: the collapse guards' anchor and label-free selection's reference.
@@ -174,6 +193,7 @@ class Trainer:
         self.params = [p for p in self.net.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         self.scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
+        self.param_anchor: ParameterAnchor | None = None
         self.terms = LossTerms(
             self.model,
             data.task,
@@ -198,7 +218,14 @@ class Trainer:
         )
         self.state = RunState()
         self.val_loader = _eval_loader(data.val, cfg, self.device)
-        self.tensorboard = tensorboard(run_dir / "tensorboard") if info.is_main else None
+        self._tensorboard: Any = None  # created at the first evaluation (building writes nothing)
+
+    @property
+    def tensorboard(self) -> Any:
+        """The TensorBoard writer (main process, ``tensorboard`` installed), else None."""
+        if self._tensorboard is None and self.info.is_main:
+            self._tensorboard = tensorboard(self.run_dir / "tensorboard") or False
+        return self._tensorboard or None
 
     def _guard(self, classifier: nn.Module) -> Guard | None:
         """The collapse guards the config switches on (None: the paper's loss)."""
@@ -210,8 +237,13 @@ class Trainer:
             names = [n for n, p in classifier.named_parameters() if p.requires_grad]
             weights = None
             if cfg.param_anchor_fisher:
-                weights = self._fisher(names)
-            anchor = ParameterAnchor(self.reference, names, weights)
+                # On resume, restore() puts the starting network's Fisher weights in place.
+                weights = (
+                    {n: torch.ones((), device=self.device) for n in names}
+                    if self.resuming
+                    else self._fisher(names)
+                )
+            anchor = self.param_anchor = ParameterAnchor(self.reference, names, weights)
         self.log(f"collapse guard: {guard_summary(cfg)}")
         return Guard(self.reference, self.data.task, cfg.anchor_weight, anchor, cfg.param_anchor_weight)
 
@@ -264,6 +296,8 @@ class Trainer:
                 rng=rng_state(),
                 projection=self.simclr.projection.state_dict() if self.simclr is not None else None,
                 reference=self.reference.state_dict() if self.reference is not None else None,
+                fisher=self.param_anchor.weights if self.param_anchor is not None else None,
+                mask_model=self.mask_model.state_dict() if self.mask_model is not None else None,
             )
         else:
             payload.update(epoch=self.state.epoch, metric=self.state.best_metric)
@@ -287,6 +321,18 @@ class Trainer:
             self.scaler.load_state_dict(ckpt["scaler"])
         if self.reference is not None and ckpt.get("reference") is not None:
             self.reference.load_state_dict(ckpt["reference"])
+        if self.mask_model is not None and ckpt.get("mask_model") is not None:
+            self.mask_model.load_state_dict(ckpt["mask_model"])
+        anchor = self.param_anchor
+        if anchor is not None and anchor.weights is not None and anchor.names is not None:
+            fisher = ckpt.get("fisher")
+            # Checkpoints written before the Fisher weights were saved: the same estimate again,
+            # from the restored starting network.
+            anchor.weights = (
+                {k: v.to(self.device) for k, v in fisher.items()}
+                if fisher is not None
+                else self._fisher(anchor.names)
+            )
         self.state = RunState(**ckpt["state"])
         set_rng_state(ckpt["rng"])
 
