@@ -44,6 +44,10 @@ class DemoConfig:
     lr: float | None = 1e-4
     finetune_epochs: int = 10
     finetune_lr: float = 2e-5
+    pool: int = 0
+    anchor_weight: float = 0.0
+    select: str = "labels"
+    finetune_eval_every: int = 0
     batch_size: int = 4
     resamples: int = 1000
     figures: int = 4
@@ -180,6 +184,10 @@ def run_demo(config: DemoConfig, out: str | Path, *, progress: bool = True) -> d
                 new_head=False,
                 epochs=c.finetune_epochs,
                 lr=c.finetune_lr,
+                unlabeled=f"pool:{c.pool}" if c.pool else None,
+                anchor_weight=c.anchor_weight,
+                select=c.select,  # type: ignore[arg-type]
+                eval_every=c.finetune_eval_every,
             ),
         )
     spec = EvalSpec(
