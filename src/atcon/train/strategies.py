@@ -28,9 +28,9 @@ from torch import Tensor, nn
 
 from atcon.consistency import ConsistencyConfig
 from atcon.evaluate.metrics import Task, labels_of
-from atcon.train.data import item_seed
 from atcon.train.engine import consistency_loss, consistency_result, supervised_loss
 from atcon.train.guard import Guard
+from atcon.train.sampling import item_seed
 from atcon.train.selection import (
     LastEvaluation,
     LowestTrainLoss,

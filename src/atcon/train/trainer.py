@@ -32,11 +32,12 @@ from atcon.models import build_model, randomized_copy
 from atcon.train import distributed as dist_utils
 from atcon.train.checkpoint import atomic_save, rng_state, set_rng_state
 from atcon.train.config import TrainConfig
-from atcon.train.data import SeededItems, StreamBatchSampler, TaskData, TwoViews
+from atcon.train.data import TaskData
 from atcon.train.engine import autocast, optimizer_step, predict, touch_parameters
 from atcon.train.guard import Guard, ParameterAnchor, fisher_diagonal, guard_summary, trainable_top_blocks
 from atcon.train.labelfree import label_free_signals
 from atcon.train.rundir import RunLog, tensorboard, write_metrics
+from atcon.train.sampling import SeededItems, StreamBatchSampler, TwoViews
 from atcon.train.simclr import SimCLRNet
 from atcon.train.strategies import Batch, LossTerms, Strategy, Stream, strategy_class
 
