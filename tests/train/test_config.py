@@ -9,15 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from atcon.commands._config import add_config_arguments, config_from_args
 from atcon.consistency import ConsistencyConfig
-from atcon.train.config import (
-    TrainConfig,
-    add_config_arguments,
-    config_from_args,
-    field_docs,
-    read_toml,
-    toml_reference,
-)
+from atcon.train.config import TrainConfig, field_docs
+from atcon.train.config_toml import read_toml, toml_reference
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -23,8 +23,8 @@ from typing import Any
 
 def register(subparsers: Any) -> None:
     """Add the ``data`` subcommand and its own subcommands to the ``atcon`` parser."""
+    from atcon.commands._config import count_or_fraction
     from atcon.data.fewshot import DEFAULT_VAL_SIZE
-    from atcon.train.config import count_or_fraction
 
     parser = subparsers.add_parser("data", help="build benchmarks, write split files, inspect datasets")
 

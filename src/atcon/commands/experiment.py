@@ -84,14 +84,14 @@ def register(sub: Any) -> None:
         help="regimes: factors to vary around the base cell (default: all of source per_class data guard "
         "image_size model)",
     )
-    from atcon.train.config import add_config_arguments
+    from atcon.commands._config import add_config_arguments
 
     add_config_arguments(p, exclude=("strategy", "seed", "split_seed", "per_class", "split"))
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from atcon.train.config import config_from_args
+    from atcon.commands._config import config_from_args
 
     cfg = config_from_args(args)
     if args.name == "ablation":

@@ -16,7 +16,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {"finetune": FINETUNE_DEFAULTS}
 
 
 def _common(p: argparse.ArgumentParser, command: str) -> None:
-    from atcon.train.config import add_config_arguments
+    from atcon.commands._config import add_config_arguments
 
     p.add_argument(
         "--out", type=Path, required=False, default=None, help="run folder (default: runs/<strategy>)"
@@ -75,7 +75,7 @@ def register(sub: Any) -> None:
 
 
 def _run(args: argparse.Namespace, strategy: str | None) -> int:
-    from atcon.train.config import config_from_args
+    from atcon.commands._config import config_from_args
     from atcon.train.run import train
 
     forced: dict[str, Any] = {}

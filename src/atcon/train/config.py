@@ -6,43 +6,27 @@ values of the wrong type are errors that name the key. The resolved config is wr
 (``config.toml``) and into every checkpoint.
 
 Every field is documented once, in the ``Attributes`` section of :class:`TrainConfig`'s
-docstring; :func:`field_docs` reads it back for ``--help`` (:func:`add_config_arguments`) and
-for the commented TOML reference (:func:`toml_reference`, ``atcon train --print-config``).
+docstring; :func:`field_docs` reads it back for ``--help`` (:mod:`atcon.commands._config`) and
+for the commented TOML reference (:func:`atcon.train.config_toml.toml_reference`,
+``atcon train --print-config``). TOML files are read by :mod:`atcon.train.config_toml`.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import inspect
 import re
-import sys
-import textwrap
 import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from functools import cache
-from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 from atcon.consistency import ConsistencyConfig, MaskScale, MaskSource, Resolution, SimilarityName
 from atcon.train.strategies import STRATEGIES, StrategyName, strategy_class
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
-__all__ = [
-    "STRATEGIES",
-    "TrainConfig",
-    "add_config_arguments",
-    "config_from_args",
-    "field_docs",
-    "read_toml",
-    "toml_reference",
-]
+__all__ = ["STRATEGIES", "TrainConfig", "check_defaults", "field_docs", "pool_size"]
 
 
 @dataclass(frozen=True)
@@ -212,7 +196,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            _check_type(f.name, getattr(self, f.name), _field_types()[f.name])
+            check_type(f.name, getattr(self, f.name), field_types()[f.name])
         positive = ("epochs", "batch_size", "per_class", "eval_batch_size")
         for name in positive:
             if getattr(self, name) < 1:
@@ -286,7 +270,7 @@ class TrainConfig:
         lines = []
         for key, value in self.to_dict().items():
             if value is not None:
-                lines.append(f"{key} = {_toml_value(value)}")
+                lines.append(f"{key} = {toml_value(value)}")
         return "\n".join(lines) + "\n"
 
     def replace(self, **changes: Any) -> TrainConfig:
@@ -309,22 +293,22 @@ def pool_size(unlabeled: str | None) -> int | None:
     return n
 
 
-def _field_types() -> dict[str, Any]:
+def field_types() -> dict[str, Any]:
     return typing.get_type_hints(TrainConfig)
 
 
-def _allowed(tp: Any) -> tuple[Any, ...]:
+def allowed_values(tp: Any) -> tuple[Any, ...]:
     """Flatten ``X | None`` and Literal into the tuple of accepted types/values."""
     origin = get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        return tuple(a for arg in get_args(tp) for a in _allowed(arg))
+        return tuple(a for arg in get_args(tp) for a in allowed_values(arg))
     if origin is Literal:
         return tuple(("literal", v) for v in get_args(tp))
     return (tp,)
 
 
-def _check_type(name: str, value: Any, tp: Any) -> None:
-    allowed = _allowed(tp)
+def check_type(name: str, value: Any, tp: Any) -> None:
+    allowed = allowed_values(tp)
     literals = [v for a in allowed if isinstance(a, tuple) for v in a[1:]]
     types_ = [a for a in allowed if not isinstance(a, tuple)]
     if literals and value in literals:
@@ -340,42 +324,6 @@ def _check_type(name: str, value: Any, tp: Any) -> None:
             return
     expected = " | ".join([*(repr(v) for v in literals), *(getattr(t, "__name__", str(t)) for t in types_)])
     raise ValueError(f"config key {name!r} must be {expected}; got {value!r}")
-
-
-def read_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML config; unknown keys and values of the wrong type are errors.
-
-    Every value is checked here, also one that a flag will override: a mistake in the file is
-    reported when it is made, not when the flag is dropped.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"{path}: not valid TOML ({err})") from err
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(
-            f"{path}: unknown config key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}"
-        )
-    hints = _field_types()
-    for key, value in data.items():
-        try:
-            _check_type(key, value, hints[key])
-        except ValueError as err:
-            raise ValueError(f"{path}: {err}") from None
-    return data
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 @cache
@@ -401,143 +349,21 @@ def field_docs() -> dict[str, str]:
     return docs
 
 
-def _default_text(value: Any) -> str:
-    return "unset" if value is None else str(value)
-
-
-def toml_reference(defaults: Mapping[str, Any] | None = None) -> str:
-    """A TOML file documenting every config key, each set to its default (unset ones commented out).
-
-    The result parses (``tomllib``) to the defaults, so it is a starting point for ``--config``.
-
-    Args:
-        defaults: a command's own defaults, shown instead of the fields' (see
-            :func:`config_from_args`).
-    """
-    docs = field_docs()
-    own = _check_defaults(defaults)
-    lines = [
-        "# atcon training config: every key is optional; flags given on the command line win.",
-        "# Generated by `atcon train --print-config`.",
-    ]
-    for f in fields(TrainConfig):
-        lines.append("")
-        lines += [f"# {line}" for line in _wrap(docs[f.name], 96)]
-        allowed = [v for a in _allowed(_field_types()[f.name]) if isinstance(a, tuple) for v in a[1:]]
-        if allowed:
-            lines.append("# one of: " + ", ".join(map(str, allowed)))
-        default = own.get(f.name, f.default)
-        if default is None:
-            lines.append(f"# {f.name} =")
-        else:
-            lines.append(f"{f.name} = {_toml_value(default)}")
-    return "\n".join(lines) + "\n"
-
-
-def _wrap(text: str, width: int) -> list[str]:
-    return textwrap.wrap(text, width) or [""]
-
-
-class _PrintConfig(argparse.Action):
-    """``--print-config``: print :func:`toml_reference` and exit, like ``--version``."""
-
-    def __init__(
-        self, option_strings: list[str], dest: str, defaults: Mapping[str, Any] | None = None, **kwargs: Any
-    ) -> None:
-        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
-        self.defaults = defaults
-
-    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
-        sys.stdout.write(toml_reference(self.defaults))
-        parser.exit()
-
-
-def add_config_arguments(
-    parser: argparse.ArgumentParser,
-    exclude: tuple[str, ...] = (),
-    defaults: Mapping[str, Any] | None = None,
-) -> None:
-    """Add ``--config``, ``--print-config`` and one flag per config field (``--batch-size``,
-    ``--augment/--no-augment``), each helped by the field's documentation and default.
-
-    Args:
-        parser: the command's parser.
-        exclude: fields without a flag (the command sets them).
-        defaults: the command's own defaults (pass the same to :func:`config_from_args`); shown
-            in ``--help`` and ``--print-config``.
-    """
-    own = _check_defaults(defaults)
-    parser.add_argument("--config", type=Path, default=None, help="TOML file with config keys")
-    parser.add_argument(
-        "--print-config",
-        action=_PrintConfig,
-        defaults=own,
-        help="print every config key with its documentation and default, as TOML, and exit",
-    )
-    hints, docs = _field_types(), field_docs()
-    for f in fields(TrainConfig):
-        if f.name in exclude:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        allowed = _allowed(hints[f.name])
-        literals = [v for a in allowed if isinstance(a, tuple) for v in a[1:]]
-        base = [a for a in allowed if not isinstance(a, tuple) and a is not type(None)]
-        # argparse %-formats help strings.
-        default = own.get(f.name, f.default)
-        help_text = f"{docs[f.name]} (default: {_default_text(default)})".replace("%", "%%")
-        if base == [bool]:
-            parser.add_argument(
-                flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text
-            )
-        elif literals:
-            parser.add_argument(flag, dest=f.name, choices=literals, default=None, help=help_text)
-        else:
-            kind: Any = count_or_fraction if set(base) == {int, float} else (base[0] if base else str)
-            parser.add_argument(flag, dest=f.name, type=kind, default=None, help=help_text)
-
-
-def count_or_fraction(text: str) -> int | float:
-    """A flag value that is a count (``"100"``) or a fraction (``"0.2"``)."""
-    try:
-        return int(text)
-    except ValueError:
-        return float(text)
-
-
-count_or_fraction.__name__ = "count or fraction"  # argparse names the type in its error message
-
-
-def _check_defaults(defaults: Mapping[str, Any] | None) -> dict[str, Any]:
+def check_defaults(defaults: Mapping[str, Any] | None) -> dict[str, Any]:
     """A command's defaults, checked like TOML values (known keys, right types)."""
     own = dict(defaults or {})
-    hints = _field_types()
+    hints = field_types()
     unknown = sorted(set(own) - set(hints))
     if unknown:
         raise ValueError(f"unknown config key(s) in command defaults: {', '.join(unknown)}")
     for key, value in own.items():
-        _check_type(key, value, hints[key])
+        check_type(key, value, hints[key])
     return own
 
 
-def config_from_args(
-    args: argparse.Namespace, defaults: Mapping[str, Any] | None = None, **forced: Any
-) -> TrainConfig:
-    """The config of a command line.
-
-    Precedence: field defaults < ``defaults`` (the command's own, e.g. ``atcon finetune``'s) <
-    ``--config`` TOML < flags given on the command line < ``forced``.
-
-    Args:
-        args: the parsed command line (flags not given are None).
-        defaults: the command's own defaults.
-        forced: values the command sets whatever the user says (e.g. its strategy).
-    """
-    values: dict[str, Any] = _check_defaults(defaults)
-    if getattr(args, "config", None) is not None:
-        values.update(read_toml(args.config))
-    for f in fields(TrainConfig):
-        v = getattr(args, f.name, None)
-        if v is not None:
-            values[f.name] = v
-    values.update(forced)
-    return TrainConfig(**values)
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
