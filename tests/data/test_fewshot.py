@@ -8,7 +8,6 @@ import torch
 
 from atcon.data import (
     DataError,
-    Split,
     VOCDataset,
     clip_fewshot_split,
     max_per_class,
@@ -57,22 +56,6 @@ def test_too_few_images_error_says_how_many() -> None:
         sample_per_class(labels, 2, seed=0, classes=["a", "b"])
     assert max_per_class(labels) == 1
     assert sample_per_class(labels, 1, seed=0, classes=["a", "b"])
-
-
-def test_split_file_round_trip_and_errors(tmp_path: Path) -> None:
-    split = Split(
-        ["a", "b"], ["c"], ["d"], ["x", "y"], per_class=2, seed=7, protocol="voc-fewshot", meta={"k": 1}
-    )
-    path = split.save(tmp_path / "sub" / "split.json")
-    assert Split.load(path) == split
-    (tmp_path / "bad.json").write_text("{not json")
-    with pytest.raises(DataError, match=r"bad\.json"):
-        Split.load(tmp_path / "bad.json")
-    (tmp_path / "other.json").write_text('{"hello": 1}')
-    with pytest.raises(DataError, match=r"other\.json"):
-        Split.load(tmp_path / "other.json")
-    with pytest.raises(FileNotFoundError, match=r"missing\.json"):
-        Split.load(tmp_path / "missing.json")
 
 
 def test_voc_fewshot_split_protocol(voc_root: Path) -> None:

@@ -139,7 +139,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_split(args: argparse.Namespace) -> int:
     """Compute a few-shot split and save it."""
-    from atcon.data.fewshot import Split, clip_fewshot_split, voc_fewshot_split
+    from atcon.data.fewshot import clip_fewshot_split, voc_fewshot_split
+    from atcon.data.split import Split
 
     split: Split
     if args.split_kind == "voc":

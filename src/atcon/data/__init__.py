@@ -25,21 +25,20 @@ from atcon.data.fashion import FASHION_MNIST_CLASSES, FASHION_MNIST_TITLES, load
 from atcon.data.fashion_events import EVENTS, FashionEventsConfig, generate_fashion_events
 from atcon.data.fewshot import (
     DEFAULT_VAL_SIZE,
-    Split,
     clip_fewshot_split,
-    image_fewshot_split,
     max_per_class,
     sample_per_class,
     subject_disjoint_split,
     val_count,
     voc_fewshot_split,
-    with_unlabeled_pool,
 )
 from atcon.data.files import IMAGE_SUFFIXES, VIDEO_SUFFIXES, collect_files, load_images
 from atcon.data.folders import ImageFolderDataset, scan_image_folders
 from atcon.data.formats import FORMATS, DetectedData, detect_data, detect_format, open_image_dataset
+from atcon.data.image_splits import image_fewshot_split
 from atcon.data.images import AnnotatedImageDataset, ImageRecord
 from atcon.data.manifest import ImageManifestDataset, read_image_manifest
+from atcon.data.split import Split, with_unlabeled_pool
 from atcon.data.transforms import (
     IMAGE_SIZE,
     IMAGENET_MEAN,

@@ -176,9 +176,10 @@ def benchmark_split(
     (the same test set for every ``seed``).
 
     Returns:
-        A :class:`~atcon.data.fewshot.Split`; save it with ``Split.save``.
+        A :class:`~atcon.data.split.Split`; save it with ``Split.save``.
     """
-    from atcon.data.fewshot import Split, sample_per_class, voc_fewshot_split
+    from atcon.data.fewshot import sample_per_class, voc_fewshot_split
+    from atcon.data.split import Split
 
     folder = build_benchmark(name, root, seed=data_seed, size=size)
     if name == "cluttered-fashion":

@@ -1,87 +1,69 @@
-"""Few-shot splits (paper, section 4.1), written to and read back from JSON split files.
+"""Few-shot draws (paper, section 4.1): N per class, the VOC and clip protocols, subject-disjoint sets.
 
-Every method of an experiment must train on exactly the same images, so a split is computed once for a
-seed and saved; training code reads the file. Images are referred to by id (VOC image id, or a clip's
-``clip_id``), so a split file stays valid when the dataset folder moves.
+The draws return :class:`~atcon.data.split.Split` records (saved as JSON split files); splits of
+the user's own image formats are in :mod:`atcon.data.image_splits`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import random
-import warnings
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any
 
 import torch
 
-from atcon.data._common import DataError, not_found
+from atcon.data._common import DataError
+from atcon.data.split import Split
 
-SPLIT_FORMAT_VERSION = 1
+DEFAULT_VAL_SIZE = "min(500, 20% of the pool)"
+"""The validation draw when ``val_size`` is not given (:func:`val_count`): the paper's 500 images on
+PASCAL VOC, a fifth of a smaller pool."""
 
 
-@dataclass(frozen=True)
-class Split:
-    """Image (or clip) ids of the train, validation and test sets.
+def val_rule(val_size: float | None) -> str:
+    """How a validation draw was sized, as split files record it (``meta["val_rule"]``)."""
+    if val_size is None:
+        return f"default: {DEFAULT_VAL_SIZE}"
+    if isinstance(val_size, float):
+        return f"asked: {val_size:g} of the pool"
+    return f"asked: {val_size} images"
 
-    Attributes:
-        train: Few-shot training ids.
-        val: Validation ids (model selection).
-        test: Test ids, never used for training or selection.
-        classes: Class names in label order.
-        per_class: ``N``, training samples requested per class.
-        seed: Seed the split was drawn with.
-        protocol: How it was built (``"voc-fewshot"``, ``"subject-disjoint"``).
-        meta: Anything else worth recording (source folder, split names, sizes).
-        unlabeled: Ids of an unlabelled pool for consistency fine-tuning (their labels are
-            never read), drawn from the training pool, disjoint from ``val`` and ``test``; empty
-            when the split has none (see :func:`with_unlabeled_pool`).
+
+def val_count(val_size: float | None, n: int, where: str = "the pool") -> int:
+    """Number of validation images drawn from a pool of ``n``.
+
+    Args:
+        val_size: A count (``int`` >= 1), a fraction of the pool (``float`` in ``(0, 1)``), or
+            ``None`` for :data:`DEFAULT_VAL_SIZE`: ``min(500, round(0.2 * n))``, at least 1.
+        n: Pool size.
+        where: What the pool is, for the error message.
+
+    Raises:
+        ValueError: ``val_size`` is neither a count nor a fraction.
+        DataError: The draw would leave no training image; the message says what to pass instead.
     """
-
-    train: list[str]
-    val: list[str]
-    test: list[str]
-    classes: list[str]
-    per_class: int
-    seed: int
-    protocol: str
-    meta: dict[str, Any] = field(default_factory=dict)
-    unlabeled: list[str] = field(default_factory=list)
-
-    def save(self, path: str | Path) -> Path:
-        """Write the split as JSON (parent folders created); returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"version": SPLIT_FORMAT_VERSION, **asdict(self)}
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(payload, indent=1) + "\n")
-        tmp.replace(path)  # atomic: a reader never sees half a split
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> Split:
-        """Read a split file written by :meth:`save`.
-
-        Raises:
-            FileNotFoundError: No such file.
-            DataError: Not a split file (message names it).
-        """
-        path = Path(path)
-        if not path.is_file():
-            raise not_found("split file", path)
-        try:
-            payload = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise DataError(f"not a JSON split file ({err})", path) from err
-        if not isinstance(payload, dict) or payload.pop("version", None) != SPLIT_FORMAT_VERSION:
-            raise DataError(f"not a split file of format version {SPLIT_FORMAT_VERSION}", path)
-        try:
-            return cls(**payload)
-        except TypeError as err:
-            raise DataError(f"malformed split file ({err})", path) from err
+    if val_size is None:
+        count = min(500, max(1, round(0.2 * n)))
+    elif isinstance(val_size, bool) or val_size <= 0:
+        raise ValueError(f"val_size must be a count >= 1 or a fraction in (0, 1), got {val_size!r}")
+    elif isinstance(val_size, float):
+        if val_size >= 1:
+            raise ValueError(
+                f"val_size {val_size} is a float >= 1; give a count as an int or a fraction in (0, 1)"
+            )
+        count = max(1, round(val_size * n))
+    else:
+        count = int(val_size)
+    if count >= n:
+        fits = max(1, round(0.2 * n))
+        asked = "the default" if val_size is None else f"val_size {val_size!r}"
+        raise DataError(
+            f"{asked} ({count} validation images) leaves no training images in {n} ({where}); "
+            f"ask for fewer (--val-size {fits}, or a fraction such as --val-size 0.2)"
+            + (", or add images" if n < 2 else "")
+        )
+    return count
 
 
 def _as_class_sets(labels: torch.Tensor | Sequence[int]) -> list[set[int]]:
@@ -346,291 +328,3 @@ def clip_fewshot_split(
         protocol="subject-disjoint",
         meta={"set_sizes": [len(s) for s in sets], **(meta or {})},
     )
-
-
-class LabelledImages(Protocol):
-    """What :func:`image_fewshot_split` reads from a dataset (any image dataset of :mod:`atcon.data`).
-
-    Optional attributes, used when present: ``subjects`` and ``splits`` (one entry per item, ``None``
-    where the source gives none), ``source``, ``format``, and ``where(index)`` (the item's file and row,
-    for messages).
-    """
-
-    @property
-    def ids(self) -> list[str]: ...
-
-    @property
-    def classes(self) -> tuple[str, ...]: ...
-
-    def label_matrix(self) -> torch.Tensor: ...
-
-
-GroupBy = Literal["subject"]
-
-
-DEFAULT_VAL_SIZE = "min(500, 20% of the pool)"
-"""The validation draw when ``val_size`` is not given (:func:`val_count`): the paper's 500 images on
-PASCAL VOC, a fifth of a smaller pool."""
-
-
-def val_rule(val_size: float | None) -> str:
-    """How a validation draw was sized, as split files record it (``meta["val_rule"]``)."""
-    if val_size is None:
-        return f"default: {DEFAULT_VAL_SIZE}"
-    if isinstance(val_size, float):
-        return f"asked: {val_size:g} of the pool"
-    return f"asked: {val_size} images"
-
-
-def val_count(val_size: float | None, n: int, where: str = "the pool") -> int:
-    """Number of validation images drawn from a pool of ``n``.
-
-    Args:
-        val_size: A count (``int`` >= 1), a fraction of the pool (``float`` in ``(0, 1)``), or
-            ``None`` for :data:`DEFAULT_VAL_SIZE`: ``min(500, round(0.2 * n))``, at least 1.
-        n: Pool size.
-        where: What the pool is, for the error message.
-
-    Raises:
-        ValueError: ``val_size`` is neither a count nor a fraction.
-        DataError: The draw would leave no training image; the message says what to pass instead.
-    """
-    if val_size is None:
-        count = min(500, max(1, round(0.2 * n)))
-    elif isinstance(val_size, bool) or val_size <= 0:
-        raise ValueError(f"val_size must be a count >= 1 or a fraction in (0, 1), got {val_size!r}")
-    elif isinstance(val_size, float):
-        if val_size >= 1:
-            raise ValueError(
-                f"val_size {val_size} is a float >= 1; give a count as an int or a fraction in (0, 1)"
-            )
-        count = max(1, round(val_size * n))
-    else:
-        count = int(val_size)
-    if count >= n:
-        fits = max(1, round(0.2 * n))
-        asked = "the default" if val_size is None else f"val_size {val_size!r}"
-        raise DataError(
-            f"{asked} ({count} validation images) leaves no training images in {n} ({where}); "
-            f"ask for fewer (--val-size {fits}, or a fraction such as --val-size 0.2)"
-            + (", or add images" if n < 2 else "")
-        )
-    return count
-
-
-def _draw_subjects(
-    pool: list[int], subjects: Sequence[Hashable], count: int, rng: random.Random
-) -> list[int]:
-    """Whole subjects of ``pool``, in seeded random order, until at least ``count`` items are drawn."""
-    by_subject: dict[Hashable, list[int]] = {}
-    for i in pool:
-        by_subject.setdefault(subjects[i], []).append(i)
-    groups = list(by_subject.values())
-    rng.shuffle(groups)
-    drawn: list[int] = []
-    for items in groups:
-        if len(drawn) >= count:
-            break
-        drawn.extend(items)
-    return sorted(drawn)
-
-
-def _check_given_sets_disjoint(
-    data: LabelledImages, subjects: Sequence[Hashable], splits: Sequence[str]
-) -> None:
-    first: dict[Hashable, int] = {}
-    where = getattr(data, "where", None)
-    for i, (s, name) in enumerate(zip(subjects, splits)):
-        j = first.setdefault(s, i)
-        if splits[j] != name:
-            at = (lambda k: where(k)) if callable(where) else (lambda k: repr(data.ids[k]))
-            raise DataError(
-                f"subject {s!r} is in two given sets: {splits[j]} ({at(j)}) and {name} ({at(i)}); "
-                "group_by='subject' needs each subject's images in one set"
-            )
-
-
-def image_fewshot_split(
-    data: str | Path | LabelledImages,
-    per_class: int,
-    seed: int = 0,
-    *,
-    val_size: float | None = None,
-    group_by: GroupBy | None = None,
-    meta: Mapping[str, Any] | None = None,
-) -> Split:
-    """The few-shot protocol on the user's images (class folders, CSV manifest, COCO JSON, or any dataset).
-
-    Which images form the three sets:
-
-    - **Given sets** (a ``split`` column, ``train/``/``val/``/``test/`` folders, COCO ``split`` keys): the
-      ``train`` images are the pool and ``test`` the test set; ``val`` is the validation set, or, when no
-      image is marked ``val``, ``val_size`` images are drawn from the pool (as the VOC protocol draws them
-      from VOC's ``train``; with the same order and seed, the same images).
-    - **No given sets**: ``val_size`` images drawn at random form the validation set, ``per_class`` per
-      class are sampled from the others for training, and all the rest is the test set.
-    - ``group_by="subject"``: no subject in two sets. With given sets, a subject in two of them is an
-      error, and a drawn validation set takes whole subjects (until ``val_size`` images). Without
-      given sets, the subjects are dealt into three class-balanced subject-disjoint sets of similar size
-      (:func:`subject_disjoint_split`, the clip protocol: train pool, validation, test); ``val_size``
-      does not apply. A subject whose images span several classes goes whole to one set.
-
-    Training takes ``per_class`` images of every class from the pool (:func:`sample_per_class`): exactly
-    that many for single-label data; for multi-label data an image counts for every class it has, so a
-    class may get more. Pool images not sampled for training are left unused with given sets and with
-    ``group_by="subject"`` (so a training image's subject never reaches validation or test); otherwise
-    they join the test set.
-
-    Args:
-        data: A dataset (ids, classes, label_matrix; subjects and splits if any) or the path of class
-            folders, a CSV manifest or a COCO file (read with default options).
-        per_class: Training images per class.
-        seed: Same data, same seed: same split.
-        val_size: Validation images drawn: a count (``int``) or a fraction of the pool (``float`` in
-            ``(0, 1)``); default :data:`DEFAULT_VAL_SIZE`, ``min(500, 20%)``. Not used when a
-            validation set is given.
-        group_by: ``"subject"`` for subject-disjoint sets; default none.
-        meta: Extra entries for ``Split.meta``.
-
-    Returns:
-        The split; ``protocol`` is ``"image-fewshot"`` or ``"subject-disjoint"``, and ``meta`` records
-        ``group_by``, whether the sets were ``given`` or ``drawn``, how validation was formed (``val``,
-        and ``val_rule`` for a drawn one) and the source.
-
-    Raises:
-        DataError: Too few images of a class, a ``group_by`` the data cannot support (no subjects), a
-            subject in two given sets, an empty given set, or images with and without a given set.
-    """
-    if isinstance(data, (str, Path)):
-        from atcon.data.formats import detect_data, open_image_dataset
-
-        found = detect_data(data)
-        if found.format not in ("folders", "csv", "coco"):
-            raise ValueError(
-                f"{data} is {found.description}; image_fewshot_split reads class folders, CSV manifests and "
-                "COCO files (for a VOC-layout folder use voc_fewshot_split or pass a VOCDataset)"
-            )
-        data = open_image_dataset(found.path)
-    if group_by not in (None, "subject"):
-        raise ValueError(f"group_by must be None or 'subject', got {group_by!r}")
-    ids, classes = list(data.ids), list(data.classes)
-    labels = data.label_matrix()
-    n = len(ids)
-    source = str(getattr(data, "source", None) or getattr(data, "root", None) or "")
-    info: dict[str, Any] = {"source": source, "format": getattr(data, "format", None), "group_by": group_by}
-    subjects = getattr(data, "subjects", None)
-    if group_by == "subject":
-        missing = n if subjects is None else sum(s is None for s in subjects)
-        if missing:
-            raise DataError(
-                f"group_by='subject' needs a subject for every image; {missing} of {n} have none (a "
-                "manifest's subject column, class folders <class>/<subject>/<image>, or a COCO image's "
-                "'subject' key)",
-                source or None,
-            )
-    raw_splits = getattr(data, "splits", None)
-    given = raw_splits is not None and any(s is not None for s in raw_splits)
-    rng = random.Random(seed)
-    if given:
-        splits: list[str] = list(raw_splits)  # type: ignore[arg-type]
-        unset = sum(s is None for s in splits)
-        if unset:
-            raise DataError(
-                f"{unset} of {n} images have no given set while the others have one; give every image "
-                "train, val or test, or none",
-                source or None,
-            )
-        if group_by == "subject":
-            _check_given_sets_disjoint(data, subjects, splits)  # type: ignore[arg-type]
-        pool = [i for i, s in enumerate(splits) if s == "train"]
-        test = [i for i, s in enumerate(splits) if s == "test"]
-        for name, items in (("train", pool), ("test", test)):
-            if not items:
-                raise DataError(f"no image is in the given {name} set", source or None)
-        val = [i for i, s in enumerate(splits) if s == "val"]
-        info.update(sets="given", val="given" if val else "drawn")
-        if not val:
-            info["val_rule"] = val_rule(val_size)
-            count = val_count(val_size, len(pool), "the given train set")
-            if group_by == "subject":
-                val = _draw_subjects(pool, subjects, count, rng)  # type: ignore[arg-type]
-            else:
-                val = sorted(rng.sample(pool, count))
-        rest = sorted(set(pool) - set(val))
-        pool_note = "the given train set" + (
-            " less the drawn validation images" if info["val"] == "drawn" else ""
-        )
-    elif group_by == "subject":
-        if val_size is not None:
-            raise ValueError(
-                "val_size does not apply to group_by='subject' without given sets: the images are dealt "
-                "into three class-balanced subject-disjoint sets"
-            )
-        rest, val, test = subject_disjoint_split(labels, subjects, seed=seed)  # type: ignore[arg-type]
-        info.update(sets="drawn", val="subject-disjoint", set_sizes=[len(rest), len(val), len(test)])
-        pool_note = "the subject-disjoint training third"
-    else:
-        count = val_count(val_size, n, "the dataset")
-        val = sorted(rng.sample(range(n), count))
-        rest = sorted(set(range(n)) - set(val))
-        test = []  # the rest, once training images are known
-        info.update(sets="drawn", val="drawn", val_rule=val_rule(val_size))
-        pool_note = "the images left after drawing validation"
-    try:
-        train = sample_per_class(labels, per_class, seed, pool=rest, classes=classes)
-    except DataError as err:
-        raise DataError(f"{err} in {pool_note}; lower per_class", source or None) from err
-    if info["sets"] == "drawn" and group_by is None:
-        test = sorted(set(rest) - set(train))
-    if group_by is None and subjects is not None:
-        _warn_shared_subjects(subjects, (train, val, test))
-    info["val_size"] = len(val)
-    return Split(
-        train=[ids[i] for i in train],
-        val=[ids[i] for i in val],
-        test=[ids[i] for i in test],
-        classes=classes,
-        per_class=per_class,
-        seed=seed,
-        protocol="subject-disjoint" if group_by == "subject" else "image-fewshot",
-        meta={**info, **(meta or {})},
-    )
-
-
-def _warn_shared_subjects(subjects: Sequence[Hashable | None], sets: Sequence[Sequence[int]]) -> None:
-    owner: dict[Hashable, int] = {}
-    shared: set[Hashable] = set()
-    for k, items in enumerate(sets):
-        for i in items:
-            s = subjects[i]
-            if s is not None and owner.setdefault(s, k) != k:
-                shared.add(s)
-    if shared:
-        warnings.warn(
-            f"{len(shared)} subject(s) have images in two sets (e.g. {sorted(map(str, shared))[0]!r}), which "
-            "inflates test scores; group_by='subject' keeps each subject in one set",
-            stacklevel=3,
-        )
-
-
-def with_unlabeled_pool(split: Split, candidates: Sequence[str], size: int, seed: int = 0) -> Split:
-    """``split`` with an unlabelled pool of ``size`` ids drawn from ``candidates``.
-
-    Ids of the validation and test sets are never drawn (the labelled training ids may be: the
-    pool stands for all the images a user has, without labels). The draw depends only on the
-    candidates, ``size`` and ``seed``.
-
-    Raises:
-        DataError: fewer than ``size`` candidates outside the validation and test sets.
-    """
-    held = set(split.val) | set(split.test)
-    pool = sorted(c for c in dict.fromkeys(candidates) if c not in held)
-    if size > len(pool):
-        raise DataError(
-            f"an unlabelled pool of {size} needs {size} training-pool items outside val/test; "
-            f"there are {len(pool)}: ask for a pool of at most {len(pool)}"
-        )
-    rng = random.Random(seed)
-    picked = sorted(rng.sample(pool, size))
-    meta = {**split.meta, "unlabeled_pool": size, "unlabeled_seed": seed}
-    return dataclasses.replace(split, unlabeled=picked, meta=meta)
