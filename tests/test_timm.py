@@ -146,10 +146,10 @@ def test_torchvision_heads_replaced_for_pretrained_weights(monkeypatch: pytest.M
     """A torchvision weights name: the downloaded model's head(s) are replaced (download faked)."""
     import torchvision
 
-    from atcon import models
+    from atcon.models import zoo
 
     monkeypatch.setattr(
-        models, "_download", lambda name, weights, **kw: torchvision.models.get_model(name, **kw)
+        zoo, "_download", lambda name, weights, **kw: torchvision.models.get_model(name, **kw)
     )
     model = build_model("efficientnet_b0", 6, "IMAGENET1K_V1")
     assert model(torch.randn(1, 3, 64, 64)).shape == (1, 6)

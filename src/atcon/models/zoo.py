@@ -1,34 +1,11 @@
-"""Model zoo: the paper's networks with a task head, small CPU-friendly variants, torchvision and timm.
+"""Building classifiers by name: the curated networks, torchvision and timm models, weight files.
 
-``build_model(name, num_classes, weights)`` returns a classifier producing ``(B, num_classes)``
-logits (Inception-v3 returns ``InceptionOutputs`` in train mode when it has its auxiliary head).
-Names are:
-
-* the curated :data:`MODELS` (``resnet18``, ``resnet50``, ``inception_v3``, ``r3d_18``, ``small``,
-  ``small3d``);
-* any other torchvision classification or video model by its torchvision name
-  (``efficientnet_b0``, ``convnext_tiny``, ``mobilenet_v3_small``, ``vit_b_16``, ``swin_t``,
-  ``r2plus1d_18``, ...);
-* ``timm:NAME`` for any timm model (``timm:efficientnet_b0``, ``timm:convnext_atto``,
-  ``timm:vit_small_patch16_224``; needs ``pip install atcon[timm]``). Vision Transformers are
-  built with ``dynamic_img_size=True`` where timm offers it, so they take any input size (the
-  position embedding is interpolated), as CPU-sized training needs.
-
-Weights are one of:
-
-* ``None`` / ``"none"``: random initialisation;
-* a torchvision weights name (``"IMAGENET1K_V2"``, ``"KINETICS400_V1"``, ``"DEFAULT"``), or for
-  ``timm:`` models a timm pretrained tag (``"in1k"``, ``"augreg_in21k_ft_in1k"``; ``"DEFAULT"``
-  for timm's default tag), downloaded when the machine is online; the head is replaced afterwards;
-* a path to a checkpoint file: an atcon checkpoint (``{"model": state_dict, ...}``), a plain
-  state dict, or a ``.safetensors`` file (timm's Hugging Face files included). Files are read
-  with ``torch.load(weights_only=True)``: no arbitrary object is ever unpickled.
+See :mod:`atcon.models` for the names and the accepted weights.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -40,82 +17,17 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
+from atcon.models.small import SmallResNet
+
 __all__ = [
     "MODELS",
     "ModelSpec",
-    "SmallResNet",
     "WeightsDownloadError",
     "build_model",
-    "cascade_blocks",
     "head_names",
     "load_state_dict_file",
     "model_spec",
-    "randomized_copy",
-    "reinitialize",
 ]
-
-
-class _Block(nn.Module):
-    """Basic residual block (two 3x3 convolutions), 2D or 3D."""
-
-    def __init__(self, cin: int, cout: int, stride: Any, dims: int) -> None:
-        super().__init__()
-        conv = nn.Conv2d if dims == 2 else nn.Conv3d
-        bn = nn.BatchNorm2d if dims == 2 else nn.BatchNorm3d
-        self.conv1 = conv(cin, cout, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = bn(cout)
-        self.conv2 = conv(cout, cout, 3, padding=1, bias=False)
-        self.bn2 = bn(cout)
-        self.relu = nn.ReLU(inplace=True)
-        self.down: nn.Module = nn.Identity()
-        if stride != 1 or cin != cout:  # tuple strides always differ from 1
-            self.down = nn.Sequential(conv(cin, cout, 1, stride=stride, bias=False), bn(cout))
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + self.down(x))
-
-
-class SmallResNet(nn.Module):
-    """A 4-stage residual network small enough to train on a laptop CPU.
-
-    Same layout as torchvision's ResNets (``stem``, ``layer1``..``layer4``, ``avgpool``, ``fc``),
-    so ``layer4`` is its Grad-CAM layer; ``dims=3`` makes the video variant (time is downsampled
-    once, in ``layer3``).
-
-    Args:
-        num_classes: size of the output.
-        width: channels of ``layer1``; doubled at each later stage.
-        dims: 2 for images ``(B, C, H, W)``, 3 for clips ``(B, C, T, H, W)``.
-        in_channels: input channels.
-    """
-
-    def __init__(self, num_classes: int, width: int = 16, dims: int = 2, in_channels: int = 3) -> None:
-        super().__init__()
-        conv = nn.Conv2d if dims == 2 else nn.Conv3d
-        bn = nn.BatchNorm2d if dims == 2 else nn.BatchNorm3d
-        first: Any = 2 if dims == 2 else (1, 2, 2)
-        self.stem = nn.Sequential(
-            conv(in_channels, width, 3, stride=first, padding=1, bias=False), bn(width), nn.ReLU(inplace=True)
-        )
-        w = [width, 2 * width, 4 * width, 8 * width]
-        strides: list[Any] = [1, 2, 2, 2] if dims == 2 else [1, (1, 2, 2), 2, (1, 2, 2)]
-        cin = width
-        for i, (cout, stride) in enumerate(zip(w, strides), start=1):
-            setattr(self, f"layer{i}", _Block(cin, cout, stride, dims))
-            cin = cout
-        self.avgpool = nn.AdaptiveAvgPool2d(1) if dims == 2 else nn.AdaptiveAvgPool3d(1)
-        self.fc = nn.Linear(cin, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d | nn.Conv3d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.stem(x)
-        for i in range(1, 5):
-            x = getattr(self, f"layer{i}")(x)
-        return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
 @dataclass(frozen=True)
@@ -395,61 +307,3 @@ def build_model(
         )
     model.load_state_dict(state)
     return model
-
-
-def cascade_blocks(model: nn.Module) -> list[str]:
-    """Names of the model's parameterised blocks, input to output.
-
-    Top-level children, with ``nn.Sequential`` / ``nn.ModuleList`` containers opened one level
-    (``layer1.0``, ``layer1.1``, ...), keeping those that own parameters: the units the
-    parameter-randomisation test of Adebayo et al. (2018) re-initialises one after another,
-    starting from the last.
-    """
-    names: list[str] = []
-    for name, child in model.named_children():
-        parts = (
-            [(f"{name}.{n}", m) for n, m in child.named_children()]
-            if isinstance(child, nn.Sequential | nn.ModuleList) and not _owns_parameters(child)
-            else [(name, child)]
-        )
-        names += [n for n, m in parts if any(True for _ in m.parameters())]
-    return names
-
-
-def _owns_parameters(module: nn.Module) -> bool:
-    return any(True for _ in module.parameters(recurse=False))
-
-
-@torch.no_grad()
-def reinitialize(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Re-draw every parameter of ``module`` (in place) with its layers' default initialisation.
-
-    Every submodule with ``reset_parameters`` is reset (BatchNorm also forgets its running
-    statistics), drawing from the CPU generator seeded with ``seed``: the result is reproducible,
-    the same on every device, and neither the global CPU nor any CUDA generator is touched.
-    The module is moved to the CPU for the draw and back. Returns ``module``.
-    """
-    device = next(itertools.chain(module.parameters(), module.buffers()), torch.empty(0)).device
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(seed)  # CPU only (torch.manual_seed would reseed CUDA too)
-        module.cpu()
-        for m in module.modules():
-            reset = getattr(m, "reset_parameters", None)
-            if callable(reset):
-                reset()
-            elif isinstance(m, nn.modules.batchnorm._NormBase):
-                m.reset_running_stats()
-    return module.to(device)
-
-
-def randomized_copy(model: nn.Module, seed: int = 0) -> nn.Module:
-    """A deep copy of ``model`` with all weights re-initialised (:func:`reinitialize`), frozen.
-
-    The copy keeps the architecture (and so the ReLUs Guided Backprop needs) but none of the
-    learned weights: the "randomly re-initialised network" control of the consistency mask.
-    """
-    import copy
-
-    clone = reinitialize(copy.deepcopy(model), seed)
-    clone.requires_grad_(False)
-    return clone.eval()
