@@ -190,3 +190,15 @@ def verify_image(path: Path) -> None:
             im.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(f"unreadable or corrupt image ({err})", path) from err
+
+
+def finish_item(
+    image: torch.Tensor, target: Any, transform: Callable[..., Any] | None
+) -> tuple[torch.Tensor, Any]:
+    """A decoded uint8 image ``(3, H, W)`` and its target, transformed (``transform(image, target)``
+    with a ``tv_tensors.Image``), or as floats in [0, 1] without a transform."""
+    if transform is None:
+        return image.float().div_(255), target
+    from torchvision import tv_tensors
+
+    return transform(tv_tensors.Image(image), target)  # type: ignore[no-any-return]

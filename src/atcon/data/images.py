@@ -33,7 +33,15 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from atcon.data import decoded
-from atcon.data._common import DataError, OnError, check_on_error, filter_bad, read_image_rgb, verify_image
+from atcon.data._common import (
+    DataError,
+    OnError,
+    check_on_error,
+    filter_bad,
+    finish_item,
+    read_image_rgb,
+    verify_image,
+)
 from atcon.data.voc import Target, VOCObject
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
@@ -299,10 +307,7 @@ class AnnotatedImageDataset(Dataset[tuple[torch.Tensor, Target]]):
         image = self._read(self.records[index].path)
         height, width = image.shape[-2:]
         target = self._target(index, height, width)
-        if self.transform is None:
-            return image.float().div_(255), target
-        out_image, out_target = self.transform(tv_tensors.Image(image), target)
-        return out_image, out_target
+        return finish_item(image, target, self.transform)
 
     def preload(self) -> None:
         """Decode every image into the process-wide store now (turns ``cache`` on)."""

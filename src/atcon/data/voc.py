@@ -35,6 +35,7 @@ from atcon.data._common import (
     OnError,
     check_on_error,
     filter_bad,
+    finish_item,
     not_found,
     read_image_rgb,
     require_dir,
@@ -351,10 +352,7 @@ class VOCDataset(Dataset[tuple[torch.Tensor, Target]]):
         height, width = image.shape[-2:]
         # The decoded size wins over <size>: some annotation tools write it wrong.
         target = self._target(ann, height, width)
-        if self.transform is None:
-            return image.float().div_(255), target
-        out_image, out_target = self.transform(tv_tensors.Image(image), target)
-        return out_image, out_target
+        return finish_item(image, target, self.transform)
 
     def preload(self) -> None:
         """Decode every image into the process-wide store now (turns ``cache`` on; forked workers share it)."""

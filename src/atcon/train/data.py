@@ -234,25 +234,7 @@ def build_task_data(cfg: TrainConfig, split: D.Split | None = None) -> TaskData:
                 cfg.data, ids=list(ids), classes=split.classes, transform=tf, on_error=cfg.on_bad_file
             )
 
-        train, val, test = (
-            images(split.train, train_tf),
-            images(split.val, eval_tf),
-            images(split.test, eval_tf),
-        )
-        unlabeled, holdout = _pool(
-            cfg,
-            split,
-            lambda tf: UnlabeledFolder(cfg.unlabeled, tf, video=False),  # type: ignore[arg-type]
-            lambda ids, tf: images(ids, tf),
-            train_tf,
-            eval_tf,
-        )
-        # Single-label images (class folders, manifests with one label each) train with softmax.
-        task: Task = train.task if isinstance(train, D.AnnotatedImageDataset) else "multilabel"
-        return TaskData(
-            task, tuple(split.classes), False, split, train, val, test, unlabeled, size,
-            holdout if holdout is not None else _val_holdout(cfg, val),
-        )  # fmt: skip
+        return _assemble(cfg, split, images, train_tf, eval_tf, video=False, size=size)
 
     from atcon.train.strategies import strategy_class
 
@@ -272,21 +254,36 @@ def build_task_data(cfg: TrainConfig, split: D.Split | None = None) -> TaskData:
             cfg.data, ids=list(ids), classes=split.classes, on_error=cfg.on_bad_file, **kw
         )
 
-    train, val, test = (
-        clips(split.train, clip_train),
-        clips(split.val, clip_eval),
-        clips(split.test, clip_eval),
-    )
+    return _assemble(cfg, split, clips, clip_train, clip_eval, video=True, size=size)
+
+
+def _assemble(
+    cfg: TrainConfig,
+    split: D.Split,
+    make: Any,
+    train_tf: Any,
+    eval_tf: Any,
+    *,
+    video: bool,
+    size: int,
+) -> TaskData:
+    """The run's datasets from ``make(ids, transform)``, the pool and the label-free holdout."""
+    train, val, test = make(split.train, train_tf), make(split.val, eval_tf), make(split.test, eval_tf)
     unlabeled, holdout = _pool(
         cfg,
         split,
-        lambda tf: UnlabeledFolder(cfg.unlabeled, tf, video=True, frame_size=size),  # type: ignore[arg-type]
-        lambda ids, tf: clips(ids, tf),
-        clip_train,
-        clip_eval,
+        lambda tf: UnlabeledFolder(cfg.unlabeled, tf, video=video, frame_size=size),  # type: ignore[arg-type]
+        make,
+        train_tf,
+        eval_tf,
+    )
+    # Clips are single-label; so are single-label images (class folders, manifests with one
+    # label each), which train with softmax.
+    task: Task = (
+        "multiclass" if video else train.task if isinstance(train, D.AnnotatedImageDataset) else "multilabel"
     )
     return TaskData(
-        "multiclass", tuple(split.classes), True, split, train, val, test, unlabeled, size,
+        task, tuple(split.classes), video, split, train, val, test, unlabeled, size,
         holdout if holdout is not None else _val_holdout(cfg, val),
     )  # fmt: skip
 
