@@ -267,7 +267,8 @@ class VideoClipDataset(Dataset[tuple[torch.Tensor, dict[str, Any]]]):
     """Labelled event clips for classification, with optional per-frame boxes.
 
     Args:
-        source: A CSV manifest, a folder-per-class tree, or a list of :class:`ClipSpec`.
+        source: A CSV manifest, a folder holding ``manifest.csv`` (as ``atcon data build`` writes), a
+            folder-per-class tree, or a list of :class:`ClipSpec`.
         ids: Clip ids to serve, in this order (e.g. from a split file); default all.
         classes: Class names in label order; default ``classes.txt`` beside the manifest, else the sorted
             labels. A label outside ``classes`` is an error ("unknown class").
@@ -311,6 +312,10 @@ class VideoClipDataset(Dataset[tuple[torch.Tensor, dict[str, Any]]]):
         self.source: Path | None = None
         if isinstance(source, (str, Path)):
             self.source = Path(source).expanduser()
+            if self.source.is_dir() and (self.source / "manifest.csv").is_file():
+                self.source = (
+                    self.source / "manifest.csv"
+                )  # a built benchmark's folder (as detect_data reads it)
             if self.source.is_dir():
                 clips = scan_class_folders(self.source)
                 classes_file = self.source / "classes.txt"
