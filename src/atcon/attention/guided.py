@@ -56,10 +56,8 @@ never see.
 from __future__ import annotations
 
 import contextlib
-import math
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -68,6 +66,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
+
+from atcon.attention import activations as A
+from atcon.attention.activations import GuidedState
 
 __all__ = [
     "GuidedState",
@@ -78,203 +79,10 @@ __all__ = [
 ]
 
 
-@dataclass
-class GuidedState:
-    """Switch read by the activations' backward, and a count of rectifier calls in the forward.
-
-    Attributes:
-        guided: False: ordinary derivatives; True: the guided rule (G).
-        activation_calls: rectifying activations run inside the mode (gates are not counted).
-    """
-
-    guided: bool = False
-    activation_calls: int = 0
-
-
-# --------------------------------------------------------------------------------------------
-# The activations: phi (native forward) and phi' written with differentiable ops.
-
-
-@dataclass(frozen=True)
-class _Piecewise:
-    """``phi'(x) = inside`` where ``mask(x)``, ``outside`` elsewhere: only the mask is saved."""
-
-    forward: Callable[[Tensor, bool], Tensor]  # (x, inplace) -> phi(x)
-    mask: Callable[[Tensor], Tensor]
-    inside: float = 1.0
-    outside: float = 0.0
-    gate: bool = False  # a gate keeps its ordinary derivative in guided mode
-
-
-@dataclass(frozen=True)
-class _Smooth:
-    """``phi`` with a slope that depends on ``x``: the input is saved."""
-
-    forward: Callable[[Tensor], Tensor]
-    slope: Callable[[Tensor], Tensor]
-
-
-_Activation = _Piecewise | _Smooth
-
-
-def _clamp(x: Tensor, inplace: bool, lo: float, hi: float | None) -> Tensor:
-    return x.clamp_(min=lo, max=hi) if inplace else x.clamp(min=lo, max=hi)
-
-
-def _relu(upper: float | None) -> _Piecewise:
-    mask = (lambda x: x > 0) if upper is None else (lambda x: (x > 0) & (x < upper))
-    return _Piecewise(partial(_clamp, lo=0.0, hi=upper), mask)
-
-
-_RELU, _RELU6 = _relu(None), _relu(6.0)
-
-
-def _leaky_relu(slope: float) -> _Piecewise:
-    return _Piecewise(lambda x, inplace: F.leaky_relu(x, slope, inplace), lambda x: x > 0, 1.0, slope)
-
-
-# phi'(x) = 1/6 on (-3, 3), else 0 (PyTorch's convention at the kinks).
-_HARDSIGMOID = _Piecewise(
-    lambda x, inplace: F.hardsigmoid(x, inplace), lambda x: (x > -3) & (x < 3), 1 / 6, 0.0, gate=True
-)
-
-
-def _silu_slope(x: Tensor) -> Tensor:
-    s = torch.sigmoid(x)
-    return s * (1 + x * (1 - s))
-
-
-def _gelu_slope(x: Tensor) -> Tensor:
-    # d/dx [x Phi(x)] = Phi(x) + x phi(x), Phi/phi the standard normal cdf/pdf.
-    cdf = 0.5 * (1 + torch.erf(x * math.sqrt(0.5)))
-    pdf = torch.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
-    return cdf + x * pdf
-
-
-_K_TANH, _C_TANH = math.sqrt(2 / math.pi), 0.044715
-
-
-def _gelu_tanh_slope(x: Tensor) -> Tensor:
-    # y = x/2 (1 + tanh u), u = k (x + c x^3).
-    t = torch.tanh(_K_TANH * (x + _C_TANH * x * x * x))
-    return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _K_TANH * (1 + 3 * _C_TANH * x * x)
-
-
-def _hardswish_slope(x: Tensor) -> Tensor:
-    # y = x relu6(x + 3) / 6: 0 up to -3, x/3 + 1/2 on (-3, 3), 1 from 3 on (PyTorch's kinks).
-    return torch.where(x < 3, x / 3 + 0.5, 1.0).masked_fill(x <= -3, 0.0)
-
-
-def _mish_slope(x: Tensor) -> Tensor:
-    # y = x tanh(softplus x): tanh(sp) + x sech^2(sp) sigmoid(x).
-    t = torch.tanh(F.softplus(x))
-    return t + x * (1 - t * t) * torch.sigmoid(x)
-
-
-def _exp_neg(x: Tensor, scale: float) -> Tensor:
-    # e^(x/scale) on the negative side only: no overflow (and no 0 * inf in double backward).
-    return torch.exp(x.clamp(max=0) / scale)
-
-
-def _elu(alpha: float) -> _Smooth:
-    return _Smooth(lambda x: F.elu(x, alpha), lambda x: torch.where(x > 0, 1.0, alpha * _exp_neg(x, 1.0)))
-
-
-def _celu(alpha: float) -> _Smooth:
-    return _Smooth(lambda x: F.celu(x, alpha), lambda x: torch.where(x > 0, 1.0, _exp_neg(x, alpha)))
-
-
-_SELU_ALPHA, _SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
-_SELU = _Smooth(torch.selu, lambda x: _SELU_SCALE * torch.where(x > 0, 1.0, _SELU_ALPHA * _exp_neg(x, 1.0)))
-_SILU = _Smooth(F.silu, _silu_slope)
-_GELU = _Smooth(F.gelu, _gelu_slope)
-_GELU_TANH = _Smooth(partial(F.gelu, approximate="tanh"), _gelu_tanh_slope)
-_HARDSWISH = _Smooth(F.hardswish, _hardswish_slope)
-_MISH = _Smooth(F.mish, _mish_slope)
-
-
-def _quick_gelu_slope(x: Tensor) -> Tensor:
-    s = torch.sigmoid(1.702 * x)
-    return s + 1.702 * x * s * (1 - s)
-
-
-# timm's QuickGELU (CLIP) x sigmoid(1.702 x) and HardMish x/2 clamp(x + 2, 0, 2).
-_QUICK_GELU = _Smooth(lambda x: x * torch.sigmoid(1.702 * x), _quick_gelu_slope)
-_HARD_MISH = _Smooth(
-    lambda x: 0.5 * x * (x + 2).clamp(min=0, max=2),
-    lambda x: torch.where(x > 0, 1.0, x + 1).masked_fill(x < -2, 0.0),
-)
-
-
-# --------------------------------------------------------------------------------------------
-# The autograd functions.
-
-
-class _PiecewiseFn(torch.autograd.Function):
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any, x: Tensor, act: _Piecewise, state: GuidedState, inplace: bool
-    ) -> Tensor:
-        mask = act.mask(x)
-        ctx.act, ctx.state = act, state
-        ctx.save_for_backward(mask)
-        if inplace:
-            ctx.mark_dirty(x)
-        return act.forward(x, inplace)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None, None]:
-        (mask,) = ctx.saved_tensors
-        act: _Piecewise = ctx.act
-        inside, outside = act.inside, act.outside
-        if ctx.state.guided and not act.gate:
-            grad = grad.clamp(min=0)
-            inside, outside = max(inside, 0.0), max(outside, 0.0)
-        if outside == 0:
-            out = grad * mask  # the ReLU case: no float copy of the mask
-            return (out if inside == 1 else out * inside), None, None, None
-        return grad * (mask.to(grad.dtype) * (inside - outside) + outside), None, None, None
-
-
-class _SmoothFn(torch.autograd.Function):
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any, x: Tensor, copy: Tensor | None, act: _Smooth, state: GuidedState
-    ) -> Tensor:
-        # ``copy`` (inplace calls only) is a differentiable clone of x made before x is
-        # overwritten: the backward needs the input, and saving an input keeps double backward.
-        source = x if copy is None else copy
-        ctx.act, ctx.state, ctx.inplace = act, state, copy is not None
-        ctx.save_for_backward(source)
-        y = act.forward(source)
-        if copy is None:
-            return y
-        ctx.mark_dirty(x)
-        return x.copy_(y)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
-        (source,) = ctx.saved_tensors
-        slope = ctx.act.slope(source)
-        if ctx.state.guided:
-            grad, slope = grad.clamp(min=0), slope.clamp(min=0)
-        out = grad * slope
-        return (None, out, None, None) if ctx.inplace else (out, None, None, None)
-
-
-def _apply(act: _Activation, state: GuidedState, x: Tensor, inplace: bool = False) -> Tensor:
-    if isinstance(act, _Piecewise):
-        if not act.gate:
-            state.activation_calls += 1
-        return _PiecewiseFn.apply(x, act, state, inplace)
-    state.activation_calls += 1
-    return _SmoothFn.apply(x, x.clone() if inplace else None, act, state)
-
-
 # --------------------------------------------------------------------------------------------
 # Which calls are activations: func -> parser(args, kwargs) -> (activation, inplace) or None.
 
-_Parsed = tuple[_Activation, bool] | None
+_Parsed = tuple[A.Activation, bool] | None
 _Parser = Callable[[tuple[Any, ...], dict[str, Any]], _Parsed]
 
 
@@ -282,7 +90,7 @@ def _arg(args: tuple[Any, ...], kwargs: dict[str, Any], pos: int, name: str, def
     return args[pos] if len(args) > pos else kwargs.get(name, default)
 
 
-def _fixed(act: _Activation, inplace_pos: int | None = 1, always_inplace: bool = False) -> _Parser:
+def _fixed(act: A.Activation, inplace_pos: int | None = 1, always_inplace: bool = False) -> _Parser:
     def parse(a: tuple[Any, ...], k: dict[str, Any]) -> _Parsed:
         if always_inplace:
             return act, True
@@ -295,18 +103,18 @@ def _hardtanh(a: tuple[Any, ...], k: dict[str, Any]) -> _Parsed:
     lo, hi = _arg(a, k, 1, "min_val", -1.0), _arg(a, k, 2, "max_val", 1.0)
     if lo != 0:
         return None  # a true hardtanh (-1, 1) is a squashing function, not a rectifier
-    return _relu(float(hi)), bool(_arg(a, k, 3, "inplace", False))
+    return A.relu(float(hi)), bool(_arg(a, k, 3, "inplace", False))
 
 
 def _leaky(inplace_default: bool) -> _Parser:
     def parse(a: tuple[Any, ...], k: dict[str, Any]) -> _Parsed:
         slope = float(_arg(a, k, 1, "negative_slope", 0.01))
-        return _leaky_relu(slope), inplace_default or bool(_arg(a, k, 2, "inplace", False))
+        return A.leaky_relu(slope), inplace_default or bool(_arg(a, k, 2, "inplace", False))
 
     return parse
 
 
-def _with_alpha(make: Callable[[float], _Smooth], inplace_default: bool) -> _Parser:
+def _with_alpha(make: Callable[[float], A.Smooth], inplace_default: bool) -> _Parser:
     def parse(a: tuple[Any, ...], k: dict[str, Any]) -> _Parsed:
         alpha = float(_arg(a, k, 1, "alpha", 1.0))
         return make(alpha), inplace_default or bool(_arg(a, k, 2, "inplace", False))
@@ -316,7 +124,7 @@ def _with_alpha(make: Callable[[float], _Smooth], inplace_default: bool) -> _Par
 
 def _gelu(a: tuple[Any, ...], k: dict[str, Any]) -> _Parsed:
     approximate = _arg(a, k, 1, "approximate", "none")
-    return (_GELU_TANH if approximate == "tanh" else _GELU), False
+    return (A.GELU_TANH if approximate == "tanh" else A.GELU), False
 
 
 def _optional(name: str) -> list[Any]:
@@ -325,36 +133,36 @@ def _optional(name: str) -> list[Any]:
 
 
 _RECTIFIERS: dict[Any, _Parser] = {
-    F.relu: _fixed(_RELU),
-    torch.relu: _fixed(_RELU, None),
-    Tensor.relu: _fixed(_RELU, None),
-    torch.relu_: _fixed(_RELU, always_inplace=True),
-    Tensor.relu_: _fixed(_RELU, always_inplace=True),
-    F.relu6: _fixed(_RELU6),
+    F.relu: _fixed(A.RELU),
+    torch.relu: _fixed(A.RELU, None),
+    Tensor.relu: _fixed(A.RELU, None),
+    torch.relu_: _fixed(A.RELU, always_inplace=True),
+    Tensor.relu_: _fixed(A.RELU, always_inplace=True),
+    F.relu6: _fixed(A.RELU6),
     F.hardtanh: _hardtanh,  # nn.ReLU6 calls F.hardtanh(x, 0, 6)
     F.leaky_relu: _leaky(False),
-    F.elu: _with_alpha(_elu, False),
-    F.celu: _with_alpha(_celu, False),
-    torch.celu: _with_alpha(_celu, False),
-    F.selu: _fixed(_SELU),
-    torch.selu: _fixed(_SELU, None),
-    F.silu: _fixed(_SILU),
+    F.elu: _with_alpha(A.elu, False),
+    F.celu: _with_alpha(A.celu, False),
+    torch.celu: _with_alpha(A.celu, False),
+    F.selu: _fixed(A.SELU),
+    torch.selu: _fixed(A.SELU, None),
+    F.silu: _fixed(A.SILU),
     F.gelu: _gelu,
-    F.hardswish: _fixed(_HARDSWISH),
-    F.mish: _fixed(_MISH),
+    F.hardswish: _fixed(A.HARDSWISH),
+    F.mish: _fixed(A.MISH),
 }
 for _f in _optional("leaky_relu_"):
     _RECTIFIERS[_f] = _leaky(True)
 for _f in _optional("elu_"):
-    _RECTIFIERS[_f] = _with_alpha(_elu, True)
+    _RECTIFIERS[_f] = _with_alpha(A.elu, True)
 for _f in _optional("celu_"):
-    _RECTIFIERS[_f] = _with_alpha(_celu, True)
+    _RECTIFIERS[_f] = _with_alpha(A.celu, True)
 for _f in _optional("selu_"):
-    _RECTIFIERS[_f] = _fixed(_SELU, always_inplace=True)
+    _RECTIFIERS[_f] = _fixed(A.SELU, always_inplace=True)
 
 # Activations whose PyTorch backward has no derivative of its own: always replaced when a
 # backward will be differentiated (see :func:`twice_differentiable`).
-_OWN_BACKWARD: dict[Any, _Parser] = {F.hardsigmoid: _fixed(_HARDSIGMOID)}
+_OWN_BACKWARD: dict[Any, _Parser] = {F.hardsigmoid: _fixed(A.HARDSIGMOID)}
 
 _ALL: dict[Any, _Parser] = {**_RECTIFIERS, **_OWN_BACKWARD}
 
@@ -374,28 +182,28 @@ class _ActivationMode(TorchFunctionMode):
         if parsed is None:
             return func(*args, **kwargs)
         act, inplace = parsed
-        return _apply(act, self.state, args[0], inplace)
+        return A.apply_activation(act, self.state, args[0], inplace)
 
 
 # timm's own activation modules that compute phi from elementary ops or a custom autograd
 # function, by (module, class name); looked up only when timm is already imported.
-_TIMM_MODULES: dict[tuple[str, str], _Activation] = {
-    ("timm.layers.activations", "QuickGELU"): _QUICK_GELU,
-    ("timm.layers.activations", "HardMish"): _HARD_MISH,
-    ("timm.layers.activations", "Swish"): _SILU,
-    ("timm.layers.activations", "Mish"): _MISH,
-    ("timm.layers.activations", "HardSwish"): _HARDSWISH,
-    ("timm.layers.activations", "HardSigmoid"): _HARDSIGMOID,
-    ("timm.layers.activations_me", "SwishMe"): _SILU,
-    ("timm.layers.activations_me", "MishMe"): _MISH,
-    ("timm.layers.activations_me", "HardSwishMe"): _HARDSWISH,
-    ("timm.layers.activations_me", "HardSigmoidMe"): _HARDSIGMOID,
-    ("timm.layers.activations_me", "HardMishMe"): _HARD_MISH,
+_TIMM_MODULES: dict[tuple[str, str], A.Activation] = {
+    ("timm.layers.activations", "QuickGELU"): A.QUICK_GELU,
+    ("timm.layers.activations", "HardMish"): A.HARD_MISH,
+    ("timm.layers.activations", "Swish"): A.SILU,
+    ("timm.layers.activations", "Mish"): A.MISH,
+    ("timm.layers.activations", "HardSwish"): A.HARDSWISH,
+    ("timm.layers.activations", "HardSigmoid"): A.HARDSIGMOID,
+    ("timm.layers.activations_me", "SwishMe"): A.SILU,
+    ("timm.layers.activations_me", "MishMe"): A.MISH,
+    ("timm.layers.activations_me", "HardSwishMe"): A.HARDSWISH,
+    ("timm.layers.activations_me", "HardSigmoidMe"): A.HARDSIGMOID,
+    ("timm.layers.activations_me", "HardMishMe"): A.HARD_MISH,
 }
 
 
-def _timm_activation_types() -> dict[type, _Activation]:
-    found: dict[type, _Activation] = {}
+def _timm_activation_types() -> dict[type, A.Activation]:
+    found: dict[type, A.Activation] = {}
     for (module, name), act in _TIMM_MODULES.items():
         cls = getattr(sys.modules.get(module), name, None)
         if isinstance(cls, type):
@@ -415,7 +223,7 @@ def _patched_modules(model: nn.Module | None, state: GuidedState) -> Iterator[No
                 continue
             patched.append((m, m.__dict__.get("forward")))
             inplace = bool(getattr(m, "inplace", False))
-            m.forward = partial(_apply, act, state, inplace=inplace)  # type: ignore[method-assign]
+            m.forward = partial(A.apply_activation, act, state, inplace=inplace)  # type: ignore[method-assign]
         yield
     finally:
         for m, previous in reversed(patched):
