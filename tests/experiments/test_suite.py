@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -100,3 +101,32 @@ def test_localization_command_over_architectures(tiny_voc: Path, tmp_path: Path)
     assert {(r["group"], r["method"]) for r in table if r["metric"] == "iou"} == {
         (m, k) for m in ("small", "resnet18") for k in ("Baseline + Aug", "Baseline + Aug + Attention")
     }
+
+
+@pytest.mark.parametrize("name", ["classification", "strategies", "controls"])
+def test_pool_and_guard_reach_every_fine_tuning_run(
+    name: str, base: TrainConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--pool N --guarded` changes the fine-tuning runs of the paper's experiments, and only them."""
+    from atcon.experiments import suite
+    from atcon.experiments.methods import GUARDED
+
+    class Built(Exception):
+        pass
+
+    def capture(store: Store, runs: dict[str, list[object]], exp: ExperimentConfig) -> None:
+        seen.append(runs)
+        raise Built
+
+    monkeypatch.setattr(suite, "_rows", capture)
+    for exp, pooled in ((EXP, False), (dataclasses.replace(EXP, pool=10, finetune=GUARDED), True)):
+        seen: list[dict[str, list[object]]] = []
+        with pytest.raises(Built):
+            run_experiment(name, base, exp, tmp_path / f"{name}-{pooled}", progress=False)
+        cfgs = [run.cfg for runs in seen[0].values() for run in runs]  # type: ignore[attr-defined]
+        tuned = [c for c in cfgs if c.strategy == "finetune"]
+        others = [c for c in cfgs if c.strategy != "finetune"]
+        assert tuned and others
+        expected = ("pool:10", 1.0, "label-free") if pooled else (None, 0.0, "labels")
+        assert all((c.unlabeled, c.anchor_weight, c.select) == expected for c in tuned)
+        assert all((c.unlabeled, c.anchor_weight, c.select) == (None, 0.0, "labels") for c in others)

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -213,3 +214,41 @@ def test_finetune_command_uses_its_defaults(
     assert seen["cfg"].epochs == 2
     assert main(["train"]) == 0
     assert seen["cfg"].epochs == 20  # other commands keep the field default
+
+
+def test_finetune_defaults_to_the_guard_and_label_free_selection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`atcon finetune` runs the measured-safe recipe; flags give the paper's back; other
+    commands and the experiments keep the paper's defaults."""
+    from atcon.cli import main
+    from atcon.experiments.methods import GUARDED, method_runs
+
+    seen: dict[str, TrainConfig] = {}
+
+    def fake_train(cfg: TrainConfig, run_dir: Path, **kw: object) -> dict[str, object]:
+        seen["cfg"] = cfg
+        return {}
+
+    monkeypatch.setattr("atcon.train.run.train", fake_train)
+    assert main(["finetune", "--init", "x.pt"]) == 0
+    cfg = seen["cfg"]
+    assert (cfg.anchor_weight, cfg.select) == (1.0, "label-free")
+    assert {k: getattr(cfg, k) for k, _ in GUARDED} == dict(GUARDED)
+    assert main(["finetune", "--init", "x.pt", "--anchor-weight", "0", "--select", "labels"]) == 0
+    assert (seen["cfg"].anchor_weight, seen["cfg"].select) == (0.0, "labels")
+    assert main(["train"]) == 0
+    assert (seen["cfg"].anchor_weight, seen["cfg"].select) == (0.0, "labels")
+
+    captured: dict[str, Any] = {}
+
+    class Outcome:
+        markdown, files = "", ()
+
+    def fake_experiment(name: str, cfg: TrainConfig, exp: Any, out: Path) -> Outcome:
+        captured.update(cfg=cfg, exp=exp)
+        return Outcome()
+
+    monkeypatch.setattr("atcon.experiments.suite.run_experiment", fake_experiment)
+    assert main(["experiment", "classification", "--out", "x"]) == 0
+    runs = method_runs(captured["cfg"], captured["exp"], per_class=2, seed=0, weights=None)
+    tuned = [r.cfg for r in runs.values() if r.cfg.strategy == "finetune"]
+    assert tuned and all((c.anchor_weight, c.select) == (0.0, "labels") for c in tuned)

@@ -8,9 +8,11 @@ from typing import Any
 
 from atcon._json import to_json
 
-FINETUNE_DEFAULTS: dict[str, Any] = {}
+FINETUNE_DEFAULTS: dict[str, Any] = {"anchor_weight": 1.0, "select": "label-free"}
 """``atcon finetune``'s own defaults: above the config fields' defaults, below a ``--config``
-TOML file and flags (e.g. ``{"epochs": 10}``)."""
+TOML file and flags. The collapse guard (prediction anchor, lambda = 1) and label-free selection:
+measured safe on images and clips (README, "Does it help?"). ``--anchor-weight 0 --select labels``
+is the paper's recipe, which ``atcon train`` fields and ``atcon experiment`` keep as defaults."""
 
 _DEFAULTS: dict[str, dict[str, Any]] = {"finetune": FINETUNE_DEFAULTS}
 
@@ -58,8 +60,10 @@ def register(sub: Any) -> None:
         "finetune",
         help="unsupervised attention-consistency fine-tuning of a trained checkpoint",
         description="Minimise the attention-consistency loss alone (no labels) on the training images or on "
-        "--unlabeled FOLDER, starting from --init CHECKPOINT, with normalisation frozen; model selection on "
-        "the validation set. Default lr 5e-6.",
+        "--unlabeled FOLDER, starting from --init CHECKPOINT, with normalisation frozen. By default a "
+        "prediction anchor keeps the outputs near the starting network's (--anchor-weight 1) and the model is "
+        "selected without labels on a held-out slice of the unlabelled data (--select label-free); "
+        "--anchor-weight 0 --select labels is the paper's recipe (selection on validation labels). Default lr 5e-6.",
     )
     f.add_argument("--init", default=None, help="checkpoint to start from (same as --weights)")
     _common(f, "finetune")
