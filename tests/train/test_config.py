@@ -191,8 +191,21 @@ def test_command_defaults_sit_between_field_defaults_and_toml(tmp_path: Path) ->
         config_from_args(parser.parse_args([]), {"epochs": "3"})
 
 
+@pytest.fixture()
+def seen(monkeypatch: pytest.MonkeyPatch) -> dict[str, TrainConfig]:
+    """The config each `atcon train/finetune` call would train, under key "cfg" (nothing trains)."""
+    configs: dict[str, TrainConfig] = {}
+
+    def fake_train(cfg: TrainConfig, run_dir: Path, **kw: object) -> dict[str, object]:
+        configs["cfg"] = cfg
+        return {}
+
+    monkeypatch.setattr("atcon.train.run.train", fake_train)
+    return configs
+
+
 def test_finetune_command_uses_its_defaults(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], seen: dict[str, TrainConfig]
 ) -> None:
     from atcon.cli import main
     from atcon.commands import train as train_cmd
@@ -201,13 +214,6 @@ def test_finetune_command_uses_its_defaults(
     with pytest.raises(SystemExit):
         main(["finetune", "--print-config"])
     assert tomllib.loads(capsys.readouterr().out)["epochs"] == 13
-    seen: dict[str, TrainConfig] = {}
-
-    def fake_train(cfg: TrainConfig, run_dir: Path, **kw: object) -> dict[str, object]:
-        seen["cfg"] = cfg
-        return {}
-
-    monkeypatch.setattr("atcon.train.run.train", fake_train)
     assert main(["finetune", "--init", "x.pt"]) == 0
     assert seen["cfg"].epochs == 13 and seen["cfg"].strategy == "finetune"
     assert main(["finetune", "--init", "x.pt", "--epochs", "2"]) == 0
@@ -216,19 +222,14 @@ def test_finetune_command_uses_its_defaults(
     assert seen["cfg"].epochs == 20  # other commands keep the field default
 
 
-def test_finetune_defaults_to_the_guard_and_label_free_selection(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_finetune_defaults_to_the_guard_and_label_free_selection(
+    monkeypatch: pytest.MonkeyPatch, seen: dict[str, TrainConfig]
+) -> None:
     """`atcon finetune` runs the measured-safe recipe; flags give the paper's back; other
     commands and the experiments keep the paper's defaults."""
     from atcon.cli import main
     from atcon.experiments.methods import GUARDED, method_runs
 
-    seen: dict[str, TrainConfig] = {}
-
-    def fake_train(cfg: TrainConfig, run_dir: Path, **kw: object) -> dict[str, object]:
-        seen["cfg"] = cfg
-        return {}
-
-    monkeypatch.setattr("atcon.train.run.train", fake_train)
     assert main(["finetune", "--init", "x.pt"]) == 0
     cfg = seen["cfg"]
     assert (cfg.anchor_weight, cfg.select) == (1.0, "label-free")
