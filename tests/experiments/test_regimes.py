@@ -123,3 +123,32 @@ def test_regimes_command_on_a_subset_of_factors(tiny_voc: Path, tmp_path: Path) 
     assert groups == {"base", "guard = off", "unlabelled data = the labelled images only"}
     store = Store(tmp_path, progress=False)
     assert store.out == tmp_path
+
+
+def test_regimes_runs_the_controls_where_a_cell_lifts_unless_told_not_to(
+    tiny_voc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tomllib
+
+    from atcon.cli import main
+    from atcon.experiments import regimes
+
+    monkeypatch.setattr(regimes, "_lift", lambda p, method, ref: ["iou"])  # every cell "lifts"
+    args = ["experiment", "regimes", "--out", str(tmp_path), "--data", str(tiny_voc), "--image-size", "32",
+            "--epochs", "1", "--finetune-epochs", "1", "--seeds", "0", "--at-per-class", "1", "--resamples", "30",
+            "--batch-size", "2", "--pool", "8", "--factors", "data"]  # fmt: skip
+
+    def mask_sources() -> list[str]:
+        configs = [tomllib.loads((r / "config.toml").read_text()) for r in (tmp_path / "runs").iterdir()]
+        return sorted(c["mask_source"] + ("+detach" if c["detach_mask"] else "") for c in configs)
+
+    assert main([*args, "--no-controls"]) == 0
+    text = (tmp_path / "results" / "regimes.md").read_text()
+    assert text.count("iou (mask controls not run)") == 2 and "Mask controls in" not in text
+    assert set(mask_sources()) == {"guided_backprop"}
+    assert main(args) == 0  # the same cells, now with their controls (the earlier runs are reused)
+    text = (tmp_path / "results" / "regimes.md").read_text()
+    assert "not run" not in text and text.count("Mask controls in") == 2
+    found = mask_sources()
+    for control in ("random_network", "sobel", "random_smooth", "guided_backprop+detach"):
+        assert found.count(control) == 2, control

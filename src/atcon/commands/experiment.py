@@ -78,6 +78,12 @@ def register(sub: Any) -> None:
         help="safety: the fine-tuning variants to run (default: all five; quote names with spaces)",
     )
     p.add_argument(
+        "--no-controls",
+        dest="controls",
+        action="store_false",
+        help="regimes: do not run the mask controls in cells with a lift (their table says so)",
+    )
+    p.add_argument(
         "--factors",
         nargs="+",
         default=[],
@@ -122,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         finetune=GUARDED if args.guarded else (),
         factors=tuple(args.factors),
         methods=tuple(args.methods),
+        controls=args.controls,
     )
     outcome = run_experiment(args.name, cfg, exp, args.out)
     print(outcome.markdown)

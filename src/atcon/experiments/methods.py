@@ -53,6 +53,8 @@ class ExperimentConfig:
             pairs (e.g. the collapse guard and label-free selection, :data:`GUARDED`).
         factors: regimes experiment: the factors varied around the base cell (empty: all).
         methods: safety experiment: the fine-tuning variants to run (empty: all).
+        controls: regimes experiment: run the mask controls in the cells where the method lifts
+            F1 or IoU (False: report the lift with its controls marked as not run).
     """
 
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -69,6 +71,7 @@ class ExperimentConfig:
     finetune: tuple[tuple[str, Any], ...] = ()
     factors: tuple[str, ...] = ()
     methods: tuple[str, ...] = ()
+    controls: bool = True
 
 
 def is_video(cfg: TrainConfig) -> bool:

@@ -285,6 +285,7 @@ def run_regimes(base: TrainConfig, exp: ExperimentConfig, store: Store) -> Outco
     controls: dict[str, dict[str, Row]] = {}
     p_controls: dict[str, dict[str, dict[str, float]]] = {}
     lifts: dict[str, list[str]] = {}
+    skipped: list[str] = []  # cells with a lift whose controls were not run (exp.controls off)
     for cell in regime_cells(base, exp, factors):
         cfg = base.replace(**cell.train)
         cell_exp = dataclasses.replace(
@@ -312,6 +313,9 @@ def run_regimes(base: TrainConfig, exp: ExperimentConfig, store: Store) -> Outco
         lift = _lift(p, rows[METHOD], rows[REFERENCE])
         if lift:
             lifts[cell.label] = lift
+        if lift and not exp.controls:
+            skipped.append(cell.label)
+        elif lift:
             extra: dict[str, list[Run]] = {}
             for name, changes in list(CONTROLS.items())[1:]:
                 for ref in by_method[REFERENCE]:
@@ -345,7 +349,12 @@ def run_regimes(base: TrainConfig, exp: ExperimentConfig, store: Store) -> Outco
         )
         regret_flat.append({"regime": label, "metric": found[0]["metric"], **mean})
     lift_lines = ["| regime | metrics where + Attention > + Aug (p < 0.05) |", "|---|---|"]
-    lift_lines += [f"| {label} | {', '.join(lifts.get(label, [])) or 'none'} |" for label in groups]
+    lift_lines += [
+        f"| {label} | {', '.join(lifts.get(label, [])) or 'none'}"
+        + (" (mask controls not run)" if label in skipped else "")
+        + " |"
+        for label in groups
+    ]
     lift_text = "\n".join(lift_lines)
     sections = [
         (
@@ -379,6 +388,7 @@ def run_regimes(base: TrainConfig, exp: ExperimentConfig, store: Store) -> Outco
         cells=[dataclasses.asdict(c) for c in regime_cells(base, exp, factors)],
         regret=regret_flat,
         lifts=lifts,
+        controls_not_run=skipped,
     )
     return write_outcome(
         store, "regimes", f"Where does consistency fine-tuning help? {base.data}, base {base.model}", sections,
