@@ -43,14 +43,16 @@ def test_image_folder_sets_the_steps_and_feeds_label_free_selection(tiny_voc: Pa
     init = str(tmp_path / "base" / "checkpoints" / "best.pt")
     common = ["--data", str(tiny_voc), "--model", "small", "--image-size", "32", "--per-class", "2"]
     common += ["--batch-size", "2", "--epochs", "2", "--init", init, "--no-progress"]
-    # Label-free selection holds out 20% of the folder (2 of 10 images): 8 train, 4 steps an epoch.
-    args = ["finetune", *common, "--unlabeled", str(pool), "--select", "label-free", "--anchor-weight", "1"]
+    # Label-free selection (the default) holds out 20% of the folder (2 of 10 images): 8 train,
+    # 4 steps an epoch.
+    args = ["finetune", *common, "--unlabeled", str(pool)]
     assert main([*args, "--out", str(tmp_path / "lf")]) == 0
     steps, history = _steps_and_history(tmp_path / "lf")
     assert steps == 2 * math.ceil(8 / 2)
     assert all("lf_agreement" in row and "lf_consistency" in row for row in history)
-    # The paper's selection trains on the whole folder: 5 steps an epoch.
-    assert main(["finetune", *common, "--unlabeled", str(pool), "--out", str(tmp_path / "labels")]) == 0
+    # The paper's recipe (selection on labels) trains on the whole folder: 5 steps an epoch.
+    args = [*args, "--select", "labels", "--anchor-weight", "0"]
+    assert main([*args, "--out", str(tmp_path / "labels")]) == 0
     assert _steps_and_history(tmp_path / "labels")[0] == 2 * math.ceil(10 / 2)
 
 
