@@ -13,7 +13,7 @@ import torch
 from atcon.evaluate.bootstrap import BootstrapResult
 from atcon.experiments.aggregate import Row
 from atcon.experiments.methods import GUARDED, ExperimentConfig
-from atcon.experiments.regimes import SAFETY, _lift, regime_cells, selection_regret
+from atcon.experiments.regimes import FLOORS, SAFETY, _lift, regime_cells, selection_regret
 from atcon.experiments.runner import Store
 from atcon.experiments.suite import run_experiment
 from atcon.train.config import TrainConfig
@@ -49,6 +49,16 @@ def test_safety_runs_every_variant_from_one_start_and_measures_regret(
     assert len(meta["meta"]["regret"]) == len(SAFETY)
     assert all(r["regret"] >= 0 for r in meta["meta"]["regret"])
     assert "regret" in outcome.markdown
+    # The floors table: the two label-free variants; at the runs' own floors (0.9, 0.95) the
+    # replayed regret is the measured one.
+    floors = {f["runs"]: f for f in meta["meta"]["floors"]}
+    assert set(floors) == {"unguarded, label-free selection", "guarded, label-free selection"}
+    measured = {r["method"]: r["regret"] for r in meta["meta"]["regret"]}
+    for label, f in floors.items():
+        assert f["floors"][FLOORS.index((0.9, 0.95))] == [0.9, 0.95]
+        assert f["regret"][FLOORS.index((0.9, 0.95))] == pytest.approx(measured[label], abs=1e-6)
+        assert all(r >= 0 for r in f["regret"])
+    assert "under other floors" in outcome.markdown
     with pytest.raises(ValueError, match="--pool"):
         run_experiment("safety", base, ExperimentConfig(seeds=(0,)), tmp_path / "x", progress=False)
 

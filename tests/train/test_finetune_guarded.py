@@ -88,6 +88,12 @@ def test_guarded_label_free_finetune_logs_signals_and_reads_no_label(
     # The selected epoch is the one with the lowest held-out consistency (every epoch admissible here).
     best = min(rows, key=lambda r: float(r["lf_consistency"]))
     assert summary["best_epoch"] == int(best["epoch"])
+    # Replaying the logged rows with the run's rule finds the same checkpoint.
+    from atcon.train.labelfree import LabelFreeSelection
+    from atcon.train.selection import replayed_choice
+
+    rule = LabelFreeSelection(cfg.min_agreement, cfg.min_entropy_ratio, cfg.plateau_delta, cfg.patience)
+    assert int(rows[replayed_choice(rule, rows)]["epoch"]) == summary["best_epoch"]
     # Only the top two blocks moved.
     before, after = (
         load_checkpoint(start)["model"],

@@ -11,6 +11,7 @@ from scipy.stats import entropy
 
 from atcon.consistency import ConsistencyConfig, attention_consistency
 from atcon.train.labelfree import LabelFreeSelection, label_free_signals, marginal_entropy
+from atcon.train.selection import replay, replayed_choice
 from tests.conftest import TinyCNN, randomize_bn
 
 
@@ -44,15 +45,33 @@ def _row(cons: float, agree: float = 1.0, ent: float = 0.9) -> dict[str, float]:
 
 
 def _run(rule: LabelFreeSelection, rows: list[dict[str, float]]) -> list[tuple[bool, bool]]:
-    """Feed rows through the rule as the trainer does; returns (best, stop) per row."""
-    history: list[dict[str, object]] = []
-    out = []
-    for row in rows:
-        score = rule.score(row, history)
-        verdict = rule.judge(score, history)
-        history.append({**row, "selection": score, "best": verdict.best})
-        out.append((verdict.best, verdict.stop))
-    return out
+    """(best, stop) per row, judged as the trainer does, up to the first stop."""
+    return [(v.best, v.stop) for v in replay(rule, rows)]
+
+
+def test_replay_judges_logged_rows_as_the_trainer_does() -> None:
+    rows = [_row(-0.5), _row(-0.6), _row(-0.9, agree=0.5), _row(-0.95, ent=0.5), _row(-0.99)]
+    rule = LabelFreeSelection(min_agreement=0.9, min_entropy_ratio=0.95, min_delta=0.01, patience=2)
+    verdicts = replay(rule, rows)
+    assert [(v.best, v.stop) for v in verdicts] == [
+        (True, False),
+        (True, False),
+        (False, False),
+        (False, True),
+    ]
+    assert replayed_choice(rule, rows) == 1
+    # Without stopping, row 4 (admissible, most consistent) wins; with lower floors, row 3.
+    assert replayed_choice(LabelFreeSelection(patience=0), rows) == 4
+    assert (
+        replayed_choice(LabelFreeSelection(min_agreement=0.4, min_entropy_ratio=0.5, patience=0), rows) == 4
+    )
+    assert (
+        replayed_choice(LabelFreeSelection(min_agreement=0.4, min_entropy_ratio=0.5, patience=0), rows[:4])
+        == 3
+    )
+    assert replayed_choice(LabelFreeSelection(min_agreement=1.01), rows) == 0  # nothing beats the start
+    as_strings = [{k: str(v) for k, v in r.items()} for r in rows]  # as read back from metrics.csv
+    assert replayed_choice(rule, as_strings) == 1
 
 
 def test_selection_keeps_the_best_admissible_and_stops_on_plateau() -> None:

@@ -45,7 +45,8 @@ from atcon.experiments.output import Outcome, run_meta, write_outcome
 from atcon.experiments.runner import Record, Run, Store
 from atcon.experiments.tables import flat_rows, metric_table
 from atcon.train.config import TrainConfig
-from atcon.train.selection import selection_metric
+from atcon.train.labelfree import LabelFreeSelection
+from atcon.train.selection import replayed_choice, selection_metric
 
 KEYS = ["f1_macro", "map", "iou", "pointing"]
 METHOD = "+ Attention"
@@ -117,6 +118,58 @@ def _regret_table(records: dict[str, list[Record]]) -> tuple[str, list[dict[str,
     return "\n".join(lines), flat
 
 
+FLOORS: tuple[tuple[float, float], ...] = (
+    (0.8, 0.95), (0.85, 0.95), (0.9, 0.95), (0.95, 0.95), (1.0, 0.95), (0.9, 0.9), (0.9, 0.98),
+)  # fmt: skip
+"""``(min_agreement, min_entropy_ratio)`` pairs the floors table replays (defaults: 0.9, 0.95)."""
+
+
+def floor_regrets(record: Record, floors: Sequence[tuple[float, float]] = FLOORS) -> list[float] | None:
+    """Validation regret (points) of label-free selection under other floors, one per pair.
+
+    Replays the run's logged signals (``metrics.csv``) with :class:`LabelFreeSelection` at each
+    ``(min_agreement, min_entropy_ratio)`` and the run's own plateau and patience; no training.
+    A rule that would stop later than the run did only sees the rows the run made. None for
+    runs without label-free selection.
+    """
+    cfg = record.run.cfg
+    path = record.dir / "metrics.csv"
+    if cfg.select != "label-free" or not path.is_file():
+        return None
+    with path.open() as f:
+        key = "val_" + selection_metric(record.result.task)
+        rows = [r for r in csv.DictReader(f) if r.get(key, "") != ""]
+    if not rows:
+        return None
+    best = max(float(r[key]) for r in rows)
+    out = []
+    for agreement, entropy in floors:
+        rule = LabelFreeSelection(agreement, entropy, cfg.plateau_delta, cfg.patience)
+        out.append(100 * (best - float(rows[replayed_choice(rule, rows)][key])))
+    return out
+
+
+def _floor_table(records: dict[str, list[Record]]) -> tuple[str, list[dict[str, Any]]]:
+    """Mean replayed regret per label (rows) and floor pair (columns); empty without label-free runs."""
+    head = " | ".join(f"agr >= {a}, ent >= {e}" for a, e in FLOORS)
+    lines = [f"| runs | {head} |", "|---|" + "---:|" * len(FLOORS)]
+    flat = []
+    for label, recs in records.items():
+        found = [r for r in (floor_regrets(x) for x in recs) if r is not None]
+        if not found:
+            continue
+        means = [sum(col) / len(found) for col in zip(*found, strict=True)]
+        lines.append(f"| {label} ({len(found)}) | " + " | ".join(f"{m:.2f}" for m in means) + " |")
+        flat.append({"runs": label, "n": len(found), "floors": [list(f) for f in FLOORS], "regret": means})
+    return ("\n".join(lines) if flat else ""), flat
+
+
+FLOORS_TITLE = (
+    "Regret of label-free selection under other floors (validation points, replayed from the logged "
+    "signals; agreement floor, class-entropy floor)"
+)
+
+
 # --- safety ------------------------------------------------------------------------------
 
 SAFETY: dict[str, dict[str, Any]] = {
@@ -168,8 +221,11 @@ def run_safety(base: TrainConfig, exp: ExperimentConfig, store: Store) -> Outcom
         ),
         ("Selection regret on the validation set (labels used only to measure it)", regret),
     ]
+    floors, floors_flat = _floor_table({k: v for k, v in records.items() if k != reference})
+    if floors:
+        sections.append((FLOORS_TITLE, floors))
     meta = run_meta(base, exp, refs)
-    meta["regret"] = regret_flat
+    meta.update(regret=regret_flat, floors=floors_flat)
     return write_outcome(
         store, "safety", f"Safety of pool fine-tuning: {base.data}, {base.model}", sections,
         flat_rows({group: rows}, p_values, refs), meta, time.perf_counter() - start,
@@ -367,6 +423,9 @@ def run_regimes(base: TrainConfig, exp: ExperimentConfig, store: Store) -> Outco
             "\n".join(regret_lines),
         ),
     ]
+    floors, floors_flat = _floor_table(regrets)
+    if floors:
+        sections.append((FLOORS_TITLE, floors))
     for label, rows in controls.items():
         sections.append(
             (
@@ -389,6 +448,7 @@ def run_regimes(base: TrainConfig, exp: ExperimentConfig, store: Store) -> Outco
         regret=regret_flat,
         lifts=lifts,
         controls_not_run=skipped,
+        floors=floors_flat,
     )
     return write_outcome(
         store, "regimes", f"Where does consistency fine-tuning help? {base.data}, base {base.model}", sections,

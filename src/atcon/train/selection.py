@@ -122,3 +122,30 @@ class LastEvaluation(SelectionRule):
 def selection_metric(task: str) -> str:
     """Validation metric for model selection: mAP (multi-label) or macro F1 (multi-class)."""
     return "map" if task == "multilabel" else "f1_macro"
+
+
+def replay(rule: SelectionRule, rows: Sequence[Mapping[str, Any]]) -> list[Verdict]:
+    """Judge a run's logged metrics rows one by one, as the trainer does, with ``rule``.
+
+    Answers "which checkpoint would other settings have chosen?" from a finished run's
+    ``metrics.csv`` without training again (values may be the CSV's strings). Judging ends at
+    the first ``stop`` verdict, where the trainer would have ended the run; later rows get none.
+
+    Returns:
+        One verdict per judged row; the selected row is the last one with ``best``.
+    """
+    history: list[dict[str, Any]] = []
+    verdicts = []
+    for row in rows:
+        score = rule.score(row, history)
+        verdict = rule.judge(score, history)
+        history.append({**row, "selection": score, "best": verdict.best})
+        verdicts.append(verdict)
+        if verdict.stop:
+            break
+    return verdicts
+
+
+def replayed_choice(rule: SelectionRule, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Index in ``rows`` of the row ``rule`` selects when it replays them (:func:`replay`)."""
+    return max(i for i, v in enumerate(replay(rule, rows)) if v.best)
