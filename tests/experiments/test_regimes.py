@@ -162,3 +162,10 @@ def test_regimes_runs_the_controls_where_a_cell_lifts_unless_told_not_to(
     found = mask_sources()
     for control in ("random_network", "sobel", "random_smooth", "guided_backprop+detach"):
         assert found.count(control) == 2, control
+
+
+def test_no_controls_is_refused_outside_regimes(capsys: pytest.CaptureFixture[str]) -> None:
+    from atcon.cli import main
+
+    assert main(["experiment", "controls", "--out", "x", "--no-controls"]) == 2
+    assert "--no-controls applies to the regimes experiment only" in capsys.readouterr().err

@@ -174,3 +174,34 @@ def test_label_free_is_refused_for_supervised_training(tiny_voc: Path) -> None:
         dataclasses.replace(_config(tiny_voc), strategy="finetune", select="label-free").select
         == "label-free"
     )
+
+
+@pytest.mark.parametrize("select", ["label-free", "labels"])
+def test_replay_of_a_logged_run_makes_the_trainers_decisions(
+    select: str, tiny_voc: Path, start: Path, tmp_path: Path
+) -> None:
+    """Several evaluations an epoch and early stopping: replaying metrics.csv with the run's own
+    rule reproduces every best flag, where the run stopped, and the selected checkpoint."""
+    from atcon.train.labelfree import LabelFreeSelection
+    from atcon.train.selection import ValidationMetric, replay, replayed_choice
+
+    split = _pool_split(tiny_voc, tmp_path)
+    cfg = _config(
+        tiny_voc, strategy="finetune", weights=str(start), split=str(split), lr=3e-3, epochs=4,
+        select=select, anchor_weight=1.0, eval_every=2, patience=2, plateau_delta=0.0, min_agreement=0.5,
+        min_entropy_ratio=0.5,
+    )  # fmt: skip
+    summary = train(cfg, tmp_path / "run", progress=False)
+    rows = _rows(tmp_path / "run")
+    per_epoch = {r["epoch"] for r in rows[1:]}
+    assert len(rows) - 1 > len(per_epoch)  # more than one evaluation an epoch
+    rule = (
+        LabelFreeSelection(cfg.min_agreement, cfg.min_entropy_ratio, cfg.plateau_delta, cfg.patience)
+        if select == "label-free"
+        else ValidationMetric("map", cfg.patience)
+    )
+    verdicts = replay(rule, rows)
+    assert [v.best for v in verdicts] == [r["best"] == "True" for r in rows]
+    assert len(verdicts) == len(rows)  # a run that stopped stopped where the replay does
+    assert summary["stopped_early"] and verdicts[-1].stop  # the settings make this run stop early
+    assert int(rows[replayed_choice(rule, rows)]["epoch"]) == summary["best_epoch"]

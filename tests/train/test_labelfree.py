@@ -11,7 +11,7 @@ from scipy.stats import entropy
 
 from atcon.consistency import ConsistencyConfig, attention_consistency
 from atcon.train.labelfree import LabelFreeSelection, label_free_signals, marginal_entropy
-from atcon.train.selection import replay, replayed_choice
+from atcon.train.selection import LowestTrainLoss, replay, replayed_choice
 from tests.conftest import TinyCNN, randomize_bn
 
 
@@ -60,7 +60,8 @@ def test_replay_judges_logged_rows_as_the_trainer_does() -> None:
         (False, True),
     ]
     assert replayed_choice(rule, rows) == 1
-    # Without stopping, row 4 (admissible, most consistent) wins; with lower floors, row 3.
+    # Without stopping, row 4 (admissible, most consistent) wins, whatever the floors; with
+    # lower floors and only the first four rows, row 3.
     assert replayed_choice(LabelFreeSelection(patience=0), rows) == 4
     assert (
         replayed_choice(LabelFreeSelection(min_agreement=0.4, min_entropy_ratio=0.5, patience=0), rows) == 4
@@ -72,6 +73,24 @@ def test_replay_judges_logged_rows_as_the_trainer_does() -> None:
     assert replayed_choice(LabelFreeSelection(min_agreement=1.01), rows) == 0  # nothing beats the start
     as_strings = [{k: str(v) for k, v in r.items()} for r in rows]  # as read back from metrics.csv
     assert replayed_choice(rule, as_strings) == 1
+
+
+def test_replay_stops_only_at_the_end_of_an_epoch() -> None:
+    """A stop verdict in mid-epoch is overridden by a later best in the same epoch (the trainer
+    checks for a stop after each epoch); an empty CSV value is a missing one."""
+    rows = [
+        {**_row(-0.5), "epoch": "-1", "train_loss": ""},
+        {**_row(-0.4), "epoch": "0", "train_loss": ""},  # worse: stop verdict (patience 1) ...
+        {**_row(-0.7), "epoch": "0", "train_loss": "0.3"},  # ... but this one is a new best
+        {**_row(-0.6), "epoch": "1", "train_loss": "0.2"},  # worse at the end of epoch 1: stop
+        {**_row(-0.9), "epoch": "2", "train_loss": "0.1"},  # never evaluated
+    ]
+    rule = LabelFreeSelection(min_delta=0.0, patience=1)
+    assert [(v.best, v.stop) for v in replay(rule, rows)] == [
+        (True, False), (False, True), (True, False), (False, True),
+    ]  # fmt: skip
+    assert replayed_choice(rule, rows) == 2
+    assert replayed_choice(LowestTrainLoss(patience=0), rows) == 4  # the start has no train loss
 
 
 def test_selection_keeps_the_best_admissible_and_stops_on_plateau() -> None:

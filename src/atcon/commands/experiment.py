@@ -99,6 +99,8 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from atcon.commands._config import config_from_args
 
+    if not args.controls and args.name != "regimes":
+        raise ValueError("--no-controls applies to the regimes experiment only")
     cfg = config_from_args(args)
     if args.name == "ablation":
         from atcon.experiments.ablation import run_ablation_seeds

@@ -165,8 +165,8 @@ def _floor_table(records: dict[str, list[Record]]) -> tuple[str, list[dict[str, 
 
 
 FLOORS_TITLE = (
-    "Regret of label-free selection under other floors (validation points, replayed from the logged "
-    "signals; agreement floor, class-entropy floor)"
+    "Regret of label-free selection under other floors (validation points against the best checkpoint "
+    "the run logged, replayed from the logged signals; agreement floor, class-entropy floor)"
 )
 
 

@@ -128,20 +128,26 @@ def replay(rule: SelectionRule, rows: Sequence[Mapping[str, Any]]) -> list[Verdi
     """Judge a run's logged metrics rows one by one, as the trainer does, with ``rule``.
 
     Answers "which checkpoint would other settings have chosen?" from a finished run's
-    ``metrics.csv`` without training again (values may be the CSV's strings). Judging ends at
-    the first ``stop`` verdict, where the trainer would have ended the run; later rows get none.
+    ``metrics.csv`` without training again (values may be the CSV's strings; an empty one is a
+    missing value). As in the trainer, a ``stop`` verdict ends the run only when it is the last
+    evaluation of its epoch (rows carry ``epoch``; without it each row is its own epoch); rows
+    after that get no verdict.
 
     Returns:
         One verdict per judged row; the selected row is the last one with ``best``.
     """
     history: list[dict[str, Any]] = []
     verdicts = []
-    for row in rows:
+    for i, logged in enumerate(rows):
+        row = {k: (None if v == "" else v) for k, v in logged.items()}
         score = rule.score(row, history)
         verdict = rule.judge(score, history)
         history.append({**row, "selection": score, "best": verdict.best})
         verdicts.append(verdict)
-        if verdict.stop:
+        last_of_epoch = (
+            i + 1 == len(rows) or "epoch" not in row or rows[i + 1].get("epoch") != logged["epoch"]
+        )
+        if verdict.stop and last_of_epoch:
             break
     return verdicts
 
