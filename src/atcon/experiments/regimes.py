@@ -64,6 +64,19 @@ def _rows(
     return rows, records
 
 
+def _validation_rows(record: Record) -> tuple[str, list[dict[str, str]]] | None:
+    """``(key, rows)``: the run's ``metrics.csv`` rows that carry its selection metric's
+    validation value under ``key`` (``val_map`` for multi-label tasks, ``val_f1_macro`` for
+    single-label ones); None when the run wrote no such row."""
+    path = record.dir / "metrics.csv"
+    if not path.is_file():
+        return None
+    key = "val_" + selection_metric(record.result.task)
+    with path.open() as f:
+        rows = [r for r in csv.DictReader(f) if r.get(key, "") != ""]
+    return (key, rows) if rows else None
+
+
 def selection_regret(record: Record) -> dict[str, Any] | None:
     """Validation metric of the checkpoint a run selected vs the best it evaluated (in points).
 
@@ -71,16 +84,12 @@ def selection_regret(record: Record) -> dict[str, Any] | None:
     ``regret = max(val metric) - val metric of the selected row``. None for runs without
     validation rows.
     """
-    path = record.dir / "metrics.csv"
-    if not path.is_file():
+    logged = _validation_rows(record)
+    if logged is None:
         return None
-    with path.open() as f:
-        rows = list(csv.DictReader(f))
-    # The metric the run selected on: mAP for multi-label tasks, macro F1 for single-label ones.
-    key = "val_" + selection_metric(record.result.task)
-    rows = [r for r in rows if r.get(key, "") not in ("",)]
+    key, rows = logged
     chosen = [r for r in rows if r.get("best") == "True"]
-    if not rows or not chosen:
+    if not chosen:
         return None
     values = [float(r[key]) for r in rows]
     picked = float(chosen[-1][key])
@@ -133,14 +142,10 @@ def floor_regrets(record: Record, floors: Sequence[tuple[float, float]] = FLOORS
     runs without label-free selection.
     """
     cfg = record.run.cfg
-    path = record.dir / "metrics.csv"
-    if cfg.select != "label-free" or not path.is_file():
+    logged = _validation_rows(record) if cfg.select == "label-free" else None
+    if logged is None:
         return None
-    with path.open() as f:
-        key = "val_" + selection_metric(record.result.task)
-        rows = [r for r in csv.DictReader(f) if r.get(key, "") != ""]
-    if not rows:
-        return None
+    key, rows = logged
     best = max(float(r[key]) for r in rows)
     out = []
     for agreement, entropy in floors:
@@ -341,7 +346,6 @@ def run_regimes(base: TrainConfig, exp: ExperimentConfig, store: Store) -> Outco
     controls: dict[str, dict[str, Row]] = {}
     p_controls: dict[str, dict[str, dict[str, float]]] = {}
     lifts: dict[str, list[str]] = {}
-    skipped: list[str] = []  # cells with a lift whose controls were not run (exp.controls off)
     for cell in regime_cells(base, exp, factors):
         cfg = base.replace(**cell.train)
         cell_exp = dataclasses.replace(
@@ -369,9 +373,7 @@ def run_regimes(base: TrainConfig, exp: ExperimentConfig, store: Store) -> Outco
         lift = _lift(p, rows[METHOD], rows[REFERENCE])
         if lift:
             lifts[cell.label] = lift
-        if lift and not exp.controls:
-            skipped.append(cell.label)
-        elif lift:
+        if lift and exp.controls:
             extra: dict[str, list[Run]] = {}
             for name, changes in list(CONTROLS.items())[1:]:
                 for ref in by_method[REFERENCE]:
@@ -404,6 +406,7 @@ def run_regimes(base: TrainConfig, exp: ExperimentConfig, store: Store) -> Outco
             + " |"
         )
         regret_flat.append({"regime": label, "metric": found[0]["metric"], **mean})
+    skipped = [label for label in lifts if label not in controls]  # lifts whose controls did not run
     lift_lines = ["| regime | metrics where + Attention > + Aug (p < 0.05) |", "|---|---|"]
     lift_lines += [
         f"| {label} | {', '.join(lifts.get(label, [])) or 'none'}"
