@@ -112,6 +112,10 @@ def test_image_folder_is_found_in_the_coco_release_layout(tmp_path: Path) -> Non
          r"annotation 7: malformed bbox \[0, 0, 1\] is not \[x, y, w, h\]"),
         ({"annotations": [{"id": 7, "image_id": 1, "category_id": 2, "bbox": [0, "x", 1, 1]}]},
          "not a finite number"),
+        ({"images": [{"id": 1, "file_name": "a.png", "avoid": [[0, 0, 2, -1]]}, *coco()["images"][1:]]},
+         r"image 1 \('a\.png'\): avoid region 1: malformed bbox \[0, 0, 2, -1\] has a negative width"),
+        ({"images": [{"id": 1, "file_name": "a.png", "avoid": {"x": 1}}, *coco()["images"][1:]]},
+         r"image 1 \('a\.png'\): avoid is \{'x': 1\}, not a list of \[x, y, w, h\] boxes"),
     ],
 )  # fmt: skip
 def test_bad_annotations_name_the_image(tmp_path: Path, change: dict[str, Any], message: str) -> None:

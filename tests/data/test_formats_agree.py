@@ -33,7 +33,7 @@ from tests.data.userdata import (
     write_voc,
 )
 
-BOX_KEYS = ("boxes", "box_labels", "difficult")
+BOX_KEYS = ("boxes", "box_labels", "difficult", "avoid")
 
 
 def expected_target(img: Img) -> dict[str, Any]:
@@ -46,6 +46,7 @@ def expected_target(img: Img) -> dict[str, Any]:
         "boxes": torch.tensor([o.box for o in img.objects]).reshape(-1, 4),
         "box_labels": torch.tensor([CLASSES.index(o.name) for o in img.objects], dtype=torch.int64),
         "difficult": torch.tensor([o.difficult for o in img.objects]),
+        "avoid": torch.tensor([o.box for o in img.avoid]).reshape(-1, 4),
         "orig_size": torch.tensor([img.height, img.width]),
     }
 
@@ -68,8 +69,15 @@ def check_against_spec(ds: Any, images: list[Img], *, boxes: bool = True) -> Non
                 assert len(target[key]) == 0
                 continue
             assert torch.equal(torch.as_tensor(target[key]).as_subclass(torch.Tensor), value), (img.name, key)
+        assert target["group"] == (img.group if boxes else "")
         if boxes:
             assert tuple(target["boxes"].canvas_size) == (img.height, img.width)
+            assert tuple(target["avoid"].canvas_size) == (img.height, img.width)
+            # The regions to avoid cover exactly the white pixels.
+            cover = torch.zeros(img.height, img.width, dtype=torch.bool)
+            for x1, y1, x2, y2 in target["avoid"].as_subclass(torch.Tensor).int().tolist():
+                cover[y1:y2, x1:x2] = True
+            assert torch.equal((x == 1).all(0), cover), img.name
             # Each class's boxes cover exactly the pixels painted in its colour.
             boxes_xyxy = target["boxes"].as_subclass(torch.Tensor)
             assert torch.equal(boxes_xyxy, boxes_xyxy.round())
@@ -88,9 +96,12 @@ def assert_same(a: Any, b: Any, *, boxes: bool = True) -> None:
         (xa, ta), (xb, tb) = a[k], b[k]
         assert torch.equal(xa, xb) and stem(ta["image_id"]) == stem(tb["image_id"])
         # Without boxes there are no difficult boxes either, so nothing to ignore.
-        keys = (set(ta) & set(tb)) - {"image_id"} - (set() if boxes else {*BOX_KEYS, "ignore"})
+        keys = (set(ta) & set(tb)) - {"image_id"} - (set() if boxes else {*BOX_KEYS, "ignore", "group"})
         assert keys >= {"labels", "orig_size"}
         for key in keys:
+            if isinstance(ta[key], str):
+                assert ta[key] == tb[key], key
+                continue
             assert torch.equal(torch.as_tensor(ta[key]), torch.as_tensor(tb[key])), key
 
 

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from atcon.data import DataError, ImageManifestDataset, read_image_manifest
-from atcon.data.manifest import parse_box_list
+from atcon.data.manifest import parse_box_list, parse_region_list
 
 
 def png(path: Path, size: tuple[int, int] = (16, 12), value: int = 0) -> str:
@@ -110,6 +110,35 @@ def test_boxes_column_difficult_boxes_and_ignore(tmp_path: Path) -> None:
 def test_malformed_boxes_are_named(cell: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_box_list(cell)
+
+
+@pytest.mark.parametrize(
+    ("cell", "message"),
+    [
+        ("[[1, 2, 3]]", r"region 1 is \[1, 2, 3\], not \[x1, y1, x2, y2\]"),
+        ("[[1, 2, 3, 4, 5]]", r"region 1 is .*not \[x1, y1, x2, y2\] or \[x1, y1, x2, y2, \"name\"\]"),
+        ("[[5, 2, 3, 4]]", r"region 1 is inverted"),
+        ('[[1, 2, 3, 4], [1, 2, 3, "x", "m"]]', r"region 2 has a coordinate that is not a finite number"),
+        ("[1, 2", "avoid is not JSON"),
+    ],
+)
+def test_malformed_regions_are_named(cell: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_region_list(cell)
+
+
+def test_regions_to_avoid_and_groups_read_and_are_checked_per_row(tmp_path: Path) -> None:
+    assert parse_region_list('[[1, 2, 3, 4], [0.5, 0, 2, 2, "marker"]]') == ((1, 2, 3, 4), (0.5, 0, 2, 2))
+    text = 'path,labels,avoid,group\na.png,cat,"[[1, 1, 4, 4, ""marker""]]",site a\nb.png,dog,,\nc.png,cat,"[[3, 3, 2, 2]]",b\n'
+    path = manifest(tmp_path, text)
+    with pytest.raises(DataError, match=r"m\.csv: line 4: malformed avoid: region 1 is inverted"):
+        ImageManifestDataset(path)
+    ds = ImageManifestDataset(path, ids=["a.png", "b.png"])
+    assert ds.groups == ["site a", None]
+    (_, a), (_, b) = ds[0], ds[1]
+    assert a["avoid"].as_subclass(torch.Tensor).tolist() == [[1, 1, 4, 4]] and a["group"] == "site a"
+    assert a["avoid"].canvas_size == (12, 16) and b["avoid"].shape == (0, 4) and b["group"] == ""
+    assert "regions to avoid: 1 on 1 images" in ds.describe() and "groups: site a 1" in ds.describe()
 
 
 def test_bad_rows_name_file_and_line_or_are_skipped(tmp_path: Path) -> None:

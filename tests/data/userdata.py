@@ -1,7 +1,8 @@
 """One small generated image set, written in every format the data layer reads (VOC, CSV, COCO, folders).
 
-Objects are painted as solid rectangles of their class colour over a random background, so a box read
-back from any format can be checked against the pixels themselves.
+Objects are painted as solid rectangles of their class colour over a random background, and regions
+to avoid in white, so a box or region read back from any format can be checked against the pixels
+themselves.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from PIL import Image
 
 CLASSES = ("effusion", "mass", "nodule")  # not VOC names, so the VOC reader sorts them too
 COLOURS = {"effusion": (255, 0, 0), "mass": (0, 255, 0), "nodule": (0, 0, 255)}
+AVOID_COLOUR = (255, 255, 255)
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,8 @@ class Img:
     objects: tuple[Obj, ...]
     subject: str
     split: str
+    avoid: tuple[Obj, ...] = ()  # regions to avoid (their name is a note, not a class)
+    group: str = ""
 
     @property
     def positives(self) -> tuple[str, ...]:
@@ -56,17 +60,35 @@ class Img:
 def multilabel_set() -> list[Img]:
     """12 images, several with two classes, difficult-only classes in two, 5 subjects, given sets."""
     e, m, n = CLASSES
+    marker = Obj("marker", 33, 1, 38, 6)
     return [
-        Img("a01", 40, 30, (Obj(e, 2, 3, 12, 9), Obj(m, 20, 10, 31, 25)), "s1", "train"),
+        Img("a01", 40, 30, (Obj(e, 2, 3, 12, 9), Obj(m, 20, 10, 31, 25)), "s1", "train", (marker,), "site-a"),
         Img("a02", 36, 28, (Obj(m, 0, 0, 10, 10),), "s1", "train"),
         Img("a03", 32, 32, (Obj(n, 5, 5, 15, 15), Obj(e, 20, 2, 30, 8, True)), "s2", "train"),
         Img("a04", 30, 40, (Obj(e, 1, 1, 29, 6),), "s2", "train"),
-        Img("a05", 44, 30, (Obj(n, 30, 20, 44, 30), Obj(m, 2, 2, 8, 8)), "s3", "train"),
+        Img(
+            "a05",
+            44,
+            30,
+            (Obj(n, 30, 20, 44, 30), Obj(m, 2, 2, 8, 8)),
+            "s3",
+            "train",
+            (Obj("token", 10, 10, 14, 16), Obj("marker", 16, 1, 20, 4)),
+            "site-b",
+        ),
         Img("a06", 32, 24, (Obj(e, 10, 10, 20, 20), Obj(n, 0, 0, 6, 6)), "s3", "train"),
         Img("a07", 28, 28, (Obj(m, 3, 3, 25, 25),), "s4", "train"),
         Img("a08", 40, 32, (Obj(n, 1, 20, 9, 31), Obj(e, 15, 1, 39, 9)), "s4", "train"),
         Img("a09", 34, 26, (Obj(e, 4, 4, 14, 14), Obj(m, 20, 10, 30, 20, True)), "s5", "test"),
-        Img("a10", 30, 30, (Obj(m, 0, 15, 15, 30), Obj(n, 16, 0, 30, 14)), "s5", "test"),
+        Img(
+            "a10",
+            30,
+            30,
+            (Obj(m, 0, 15, 15, 30), Obj(n, 16, 0, 30, 14)),
+            "s5",
+            "test",
+            (Obj("", 20, 20, 26, 26),),
+        ),
         Img("a11", 36, 36, (Obj(n, 8, 8, 28, 28),), "s5", "test"),
         Img("a12", 32, 28, (Obj(e, 0, 0, 32, 5), Obj(m, 0, 10, 10, 20)), "s5", "test"),
     ]
@@ -93,7 +115,9 @@ def single_label_set() -> list[Img]:
             other = CLASSES[(CLASSES.index(cls) + 1) % 3]
             objects.append(Obj(other, 16, 1, w, 6, True))
         split = "test" if k % 3 == 2 else "train"
-        images.append(Img(name, w, h, tuple(objects), subject, split))
+        avoid = (Obj("marker", 18, 14, 22, 18),) if k % 3 == 1 else ()
+        group = "aligned" if k % 2 else "conflicting"
+        images.append(Img(name, w, h, tuple(objects), subject, split, avoid, group))
     return sorted(images, key=lambda im: (im.positives[0], im.subject, im.name))
 
 
@@ -103,6 +127,8 @@ def pixels(img: Img, seed: int) -> np.ndarray:
     out = rng.integers(0, 200, size=(img.height, img.width, 3), dtype=np.uint8)
     for o in img.objects:
         out[o.r0 : o.r1, o.c0 : o.c1] = COLOURS[o.name]
+    for o in img.avoid:
+        out[o.r0 : o.r1, o.c0 : o.c1] = AVOID_COLOUR
     return out
 
 
@@ -123,6 +149,13 @@ def write_voc(root: Path, images: list[Img]) -> Path:
             "</bndbox></object>"
             for o in img.objects
         )
+        objs += "".join(
+            f"<avoid><name>{o.name}</name><bndbox><xmin>{o.c0 + 1}</xmin><ymin>{o.r0 + 1}</ymin>"
+            f"<xmax>{o.c1}</xmax><ymax>{o.r1}</ymax></bndbox></avoid>"
+            for o in img.avoid
+        )
+        if img.group:
+            objs += f"<group>{img.group}</group>"
         (root / "Annotations" / f"{img.name}.xml").write_text(
             f"<annotation><filename>{img.file}</filename><size><width>{img.width}</width>"
             f"<height>{img.height}</height><depth>3</depth></size>{objs}</annotation>"
@@ -139,17 +172,23 @@ def box_cell(img: Img) -> str:
     return json.dumps(entries)
 
 
+def avoid_cell(img: Img) -> str:
+    """Regions with a note (``[x1, y1, x2, y2, "name"]``) or without one (``[x1, y1, x2, y2]``)."""
+    return json.dumps([[o.c0, o.r0, o.c1, o.r1] + ([o.name] if o.name else []) for o in img.avoid])
+
+
 def write_csv(path: Path, images: list[Img], *, split: bool = False) -> Path:
     """A manifest with images under ``images/``; the ``split`` column only when asked."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    columns = ["path", "labels", "subject", *(["split"] if split else []), "boxes"]
+    columns = ["path", "labels", "subject", *(["split"] if split else []), "boxes", "avoid", "group"]
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(columns)
         for k, img in enumerate(images):
             save_png(img, path.parent / "images" / img.file, k)
             row = [f"images/{img.file}", "|".join(img.positives), img.subject]
-            writer.writerow([*row, *([img.split] if split else []), box_cell(img)])
+            regions = avoid_cell(img) if img.avoid else ""
+            writer.writerow([*row, *([img.split] if split else []), box_cell(img), regions, img.group])
     return path
 
 
@@ -163,6 +202,10 @@ def write_coco(path: Path, images: list[Img], *, split: bool = False) -> Path:
         save_png(img, path.parent / img.file, k)
         entry = {"id": 100 + k, "file_name": img.file, "width": img.width, "height": img.height}
         entry["subject"] = img.subject
+        if img.avoid:
+            entry["avoid"] = [[o.c0, o.r0, o.c1 - o.c0, o.r1 - o.r0] for o in img.avoid]
+        if img.group:
+            entry["group"] = img.group
         if split:
             entry["split"] = img.split
         entries.append(entry)

@@ -232,3 +232,32 @@ def test_result_cat_and_empty():
     assert both.n_pairs == 4 and both.iou.shape == (4,)
     empty = localization_metrics(torch.zeros(0, 3, 5), torch.zeros(0, 1, 4), (H, W))
     assert empty.n_pairs == 0 and math.isnan(empty.summary()["iou"])
+
+
+def test_energy_in_avoid_regions_on_the_pairs_where_energy_is_defined():
+    # Map mass: 4 px of 1.0 in the cue region, 12 px of 0.5 elsewhere; rescaled, the cue's pixels
+    # are 1 and the others 0.5, so 4 / (4 + 6) of the mass lies in the region.
+    m = torch.zeros(H, W)
+    m[0:2, 0:2] = 1.0
+    m[3:6, 6:10] = 0.5
+    maps = torch.stack([m, m, torch.zeros(H, W), m])
+    boxes = torch.tensor([[BOX_B], [BOX_B], [BOX_B], [[NAN] * 4]])
+    avoid = torch.tensor(
+        [[[0.0, 0.0, 2.0, 2.0], [NAN] * 4], [[NAN] * 4, [NAN] * 4], [[0.0, 0.0, 2.0, 2.0], [NAN] * 4],
+         [[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 1.0, 1.0]]]
+    )  # fmt: skip
+    r = localization_metrics(maps, boxes, (H, W), avoid=avoid)
+    assert float(r.energy_avoid[0]) == pytest.approx(0.4)
+    # No region, a degenerate map, an unannotated pair (energy undefined): no value.
+    assert r.energy_avoid[1:].isnan().all()
+    # Overlapping regions count each pixel once; other chunk sizes give the same values.
+    two = localization_metrics(
+        maps[:1].repeat(3, 1, 1), boxes[:1].repeat(3, 1, 1), (H, W), avoid=avoid[[0, 3, 0]]
+    )
+    assert two.energy_avoid.tolist() == pytest.approx([0.4, 0.4, 0.4])
+    chunked = localization_metrics(maps, boxes, (H, W), LocalizationProtocol(chunk_size=1), avoid=avoid)
+    assert torch.equal(chunked.energy_avoid.isnan(), r.energy_avoid.isnan())
+    # Without regions the field is all nan, and bad shapes are refused.
+    assert localization_metrics(maps, boxes, (H, W)).energy_avoid.isnan().all()
+    with pytest.raises(ValueError, match=r"avoid must be \(P, M, 4\)"):
+        localization_metrics(maps, boxes, (H, W), avoid=avoid[:2])

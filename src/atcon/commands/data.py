@@ -4,6 +4,7 @@ Examples::
 
     atcon data build cluttered-fashion --out DIR --size 1 --seed 0
     atcon data build fashion-events --seed 0
+    atcon data build shortcut-fashion --rho 0.9 --cue marker   # an object and a class-correlated cue
     atcon data split voc --root VOCdevkit/VOC2012 --per-class 4 --seed 0 --out split.json
     atcon data split images xrays.csv --per-class 8 --group-by subject --out split.json
     atcon data split clips --manifest clips.csv --per-class 16 --seed 0 --out split.json
@@ -24,7 +25,9 @@ from typing import Any
 def register(subparsers: Any) -> None:
     """Add the ``data`` subcommand and its own subcommands to the ``atcon`` parser."""
     from atcon.commands._config import count_or_fraction
+    from atcon.data.benchmarks import BENCHMARKS
     from atcon.data.fewshot import DEFAULT_VAL_SIZE
+    from atcon.data.shortcut_fashion import CUE_KINDS
 
     parser = subparsers.add_parser("data", help="build benchmarks, write split files, inspect datasets")
 
@@ -36,12 +39,26 @@ def register(subparsers: Any) -> None:
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION")
 
     build = sub.add_parser("build", help="generate a built-in benchmark")
-    build.add_argument("name", choices=["cluttered-fashion", "fashion-events"])
+    build.add_argument("name", choices=list(BENCHMARKS))
     build.add_argument("--out", type=Path, default=None, help="output folder (default: cache folder)")
     build.add_argument("--size", type=float, default=1.0, help="multiplies the default counts (default 1)")
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--source", type=Path, default=None, help="folder of the Fashion-MNIST IDX files")
     build.add_argument("--force", action="store_true", help="regenerate a previous build in place")
+    build.add_argument(
+        "--rho",
+        type=float,
+        default=None,
+        help="shortcut-fashion: share of training and validation images whose cue matches the class "
+        "(default 0.95); the test cues are uniform, plus a cue-aligned test set",
+    )
+    build.add_argument(
+        "--cue",
+        choices=CUE_KINDS,
+        default=None,
+        help="shortcut-fashion: patch (a square in its class's colour) or marker (a bright glyph, like a "
+        "radiograph's lead marker) (default: patch)",
+    )
     build.set_defaults(func=cmd_build)
 
     split = sub.add_parser("split", help="write a few-shot split file (JSON)")
@@ -82,7 +99,7 @@ def register(subparsers: Any) -> None:
     clips = kinds.add_parser("clips", help="video clips: three subject-disjoint sets, N per class")
     clips.add_argument("--manifest", type=Path, required=True, help="CSV manifest or folder-per-class tree")
     bench = kinds.add_parser("benchmark", help="a built-in benchmark (generated if needed)")
-    bench.add_argument("name", choices=["cluttered-fashion", "fashion-events"])
+    bench.add_argument("name", choices=list(BENCHMARKS))
     bench.add_argument("--root", type=Path, default=None, help="benchmark folder (default: cache folder)")
     for p in (voc, images, clips, bench):
         p.add_argument("--per-class", type=int, required=True)
@@ -123,6 +140,12 @@ def cmd_build(args: argparse.Namespace) -> int:
         elif not live and done == total:
             print(f"{args.name}: {done}/{total}", end="", file=sys.stderr, flush=True)
 
+    from atcon.data.benchmarks import benchmark_options
+
+    given = {k: getattr(args, k) for k in ("rho", "cue") if getattr(args, k) is not None}
+    unusable = sorted(set(given) - set(benchmark_options(args.name)))
+    if unusable:
+        raise ValueError(f"--{unusable[0]} applies to shortcut-fashion only, not {args.name}")
     path, seconds = timed_build(
         args.name,
         out=args.out,
@@ -131,6 +154,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         source_root=args.source,
         force=args.force,
         progress=progress,
+        options=given or None,
     )
     print(file=sys.stderr)
     print(f"{args.name} ready in {path} ({seconds:.1f} s)")

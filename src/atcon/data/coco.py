@@ -6,7 +6,10 @@ Read from the file:
   be unique.
 - ``images`` (``id``, ``file_name``, ``width``, ``height``) become the items, in file order; an image's id
   in split files is its ``file_name``. Optional per-image keys ``subject`` and ``split``
-  (``train``/``val``/``test``) carry a subject id and a given set, as a manifest's columns do.
+  (``train``/``val``/``test``) carry a subject id and a given set, as a manifest's columns do;
+  ``group`` names the image's group for per-group metrics, and ``avoid``, a list of COCO boxes
+  ``[x, y, w, h]``, the regions a model must not use (a marker, a text token), as a manifest's
+  ``avoid`` column.
 - ``annotations`` (``image_id``, ``category_id``, ``bbox``, optional ``iscrowd``) give the boxes and the
   image-level labels: a class is positive for an image when it has a non-crowd annotation there.
   ``bbox = [x, y, w, h]`` in 0-based continuous pixels becomes ``(x1, y1, x2, y2) = (x, y, x + w, y + h)``,
@@ -170,6 +173,18 @@ def read_coco(
             split = split_name(str(im["split"]))
             if split is None:
                 problems.append(f"split is {im['split']!r}; expected train, val or test")
+        avoid: list[tuple[float, float, float, float]] = []
+        raw_avoid = im.get("avoid") or []
+        if not isinstance(raw_avoid, list):
+            problems.append(f"avoid is {raw_avoid!r}, not a list of [x, y, w, h] boxes")
+            raw_avoid = []
+        for k, value in enumerate(raw_avoid, 1):
+            region = _bbox(value)
+            if isinstance(region, str):
+                problems.append(f"avoid region {k}: malformed {region}")
+            else:
+                avoid.append(region)
+        group = im.get("group")
         size = None
         if isinstance(im.get("width"), int) and isinstance(im.get("height"), int):
             size = (int(im["height"]), int(im["width"]))
@@ -186,6 +201,8 @@ def read_coco(
                 origin=path,
                 where=where,
                 problem=problems[0] if problems else None,
+                avoid=tuple(avoid),
+                group=None if group is None or str(group).strip() == "" else str(group).strip(),
             )
         )
     return tuple(categories.values()), records

@@ -42,7 +42,7 @@ from atcon.data._common import (
     read_image_rgb,
     verify_image,
 )
-from atcon.data.voc import Target, VOCObject
+from atcon.data.voc import Target, VOCObject, avoid_boxes
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
 """Names of the sets a source may assign its images to."""
@@ -75,6 +75,10 @@ class ImageRecord:
         origin: File named in error messages (manifest, JSON); ``None`` names the image itself.
         where: The row within ``origin`` ("line 7", "image 3 ('a.png')").
         problem: What is wrong with the row, found while parsing; reported when the item is served.
+        avoid: Regions the model must not use (a marker, a text token), 0-based continuous
+            ``(x1, y1, x2, y2)`` pixels like ``objects``; no class.
+        group: The item's group for per-group metrics (e.g. ``"aligned"``/``"conflicting"`` with a
+            known shortcut, a hospital), if the source gives one.
     """
 
     image_id: str
@@ -87,6 +91,8 @@ class ImageRecord:
     origin: Path | None = None
     where: str = ""
     problem: str | None = None
+    avoid: tuple[tuple[float, float, float, float], ...] = ()
+    group: str | None = None
 
     def error(self, message: str) -> DataError:
         """A ``DataError`` naming this record's file and row."""
@@ -135,14 +141,15 @@ class AnnotatedImageDataset(Dataset[tuple[torch.Tensor, Target]]):
 
     Items are ``(image, target)``, ``image`` ``float32`` ``(3, H, W)`` in ``[0, 1]`` without a transform;
     ``target`` holds exactly the keys of :class:`~atcon.data.voc.VOCDataset` (``labels``, ``ignore``,
-    ``boxes``, ``box_labels``, ``difficult``, ``image_id``, ``orig_size``) and, when single-label,
-    ``label``: ``int64`` scalar class index.
+    ``boxes``, ``box_labels``, ``difficult``, ``avoid``, ``group``, ``image_id``, ``orig_size``) and,
+    when single-label, ``label``: ``int64`` scalar class index.
 
     Attributes:
         records: The served records, in order.
         ids: Image id of every served item.
         subjects: Subject of every served item (``None`` where the source has none).
         splits: Given set (``train``/``val``/``test``) of every served item (``None`` where none is given).
+        groups: Group of every served item (``None`` where none is given).
         skipped: Errors of the items dropped by ``on_error="skip"``.
     """
 
@@ -183,6 +190,7 @@ class AnnotatedImageDataset(Dataset[tuple[torch.Tensor, Target]]):
         self.ids: list[str] = [r.image_id for r in self.records]
         self.subjects: list[str | None] = [r.subject for r in self.records]
         self.splits: list[str | None] = [r.split for r in self.records]
+        self.groups: list[str | None] = [r.group for r in self.records]
 
     def _select(self, records: Sequence[ImageRecord], ids: Sequence[str] | None) -> list[ImageRecord]:
         if ids is None:
@@ -296,6 +304,8 @@ class AnnotatedImageDataset(Dataset[tuple[torch.Tensor, Target]]):
             "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(height, width)),
             "box_labels": torch.tensor([self.class_to_index[o.name] for o in r.objects], dtype=torch.int64),
             "difficult": torch.tensor([o.difficult for o in r.objects], dtype=torch.bool),
+            "avoid": avoid_boxes(r.avoid, height, width),
+            "group": r.group or "",
             "image_id": r.image_id,
             "orig_size": torch.tensor([height, width], dtype=torch.int64),
         }
@@ -334,6 +344,13 @@ class AnnotatedImageDataset(Dataset[tuple[torch.Tensor, Target]]):
         if n_boxes:
             n_difficult = sum(o.difficult for r in self.records for o in r.objects)
             lines.append(f"boxes: {n_boxes} ({n_difficult} difficult)")
+        n_avoid = sum(len(r.avoid) for r in self.records)
+        if n_avoid:
+            with_avoid = sum(bool(r.avoid) for r in self.records)
+            lines.append(f"regions to avoid: {n_avoid} on {with_avoid} images")
+        groups = Counter(g for g in self.groups if g is not None)
+        if groups:
+            lines.append("groups: " + ", ".join(f"{g} {n}" for g, n in sorted(groups.items())))
         if self.skipped:
             lines.append(f"skipped: {len(self.skipped)} bad images")
         return "\n".join(lines)

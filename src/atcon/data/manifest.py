@@ -23,6 +23,12 @@ ignored::
   labels unless all its boxes in the row are difficult (then it is neither positive nor negative).
   Inside a CSV cell the JSON's quotes are doubled, as any CSV writer does
   (``csv.writer``, ``pandas.DataFrame.to_csv`` of ``json.dumps`` strings).
+- ``avoid`` (optional): regions the model must not use (a marker, a text token), in the same JSON
+  format, ``[x1, y1, x2, y2]`` or ``[x1, y1, x2, y2, "name"]`` (the name is a note: it is not a
+  class). ``atcon evaluate`` reports the share of Grad-CAM mass inside them; box supervision
+  (``--box-weight``) pushes the maps out of them.
+- ``group`` (optional): the image's group, any text (``aligned``/``conflicting`` when a shortcut
+  is known, a hospital, a scanner); ``atcon evaluate`` reports accuracy and F1 per group.
 
 A ``classes.txt`` beside the manifest (one name per line) fixes the label order; otherwise it is the
 sorted set of names used.
@@ -40,12 +46,12 @@ from typing import Any
 
 from atcon.data._common import DataError, OnError, not_found
 from atcon.data.images import AnnotatedImageDataset, ImageRecord, read_class_list, split_name
-from atcon.data.voc import VOCObject
+from atcon.data.voc import Region, VOCObject
 
 LABEL_SEP = "|"
 """Default separator of several labels in one ``labels`` cell."""
 
-_OPTIONAL = ("subject", "split", "boxes")
+_OPTIONAL = ("subject", "split", "boxes", "avoid", "group")
 
 
 def parse_box_list(text: str) -> tuple[VOCObject, ...]:
@@ -61,31 +67,57 @@ def parse_box_list(text: str) -> tuple[VOCObject, ...]:
         ValueError: Not JSON, not a list of such entries, a coordinate that is not a finite number,
             or an inverted box (``x2 < x1`` or ``y2 < y1``); the message says which box.
     """
-    try:
-        entries = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"boxes is not JSON ({err.msg}): {text!r}") from err
-    if not isinstance(entries, list):
-        raise ValueError(f'boxes must be a JSON list of [x1, y1, x2, y2, "class"], got {text!r}')
     objects = []
-    for k, entry in enumerate(entries, 1):
+    for k, entry in enumerate(_json_list(text, "boxes", '[x1, y1, x2, y2, "class"]'), 1):
         if not isinstance(entry, list) or len(entry) not in (5, 6):
             raise ValueError(f'box {k} is {entry!r}, not [x1, y1, x2, y2, "class"] (+ optional difficult)')
-        coords, name = entry[:4], entry[4]
-        if not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in coords
-        ):
-            raise ValueError(f"box {k} has a coordinate that is not a finite number: {entry!r}")
+        name = entry[4]
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"box {k} has no class name: {entry!r}")
         difficult = entry[5] if len(entry) == 6 else False
         if difficult not in (0, 1, True, False):
             raise ValueError(f"box {k}: difficult must be 0, 1, true or false, got {difficult!r}")
-        x1, y1, x2, y2 = (float(v) for v in coords)
-        if x2 < x1 or y2 < y1:
-            raise ValueError(f"box {k} is inverted (x2 < x1 or y2 < y1): {entry!r}")
-        objects.append(VOCObject(name.strip(), (x1, y1, x2, y2), bool(difficult)))
+        objects.append(VOCObject(name.strip(), _coords(entry, f"box {k}"), bool(difficult)))
     return tuple(objects)
+
+
+def parse_region_list(text: str) -> tuple[Region, ...]:
+    """Parse a manifest's ``avoid`` cell: ``[x1, y1, x2, y2]`` or ``[x1, y1, x2, y2, "name"]`` entries.
+
+    Raises:
+        ValueError: Not JSON, not a list of such entries, a coordinate that is not a finite number,
+            or an inverted region; the message says which.
+    """
+    regions = []
+    for k, entry in enumerate(_json_list(text, "avoid", "[x1, y1, x2, y2]"), 1):
+        if (
+            not isinstance(entry, list)
+            or len(entry) not in (4, 5)
+            or (len(entry) == 5 and not isinstance(entry[4], str))
+        ):
+            raise ValueError(f'region {k} is {entry!r}, not [x1, y1, x2, y2] or [x1, y1, x2, y2, "name"]')
+        regions.append(_coords(entry, f"region {k}"))
+    return tuple(regions)
+
+
+def _json_list(text: str, column: str, entry: str) -> list[Any]:
+    try:
+        entries = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{column} is not JSON ({err.msg}): {text!r}") from err
+    if not isinstance(entries, list):
+        raise ValueError(f"{column} must be a JSON list of {entry}, got {text!r}")
+    return entries
+
+
+def _coords(entry: list[Any], what: str) -> Region:
+    coords = entry[:4]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in coords):
+        raise ValueError(f"{what} has a coordinate that is not a finite number: {entry!r}")
+    x1, y1, x2, y2 = (float(v) for v in coords)
+    if x2 < x1 or y2 < y1:
+        raise ValueError(f"{what} is inverted (x2 < x1 or y2 < y1): {entry!r}")
+    return (x1, y1, x2, y2)
 
 
 def _labels(cell: str, sep: str) -> tuple[str, ...]:
@@ -166,9 +198,11 @@ def _record(
         "subject": cell("subject") or None,
         "origin": manifest,
         "where": f"line {line}",
+        "group": cell("group") or None,
     }
     problem = None
     objects: tuple[VOCObject, ...] = ()
+    avoid: tuple[Region, ...] = ()
     split = split_name(cell("split")) if has_split else None
     key = os.path.normpath(image)
     if not rel:
@@ -189,9 +223,14 @@ def _record(
                     f"a box of class {unlisted[0]!r}, which is not among the labels "
                     f"({label_sep.join(positives) or 'none'}); add it or mark the box difficult"
                 )
+    if problem is None and cell("avoid"):
+        try:
+            avoid = parse_region_list(cell("avoid"))
+        except ValueError as err:
+            problem = f"malformed avoid: {err}"
     if rel and key not in seen:
         seen[key] = line
-    return ImageRecord(objects=objects, split=split, problem=problem, **common)
+    return ImageRecord(objects=objects, split=split, problem=problem, avoid=avoid, **common)
 
 
 class ImageManifestDataset(AnnotatedImageDataset):

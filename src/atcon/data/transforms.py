@@ -34,7 +34,9 @@ def _box_side_tensors(sample: Any) -> tuple[torch.Tensor, ...]:
 
 
 class _SanitizeBoxes(v2.SanitizeBoundingBoxes):
-    """``SanitizeBoundingBoxes`` that lets samples without boxes through (plain images, clips)."""
+    """``SanitizeBoundingBoxes`` that lets samples without boxes through (plain images, clips) and
+    sanitizes the regions to avoid (``target["avoid"]``) on their own: torchvision's transform
+    drops the same rows from every box tensor of a sample, by the first one's validity."""
 
     def forward(self, *inputs: Any) -> Any:
         from torch.utils._pytree import tree_flatten
@@ -42,7 +44,14 @@ class _SanitizeBoxes(v2.SanitizeBoundingBoxes):
         flat, _ = tree_flatten(inputs)
         if not any(isinstance(x, tv_tensors.BoundingBoxes) for x in flat):
             return inputs if len(inputs) > 1 else inputs[0]
-        return super().forward(*inputs)
+        target = inputs[1] if len(inputs) == 2 and isinstance(inputs[1], dict) else None
+        avoid = target.get("avoid") if target is not None else None
+        if target is None or not isinstance(avoid, tv_tensors.BoundingBoxes):
+            return super().forward(*inputs)
+        rest = {k: v for k, v in target.items() if k != "avoid"}
+        image, rest = super().forward(inputs[0], rest)
+        rest["avoid"] = super().forward(avoid) if avoid.shape[0] else avoid
+        return image, rest
 
 
 def image_train_transform(size: int = 256, rotation: float = 10.0) -> v2.Transform:

@@ -11,6 +11,14 @@ Boxes: VOC XML stores 1-based inclusive pixel indices; they are returned as cont
 ``(x1, y1, x2, y2)`` pixel coordinates, ``x1 = xmin - 1``, ``x2 = xmax``, so a box's width is
 ``xmax - xmin + 1`` pixels, as the annotation means.
 
+Regions a model must not use (a marker, a text token) are optional ``<avoid>`` elements of the
+annotation, each with a ``<bndbox>`` in the same 1-based convention; an optional ``<group>``
+names the image's group for per-group metrics (e.g. ``aligned``/``conflicting`` with a known
+shortcut, or a hospital)::
+
+    <avoid><name>marker</name><bndbox><xmin>3</xmin><ymin>3</ymin><xmax>18</xmax><ymax>18</ymax></bndbox></avoid>
+    <group>conflicting</group>
+
 ``difficult`` is honoured the VOC way (VOC2012 development kit, section 3.4): a class whose only
 objects in an image are difficult is neither positive nor negative for that image; it is flagged in
 ``target["ignore"]`` so metrics can leave it out, and its label is 0 unless
@@ -68,6 +76,16 @@ VOC_CLASSES: tuple[str, ...] = (
 
 Target = dict[str, Any]
 
+Region = tuple[float, float, float, float]
+"""A region to avoid: 0-based continuous ``(x1, y1, x2, y2)`` pixels, like a box without a class."""
+
+
+def avoid_boxes(regions: Sequence[Region], height: int, width: int) -> tv_tensors.BoundingBoxes:
+    """An item's regions to avoid as ``target["avoid"]``: XYXY ``BoundingBoxes`` ``(M, 4)`` that
+    transforms move with the image (``M = 0`` when it has none)."""
+    boxes = torch.tensor(list(regions), dtype=torch.float32).reshape(-1, 4)
+    return tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(height, width))
+
 
 @dataclass(frozen=True)
 class VOCObject:
@@ -87,6 +105,8 @@ class VOCAnnotation:
     width: int
     height: int
     objects: tuple[VOCObject, ...]
+    avoid: tuple[Region, ...] = ()
+    group: str | None = None
 
     @property
     def names(self) -> set[str]:
@@ -139,15 +159,22 @@ def parse_voc_xml(path: str | Path) -> VOCAnnotation:
     objects = []
     for obj in root.iter("object"):
         name = _text(obj, "name", path)
-        bnd = obj.find("bndbox")
-        if bnd is None:
-            raise DataError(f"malformed annotation: object {name!r} has no <bndbox>", path)
-        xmin, ymin, xmax, ymax = (_number(bnd, t, path) for t in ("xmin", "ymin", "xmax", "ymax"))
-        if xmax < xmin or ymax < ymin:
-            raise DataError(f"malformed annotation: object {name!r} has an inverted box", path)
         difficult = obj.findtext("difficult", default="0").strip() in ("1", "true", "True")
-        objects.append(VOCObject(name, (xmin - 1.0, ymin - 1.0, xmax, ymax), difficult))
-    return VOCAnnotation(path.stem, filename, width, height, tuple(objects))
+        objects.append(VOCObject(name, _bndbox(obj, f"object {name!r}", path), difficult))
+    avoid = tuple(_bndbox(a, f"avoid region {k}", path) for k, a in enumerate(root.iter("avoid"), 1))
+    group = root.findtext("group", default="").strip() or None
+    return VOCAnnotation(path.stem, filename, width, height, tuple(objects), avoid, group)
+
+
+def _bndbox(node: ET.Element, what: str, path: Path) -> Region:
+    """The 0-based ``(x1, y1, x2, y2)`` of a node's 1-based inclusive ``<bndbox>``."""
+    bnd = node.find("bndbox")
+    if bnd is None:
+        raise DataError(f"malformed annotation: {what} has no <bndbox>", path)
+    xmin, ymin, xmax, ymax = (_number(bnd, t, path) for t in ("xmin", "ymin", "xmax", "ymax"))
+    if xmax < xmin or ymax < ymin:
+        raise DataError(f"malformed annotation: {what} has an inverted box", path)
+    return (xmin - 1.0, ymin - 1.0, xmax, ymax)
 
 
 def find_voc_root(root: str | Path) -> Path:
@@ -238,6 +265,9 @@ class VOCDataset(Dataset[tuple[torch.Tensor, Target]]):
     - ``boxes``: ``tv_tensors.BoundingBoxes`` ``(N, 4)`` ``float32``, XYXY pixels, ``canvas_size=(H, W)``.
     - ``box_labels``: ``int64`` ``(N,)`` class index of each box.
     - ``difficult``: ``bool`` ``(N,)``.
+    - ``avoid``: ``tv_tensors.BoundingBoxes`` ``(M, 4)``, the regions a model must not use
+      (``<avoid>`` elements; ``M = 0`` without any), moved with the image like ``boxes``.
+    - ``group``: ``str``, the ``<group>`` (``""`` without one).
     - ``image_id``: ``str``.
     - ``orig_size``: ``int64`` ``(2,)``, ``(H, W)`` of the file, before any transform.
     """
@@ -286,6 +316,7 @@ class VOCDataset(Dataset[tuple[torch.Tensor, Target]]):
 
         _, self.skipped = filter_bad(wanted, check, self.on_error, "images")
         self.ids = [a.image_id for a in self.annotations]
+        self.groups: list[str | None] = [a.group for a in self.annotations]
 
     def image_path(self, ann: VOCAnnotation) -> Path:
         """Path of the image file of an annotation."""
@@ -342,6 +373,8 @@ class VOCDataset(Dataset[tuple[torch.Tensor, Target]]):
             "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(height, width)),
             "box_labels": torch.tensor([self.class_to_index[o.name] for o in ann.objects], dtype=torch.int64),
             "difficult": torch.tensor([o.difficult for o in ann.objects], dtype=torch.bool),
+            "avoid": avoid_boxes(ann.avoid, height, width),
+            "group": ann.group or "",
             "image_id": ann.image_id,
             "orig_size": torch.tensor([height, width], dtype=torch.int64),
         }

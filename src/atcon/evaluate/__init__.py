@@ -43,11 +43,15 @@ from atcon.evaluate.metrics import (
 from atcon.evaluate.pipeline import batch_gradcams, evaluate_model
 from atcon.evaluate.results import (
     CLASSIFICATION_KEYS,
+    GROUP_KEYS,
     LABELS,
     PAIR_KEYS,
     PER_CLASS_KEYS,
     EvalSpec,
     EvaluationResult,
+    group_key,
+    item_groups,
+    metric_label,
     summarize,
 )
 from atcon.evaluate.tables import (
@@ -61,6 +65,7 @@ from atcon.evaluate.tables import (
 
 __all__ = [
     "CLASSIFICATION_KEYS",
+    "GROUP_KEYS",
     "IGNORE",
     "LABELS",
     "PAIR_KEYS",
@@ -88,9 +93,12 @@ __all__ = [
     "evaluate_model",
     "format_interval",
     "gaussian_blur",
+    "group_key",
+    "item_groups",
     "labels_of",
     "localization_metrics",
     "make_baseline",
+    "metric_label",
     "minmax_rescale",
     "paired_bootstrap_test",
     "per_class_table",

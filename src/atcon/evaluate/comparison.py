@@ -13,9 +13,12 @@ from atcon.evaluate.bootstrap import MeanMetric, PairedBootstrapResult, paired_b
 from atcon.evaluate.metrics import ClassificationMetrics
 from atcon.evaluate.results import (
     CLASSIFICATION_KEYS,
+    GROUP_KEYS,
     PAIR_KEYS,
     PER_CLASS_KEYS,
     EvaluationResult,
+    group_key,
+    group_members,
     result_rows,
 )
 
@@ -54,9 +57,10 @@ def compare(
 ) -> Comparison:
     """Paired bootstrap tests of every scalar metric of A against B (same items, same resamples).
 
-    Classification metrics resample the items' logits of both models together; pair-level
-    metrics (IoU, pointing, energy, deletion, insertion) resample the items' per-item tables,
-    so models with different true-positive pairs are still compared on the same images.
+    Classification metrics resample the items' logits of both models together (per group, the
+    items of the group); pair-level metrics (IoU, pointing, energy, energy in avoid regions,
+    deletion, insertion) resample the items' per-item tables, so models with different
+    true-positive pairs are still compared on the same images.
 
     Args:
         a: the method tested.
@@ -88,6 +92,12 @@ def compare(
         if key in a.item_values and key in b.item_values:
             ta, tb = a.item_values[key], b.item_values[key]
             tests[key] = paired_bootstrap_test(MeanMetric(key), ta, tb, None, **kw)[key]
+    if a.groups is not None and a.group_names:
+        for g, members in group_members(a.groups, a.group_names).items():
+            values = paired_bootstrap_test(
+                metric, a.logits[members], b.logits[members], a.labels[members], **kw
+            )
+            tests.update({group_key(k, g): values[k] for k in GROUP_KEYS[a.task]})
     return Comparison(a.name, b.name, tests, alpha)
 
 

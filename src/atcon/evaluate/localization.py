@@ -19,6 +19,10 @@ The protocol (paper Section 4.4, Table 3), every step a field of :class:`Localiz
 6. Energy-based pointing game (Wang et al. 2020, Score-CAM): the share of the rescaled map's
    mass (mass above the map's minimum; for ReLU'd Grad-CAM, whose minimum is 0, the positive
    mass) that lies inside the union of boxes.
+7. Energy in the regions to avoid (``energy_avoid``, when the data mark regions a model must
+   not use, such as a marker or a text token): the share of the same mass inside the union of
+   the item's regions to avoid, on the pairs where the energy is defined (images only). Lower is
+   better; a network that reads a shortcut puts its mass there.
 
 Box convention: boxes are ``(x1, y1, x2, y2)`` in pixel-edge coordinates of the image the maps
 are upsampled to: pixel (row i, column j) spans ``[j, j + 1) x [i, i + 1)`` and is covered by
@@ -120,6 +124,8 @@ class LocalizationResult:
         degenerate: maps that were constant, all-zero or non-finite, (P,) bool.
         annotated_frames: frames with at least one box of the class, (P,) long (1 or 0 for
             images); pairs with none have ``nan`` values without being degenerate.
+        energy_avoid: share of map mass inside the item's regions to avoid, (P,); ``nan`` where
+            the energy is undefined or the item has no such region (all ``nan`` without them).
     """
 
     iou: Tensor
@@ -127,6 +133,11 @@ class LocalizationResult:
     energy: Tensor
     degenerate: Tensor
     annotated_frames: Tensor
+    energy_avoid: Tensor = None  # type: ignore[assignment]  # all nan when not given (__post_init__)
+
+    def __post_init__(self) -> None:
+        if self.energy_avoid is None:
+            object.__setattr__(self, "energy_avoid", torch.full_like(self.energy, math.nan))
 
     @property
     def n_pairs(self) -> int:
@@ -139,7 +150,7 @@ class LocalizationResult:
     def summary(self) -> dict[str, float]:
         """Means over defined values, with the pair and degenerate counts."""
         out: dict[str, float] = {"n_pairs": float(self.n_pairs), "n_degenerate": float(self.n_degenerate)}
-        for name in ("iou", "pointing", "energy"):
+        for name in ("iou", "pointing", "energy", "energy_avoid"):
             v = getattr(self, name)
             out[name] = float(v.nanmean()) if v.numel() else math.nan
         return out
@@ -339,11 +350,24 @@ def _frame_values(
     return iou, hit, energy, annotated
 
 
+def _mass_inside(rescaled: Tensor, regions: Tensor, defined: Tensor) -> Tensor:
+    """Share of each rescaled map's mass inside the union of its regions (P,); ``nan`` where not
+    ``defined`` or without a region. rescaled: (P, H, W); regions: (P, M, 4), ``nan``-padded."""
+    flat = rescaled.flatten(-2)
+    inside = box_coverage(regions, tuple(rescaled.shape[-2:])).flatten(-2)  # type: ignore[arg-type]
+    total = torch.where(flat.isnan(), 0.0, flat).sum(-1)
+    mass = torch.where(inside & ~flat.isnan(), flat, torch.zeros_like(flat)).sum(-1)
+    has = ~regions.isnan().any(-1).all(-1)
+    share = mass / total.clamp_min(torch.finfo(total.dtype).tiny)
+    return torch.where(defined & has & (total > 0), share, math.nan)
+
+
 def localization_metrics(
     maps: Tensor,
     boxes: Tensor,
     image_size: tuple[int, int] | tuple[int, int, int],
     protocol: LocalizationProtocol | None = None,
+    avoid: Tensor | None = None,
 ) -> LocalizationResult:
     """IoU, pointing game and energy pointing game for (item, class) pairs.
 
@@ -353,12 +377,14 @@ def localization_metrics(
             :func:`boxes_for_pairs`), in pixels of ``image_size``.
         image_size: ``(H, W)`` for images, ``(T, H, W)`` for clips.
         protocol: the protocol; the default is the paper's (threshold 0.5, 15 px tolerance).
+        avoid: images only: each pair's item's regions to avoid, ``nan``-padded, in pixels of
+            ``image_size``; gives ``energy_avoid`` (all ``nan`` without it).
 
     Returns:
         A :class:`LocalizationResult` of (P,) tensors on the maps' device.
 
     Shape:
-        images: maps (P, h, w) or (P, 1, h, w); boxes (P, K, 4).
+        images: maps (P, h, w) or (P, 1, h, w); boxes (P, K, 4); avoid (P, M, 4).
         clips: maps (P, t, h, w) or (P, 1, t, h, w); boxes (P, T, K, 4).
     """
     protocol = protocol or LocalizationProtocol()
@@ -371,6 +397,8 @@ def localization_metrics(
         raise ValueError(f"{maps.shape[0]} maps but {boxes.shape[0]} box sets")
     if is_clip and boxes.shape[1] != image_size[0]:
         raise ValueError(f"clip boxes have {boxes.shape[1]} frames, image_size has {image_size[0]}")
+    if avoid is not None and (is_clip or avoid.ndim != 3 or avoid.shape[-1] != 4 or len(avoid) != len(maps)):
+        raise ValueError(f"avoid must be (P, M, 4) for images, got {tuple(avoid.shape)}")
     parts: list[LocalizationResult] = []
     for start in range(0, maps.shape[0], protocol.chunk_size):
         m = upsample_maps(maps[start : start + protocol.chunk_size], image_size)
@@ -379,11 +407,14 @@ def localization_metrics(
         if not is_clip:  # a one-frame clip
             rescaled, b = rescaled.unsqueeze(1), b.unsqueeze(1)
         iou, hit, energy, annotated = _frame_values(rescaled, degenerate, b, protocol)
+        energy = energy.nanmean(1)
+        in_avoid = torch.full_like(energy, math.nan)
+        if avoid is not None:
+            a = avoid[start : start + protocol.chunk_size].to(device=m.device, dtype=m.dtype)
+            in_avoid = _mass_inside(rescaled[:, 0], a, defined=~energy.isnan())
         # Mean over the frames where each value is defined; nan when none is.
         parts.append(
-            LocalizationResult(
-                iou.nanmean(1), hit.nanmean(1), energy.nanmean(1), degenerate, annotated.sum(1)
-            )
+            LocalizationResult(iou.nanmean(1), hit.nanmean(1), energy, degenerate, annotated.sum(1), in_avoid)
         )
     if not parts:
         empty = maps.new_zeros(0, dtype=torch.float)

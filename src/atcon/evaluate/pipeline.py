@@ -5,8 +5,10 @@
 * the logits of every item (classification metrics of Tables 1-2: per-class F1, macro/micro
   F1, mAP);
 * the ReLU'd Grad-CAM of every true-positive (item, class) pair and its localization values
-  against that class's boxes (Table 3: IoU; also pointing game and energy), see
+  against that class's boxes (Table 3: IoU; also pointing game and energy) and, where the data
+  mark regions to avoid, the share of its mass inside them, see
   :class:`~atcon.evaluate.LocalizationProtocol`;
+* the items' groups (``target["group"]``), for per-group accuracy and F1;
 * optionally the deletion/insertion AUC of those maps;
 
 then hands them to :func:`~atcon.evaluate.summarize` for the bootstrap intervals.
@@ -28,6 +30,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
 from atcon._progress import interactive, line
@@ -43,7 +46,7 @@ from atcon.evaluate.localization import (
     true_positive_pairs,
 )
 from atcon.evaluate.metrics import Task, labels_of
-from atcon.evaluate.results import EvalSpec, EvaluationResult, as_spec, summarize
+from atcon.evaluate.results import EvalSpec, EvaluationResult, as_spec, item_groups, summarize
 
 
 @contextlib.contextmanager
@@ -145,6 +148,19 @@ def _pair_boxes(target: Mapping[str, Any], pairs: Tensor, clips: bool, device: t
     return boxes_for_pairs(box_list, label_list, pairs)
 
 
+def _pair_avoid(target: Mapping[str, Any], pairs: Tensor, device: torch.device) -> Tensor | None:
+    """Each pair's item's regions to avoid, ``nan``-padded (P, M, 4); None when no item has any."""
+    regions = target.get("avoid")
+    if not isinstance(regions, list) or not any(len(r) for r in regions):
+        return None
+    padded = pad_sequence(
+        [torch.as_tensor(r).as_subclass(Tensor).float().reshape(-1, 4) for r in regions],
+        batch_first=True,
+        padding_value=math.nan,
+    ).to(device)
+    return padded[pairs[:, 0].to(device)]
+
+
 def _at_original_size(
     maps: Tensor,
     boxes: Tensor,
@@ -152,6 +168,7 @@ def _at_original_size(
     target: Mapping[str, Any],
     x: Tensor,
     protocol: LocalizationProtocol,
+    avoid: Tensor | None = None,
 ) -> LocalizationResult:
     """Localization of a batch's pairs at each image's original size (``measure_at="original"``).
 
@@ -173,16 +190,20 @@ def _at_original_size(
     sizes = orig[pairs[:, 0]]  # (P, 2): (H, W) of each pair's image
     h_in, w_in = x.shape[-2:]
     sy, sx = sizes[:, 0].to(boxes.dtype) / h_in, sizes[:, 1].to(boxes.dtype) / w_in
-    boxes = boxes * torch.stack([sx, sy, sx, sy], dim=1)[:, None, :]
+    scale = torch.stack([sx, sy, sx, sy], dim=1)[:, None, :]
+    boxes = boxes * scale
+    avoid = None if avoid is None else avoid * scale
     p = pairs.shape[0]
     nan = maps.new_full((p,), math.nan, dtype=torch.float)
     out = LocalizationResult(
         nan.clone(), nan.clone(), nan.clone(), torch.zeros(p, dtype=torch.bool, device=maps.device),
-        torch.zeros(p, dtype=torch.long, device=maps.device),
+        torch.zeros(p, dtype=torch.long, device=maps.device), nan.clone(),
     )  # fmt: skip
     for h, w in torch.unique(sizes, dim=0).tolist():
         sel = (sizes[:, 0] == h) & (sizes[:, 1] == w)
-        part = localization_metrics(maps[sel], boxes[sel], (int(h), int(w)), protocol)
+        part = localization_metrics(
+            maps[sel], boxes[sel], (int(h), int(w)), protocol, None if avoid is None else avoid[sel]
+        )
         for f in fields(LocalizationResult):
             getattr(out, f.name)[sel] = getattr(part, f.name).to(getattr(out, f.name).dtype)
     return out
@@ -241,6 +262,7 @@ def evaluate_model(
     pair_parts: list[Tensor] = []
     loc_parts: list[LocalizationResult] = []
     faith_parts: dict[str, list[Tensor]] = {"deletion": [], "insertion": []}
+    group_of: list[str] = []
     has_boxes = spec.localization
     seen_box = False  # images without any box (class folders) are not scored for localization
     layer_name = ""
@@ -265,6 +287,8 @@ def evaluate_model(
                 return true_positive_pairs(logits, labels, task, threshold=spec.threshold)
 
             logits, pairs, maps = batch_gradcams(model, x, reader, tp)
+            group = target.get("group")
+            group_of.extend(group if isinstance(group, list) else [""] * x.shape[0])
             logits_parts.append(logits.float().cpu())
             label_parts.append(labels.cpu())
             pair_parts.append(pairs.cpu() + torch.tensor([offset, 0]))
@@ -274,10 +298,12 @@ def evaluate_model(
                     has_boxes = False
                 else:
                     seen_box = seen_box or clips or any(len(b) for b in target["box_labels"])
+                    avoid = None if clips else _pair_avoid(target, pairs, device)
                     if protocol.measure_at == "original":
-                        loc = _at_original_size(maps, boxes, pairs, target, x, protocol)
+                        loc = _at_original_size(maps, boxes, pairs, target, x, protocol, avoid)
                     else:
-                        loc = localization_metrics(maps, boxes, tuple(x.shape[2:]), protocol)  # type: ignore[arg-type]
+                        size = tuple(x.shape[2:])
+                        loc = localization_metrics(maps, boxes, size, protocol, avoid)  # type: ignore[arg-type]
                     loc_parts.append(LocalizationResult(*(getattr(loc, f.name).cpu() for f in fields(loc))))
             if spec.faithfulness and pairs.shape[0] > 0:
                 di = deletion_insertion(
@@ -301,6 +327,7 @@ def evaluate_model(
     faith = None
     if spec.faithfulness:
         faith = {k: torch.cat(v) if v else torch.zeros(0) for k, v in faith_parts.items()}
+    groups, group_names = item_groups(group_of)
     return summarize(
         torch.cat(logits_parts),
         torch.cat(label_parts),
@@ -311,4 +338,6 @@ def evaluate_model(
         name=name,
         layer=layer_name,
         seconds=seconds,
+        groups=groups,
+        group_names=group_names,
     )

@@ -23,7 +23,13 @@ from atcon.evaluate.localization import LocalizationProtocol, LocalizationResult
 from atcon.evaluate.metrics import ClassificationMetrics, Task
 
 CLASSIFICATION_KEYS = ("f1_macro", "f1_micro", "map", "accuracy")  # accuracy: multi-class only
-PAIR_KEYS = ("iou", "pointing", "energy", "deletion", "insertion")
+PAIR_KEYS = ("iou", "pointing", "energy", "energy_avoid", "deletion", "insertion")
+GROUP_KEYS: dict[str, tuple[str, ...]] = {
+    "multiclass": ("accuracy", "f1_macro"),
+    "multilabel": ("f1_macro", "map"),
+}
+"""Classification metrics also reported per item group (``accuracy@conflicting``) where the data
+give groups, by task."""
 PER_CLASS_KEYS = ("f1_per_class", "ap_per_class")
 LABELS = {
     "f1_macro": "F1 (macro)",
@@ -33,11 +39,32 @@ LABELS = {
     "iou": "IoU",
     "pointing": "Pointing",
     "energy": "Energy",
+    "energy_avoid": "Energy in avoid regions",
     "deletion": "Deletion AUC",
     "insertion": "Insertion AUC",
 }
 """Column titles of the metrics in tables."""
-LOWER_IS_BETTER = frozenset({"deletion"})
+LOWER_IS_BETTER = frozenset({"deletion", "energy_avoid"})
+
+
+def group_key(metric: str, group: str) -> str:
+    """The metrics key of ``metric`` on the items of ``group``: ``"accuracy@conflicting"``."""
+    return f"{metric}@{group}"
+
+
+def metric_label(key: str) -> str:
+    """Column title of a metrics key: ``LABELS[key]``, ``"Accuracy (conflicting)"`` for a group's."""
+    metric, _, group = key.partition("@")
+    title = LABELS.get(metric, metric)
+    return f"{title} ({group})" if group else title
+
+
+def item_groups(names: Sequence[str | None]) -> tuple[Tensor, tuple[str, ...]]:
+    """Per-item group index (N,) long (``-1``: none) and the group names, sorted, from per-item
+    names (``""`` or ``None``: no group)."""
+    groups = tuple(sorted({g for g in names if g}))
+    index = {g: i for i, g in enumerate(groups)}
+    return torch.tensor([index.get(g or "", -1) for g in names], dtype=torch.long), groups
 
 
 @dataclass(frozen=True)
@@ -132,6 +159,9 @@ class EvaluationResult:
         seed: bootstrap seed (same resamples for every metric of the result).
         confidence: interval coverage.
         seconds: wall time of the pass over the data (bootstrap excluded).
+        groups: (N,) group index of every item (``-1``: none), or None when the data give none;
+            the classification metrics of each group are in ``metrics`` (:func:`group_key`).
+        group_names: the names the indices refer to.
     """
 
     name: str
@@ -152,6 +182,8 @@ class EvaluationResult:
     threshold: float = 0.5
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    groups: Tensor | None = None
+    group_names: tuple[str, ...] = ()
 
     @property
     def n_items(self) -> int:
@@ -196,8 +228,15 @@ class EvaluationResult:
             "decision_threshold": self.threshold,
             "seconds": self.seconds,
             "metrics": {k: _interval_dict(v) for k, v in self.metrics.items()},
+            **({"groups": self.group_counts()} if self.group_names else {}),
             **self.extra,
         }
+
+    def group_counts(self) -> dict[str, int]:
+        """Items per group."""
+        if self.groups is None:
+            return {}
+        return {g: int((self.groups == i).sum()) for i, g in enumerate(self.group_names)}
 
     def save(self, path: str | Path) -> Path:
         """Write the raw tensors and settings (``torch.save``, weights-only readable) for later comparisons."""
@@ -220,6 +259,8 @@ class EvaluationResult:
             "confidence": self.confidence,
             "threshold": self.threshold,
             "seconds": self.seconds,
+            "groups": self.groups,
+            "group_names": list(self.group_names),
         }
         torch.save(payload, path)
         return path
@@ -248,6 +289,8 @@ class EvaluationResult:
             name=d["name"],
             layer=d["layer"],
             seconds=d["seconds"],
+            groups=d.get("groups"),
+            group_names=tuple(d.get("group_names", ())),
         )
 
 
@@ -281,12 +324,16 @@ def summarize(
     name: str = "model",
     layer: str = "",
     seconds: float = 0.0,
+    groups: Tensor | None = None,
+    group_names: Sequence[str] = (),
 ) -> EvaluationResult:
     """Point estimates and bootstrap intervals from per-item logits and per-pair values.
 
     Classification metrics resample the items' logits; pair-level metrics (IoU, pointing game,
-    energy, deletion, insertion) resample the items' per-item tables of their pairs' values
-    (:func:`~atcon.evaluate.values_by_item`), all with the same seeded resamples.
+    energy, energy in avoid regions, deletion, insertion) resample the items' per-item tables of
+    their pairs' values (:func:`~atcon.evaluate.values_by_item`), all with the same seeded
+    resamples. With groups, each group's classification metrics (:data:`GROUP_KEYS`) resample
+    the items of that group.
 
     Args:
         logits: (N, C) logits.
@@ -299,6 +346,8 @@ def summarize(
         name: method name.
         layer: Grad-CAM layer name.
         seconds: time of the pass, for the record.
+        groups: (N,) group index per item (``-1``: none), see :func:`item_groups`.
+        group_names: the groups' names.
 
     Returns:
         The :class:`EvaluationResult`.
@@ -311,12 +360,17 @@ def summarize(
     per_pair: dict[str, Tensor] = {}
     if localization is not None:
         per_pair.update(iou=localization.iou, pointing=localization.pointing, energy=localization.energy)
+        if not localization.energy_avoid.isnan().all():
+            per_pair["energy_avoid"] = localization.energy_avoid
     if faithfulness is not None:
         per_pair.update(deletion=faithfulness["deletion"], insertion=faithfulness["insertion"])
     items = pairs[:, 0]
     item_values = {k: values_by_item(v.float(), items, n) for k, v in per_pair.items()}
     for k, table in item_values.items():
         metrics[k] = bootstrap_ci(MeanMetric(k), table, None, **kw)[k]
+    names = tuple(group_names)
+    if groups is not None and names:
+        metrics.update(_group_metrics(logits, labels, groups, names, spec, kw))
     classes = spec.classes if spec.classes is not None else tuple(str(c) for c in range(logits.shape[1]))
     return EvaluationResult(
         name=name,
@@ -336,4 +390,27 @@ def summarize(
         confidence=spec.confidence,
         threshold=spec.threshold,
         seconds=seconds,
+        groups=groups if names else None,
+        group_names=names,
     )
+
+
+def group_members(groups: Tensor, names: Sequence[str]) -> dict[str, Tensor]:
+    """The item indices of each named group (groups without items are left out)."""
+    out = {}
+    for i, g in enumerate(names):
+        members = (groups == i).nonzero()[:, 0]
+        if members.numel():
+            out[g] = members
+    return out
+
+
+def _group_metrics(
+    logits: Tensor, labels: Tensor, groups: Tensor, names: Sequence[str], spec: EvalSpec, kw: dict[str, Any]
+) -> dict[str, BootstrapResult]:
+    metric = ClassificationMetrics(spec.task, threshold=spec.threshold)
+    out = {}
+    for g, members in group_members(groups, names).items():
+        values = bootstrap_ci(metric, logits[members], labels[members], **kw)
+        out.update({group_key(k, g): values[k] for k in GROUP_KEYS[spec.task]})
+    return out

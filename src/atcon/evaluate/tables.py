@@ -11,7 +11,7 @@ from torch import Tensor
 
 from atcon.evaluate.bootstrap import BootstrapResult
 from atcon.evaluate.comparison import Comparison, comparisons_against
-from atcon.evaluate.results import CLASSIFICATION_KEYS, LABELS, PAIR_KEYS, EvaluationResult, result_rows
+from atcon.evaluate.results import CLASSIFICATION_KEYS, PAIR_KEYS, EvaluationResult, metric_label, result_rows
 
 
 def _num(t: Tensor | float, scale: float, digits: int = 1) -> str:
@@ -34,9 +34,10 @@ def format_interval(r: BootstrapResult, *, percent: bool = True, digits: int = 1
 
 
 def table_columns(results: Sequence[EvaluationResult]) -> list[str]:
-    """The scalar metrics present in every result, in the canonical order."""
+    """The scalar metrics present in every result, in the canonical order (per-group metrics last)."""
     keys = [*CLASSIFICATION_KEYS, *PAIR_KEYS]
-    return [k for k in keys if all(k in r.metrics for r in results)]
+    grouped = [k for k in results[0].metrics if "@" in k] if results else []
+    return [k for k in (*keys, *grouped) if all(k in r.metrics for r in results)]
 
 
 def comparison_table(comparison: Comparison, percent: bool = True) -> str:
@@ -51,7 +52,7 @@ def comparison_table(comparison: Comparison, percent: bool = True) -> str:
         if t.estimate_a.numel() != 1:
             continue
         lines.append(
-            f"| {LABELS.get(key, key)} | {_num(t.estimate_a, scale)} | {_num(t.estimate_b, scale)} | "
+            f"| {metric_label(key)} | {_num(t.estimate_a, scale)} | {_num(t.estimate_b, scale)} | "
             f"{_num(t.difference, scale)} [{_num(t.low, scale)}, {_num(t.high, scale)}] | "
             f"{_p(comparison.p_value(key))} | {comparison.star(key)} |"
         )
@@ -91,7 +92,7 @@ def results_table(
         if missing:
             tests.update({k: v for k, v in comparisons_against(rows, reference).items() if k in missing})
     unit = " (%)" if percent else ""
-    head = ["method", *(LABELS.get(c, c) + unit for c in cols)]
+    head = ["method", *(metric_label(c) + unit for c in cols)]
     if counts:
         head.append("TP pairs (degenerate)")
     lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]

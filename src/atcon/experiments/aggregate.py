@@ -18,9 +18,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from atcon.evaluate import CLASSIFICATION_KEYS, PAIR_KEYS, PER_CLASS_KEYS, EvaluationResult
+from atcon.evaluate import CLASSIFICATION_KEYS, GROUP_KEYS, PAIR_KEYS, PER_CLASS_KEYS, EvaluationResult
 from atcon.evaluate.bootstrap import BootstrapResult, MeanMetric, bootstrap_ci, paired_bootstrap_test, star
 from atcon.evaluate.metrics import ClassificationMetrics, Task
+from atcon.evaluate.results import group_key, group_members
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,9 @@ class Row:
         metrics: seed-averaged estimates with test-item bootstrap intervals.
         seed_values: each seed's own point estimate of every scalar metric.
         n_pairs: true-positive pairs per seed.
+        groups: (N,) group index of every item (``-1``: none), or None; each group's
+            classification metrics are in ``metrics`` under ``"<metric>@<group>"``.
+        group_names: the names the indices refer to.
     """
 
     name: str
@@ -73,6 +77,12 @@ class Row:
     seed_values: dict[str, list[float]]
     n_pairs: list[int]
     extra: dict[str, Any] = field(default_factory=dict)
+    groups: Tensor | None = None
+    group_names: tuple[str, ...] = ()
+
+    def members(self) -> dict[str, Tensor]:
+        """The item indices of each group."""
+        return {} if self.groups is None else group_members(self.groups, self.group_names)
 
     @property
     def n_seeds(self) -> int:
@@ -118,15 +128,21 @@ def aggregate(
     }
     for k, t in tables.items():
         metrics[k] = bootstrap_ci(SeedMean(MeanMetric(k)), t, None, **kw)[k]
-    seed_values = {
-        k: [float(r.metrics[k].estimate) for r in results]
-        for k in (*CLASSIFICATION_KEYS, *tables)
-        if all(k in r.metrics for r in results)
-    }
-    return Row(
-        name, first.task, first.classes, logits, first.labels, tables, metrics, seed_values,
-        [r.n_pairs for r in results],
+    row = Row(
+        name, first.task, first.classes, logits, first.labels, tables, metrics, {},
+        [r.n_pairs for r in results], groups=first.groups, group_names=first.group_names,
     )  # fmt: skip
+    for g, members in row.members().items():
+        values = bootstrap_ci(
+            SeedMean(ClassificationMetrics(first.task)), logits[members], first.labels[members], **kw
+        )
+        metrics.update({group_key(k, g): values[k] for k in GROUP_KEYS[first.task]})
+    row.seed_values = {
+        k: [float(r.metrics[k].estimate) for r in results]
+        for k in metrics
+        if metrics[k].estimate.numel() == 1 and all(k in r.metrics for r in results)
+    }
+    return row
 
 
 def compare_rows(a: Row, b: Row, *, n_resamples: int = 1000, seed: int = 0) -> dict[str, float]:
@@ -139,6 +155,10 @@ def compare_rows(a: Row, b: Row, *, n_resamples: int = 1000, seed: int = 0) -> d
     for k in a.tables.keys() & b.tables.keys():
         t = paired_bootstrap_test(SeedMean(MeanMetric(k)), a.tables[k], b.tables[k], None, **kw)[k]
         p[k] = float(t.p_value)
+    metric = SeedMean(ClassificationMetrics(a.task))
+    for g, members in a.members().items():
+        tests = paired_bootstrap_test(metric, a.logits[members], b.logits[members], a.labels[members], **kw)
+        p.update({group_key(k, g): float(tests[k].p_value) for k in GROUP_KEYS[a.task]})
     return p
 
 

@@ -21,12 +21,12 @@ def metric_table(
     group_title: str,
 ) -> str:
     """Rows = (group, method); columns = metrics; cells ``mean [CI]`` with stars vs the reference."""
-    from atcon.evaluate import LABELS
+    from atcon.evaluate.results import metric_label
 
     head = [
         group_title,
         "method",
-        *(LABELS.get(k, k) + " (%)" for k in keys),
+        *(metric_label(k) + " (%)" for k in keys),
         "seed sd (first metric)",
         "TP pairs",
         "selected epoch",

@@ -55,10 +55,20 @@ _SUBJECT_SOURCES = (
 )
 
 
+def data_path(cfg: TrainConfig) -> str:
+    """``cfg.data``, or the built manifest of a built-in benchmark written as one (``shortcut-fashion``,
+    generated on first use), which is then read like the user's own images."""
+    if cfg.data in D.BENCHMARKS and D.BENCHMARKS[cfg.data].layout == "manifest":
+        return str(D.build_benchmark(cfg.data, seed=cfg.data_seed, size=cfg.data_size) / "manifest.csv")
+    return cfg.data
+
+
 def _kind(cfg: TrainConfig) -> Kind:
     """Which reader ``cfg.data`` needs (the format is detected, :func:`atcon.data.detect_data`)."""
-    if cfg.data in D.BENCHMARKS:
-        kind: Kind = "benchmark"
+    if cfg.data in D.BENCHMARKS and D.BENCHMARKS[cfg.data].layout == "manifest":
+        kind: Kind = "images"
+    elif cfg.data in D.BENCHMARKS:
+        kind = "benchmark"
     else:
         path = Path(cfg.data).expanduser()
         if not path.exists():
@@ -98,7 +108,7 @@ def open_images(cfg: TrainConfig, **kwargs: Any) -> D.AnnotatedImageDataset:
         **kwargs: passed to :func:`atcon.data.open_image_dataset` (``ids``, ``classes``,
             ``transform``, ...).
     """
-    ds = D.open_image_dataset(cfg.data, multi_label=cfg.multi_label, **kwargs)
+    ds = D.open_image_dataset(data_path(cfg), multi_label=cfg.multi_label, **kwargs)
     assert isinstance(ds, D.AnnotatedImageDataset)  # VOC folders are read as "voc", not here
     return ds
 
