@@ -168,4 +168,4 @@ def test_no_controls_is_refused_outside_regimes(capsys: pytest.CaptureFixture[st
     from atcon.cli import main
 
     assert main(["experiment", "controls", "--out", "x", "--no-controls"]) == 2
-    assert "--no-controls applies to the regimes experiment only" in capsys.readouterr().err
+    assert "--no-controls applies to the regimes and shortcut experiments only" in capsys.readouterr().err

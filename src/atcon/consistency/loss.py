@@ -120,6 +120,9 @@ class ConsistencyResult:
         targets: ``(B,)`` target classes.
         logits: ``(B, K)`` logits of the first pass.
         layer: the Grad-CAM layer's dotted name.
+        gradcam: the signed Grad-CAM of ``x`` for the targets ``(B, *layer spatial)`` (``A1``).
+        saliency: ``S = sum_c |GB(x)|`` ``(B, *input spatial)``, or None when the mask came from a
+            control source.
     """
 
     loss: Tensor
@@ -129,6 +132,8 @@ class ConsistencyResult:
     targets: Tensor
     logits: Tensor
     layer: str
+    gradcam: Tensor | None = None
+    saliency: Tensor | None = None
 
 
 _warned_train_bn = False
@@ -247,7 +252,7 @@ def attention_consistency(
         assert s1 is not None
         first, second = a1, _pool_to(s1, tuple(a1.shape[1:]))
     loss = dissimilarity(config.similarity, first, second)
-    return ConsistencyResult(loss, first, second, mask, t, logits, layer)
+    return ConsistencyResult(loss, first, second, mask, t, logits, layer, a1, s1)
 
 
 def _control_saliency(source: str, x: Tensor, targets: Tensor, mask_model: nn.Module | None) -> Tensor:

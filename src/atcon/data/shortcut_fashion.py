@@ -170,7 +170,7 @@ def render_shortcut_image(
         0-based ``(x1, y1, x2, y2)`` box, the cue's class and its square's box.
     """
     size, scale = config.image_size, config.image_size / 128
-    canvas = background(rng, size, size, contrast=0.8)
+    canvas = background(rng, size, size, contrast=0.35, grain=8.0)
     k = int(rng.integers(len(images)))
     label = int(labels[k])
     side = int(rng.integers(round(48 * scale), round(80 * scale) + 1))

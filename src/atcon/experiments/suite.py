@@ -254,6 +254,12 @@ def _safety(base: TrainConfig, exp: ExperimentConfig, store: Store) -> Outcome:
     return run_safety(base, exp, store)
 
 
+def _shortcut(base: TrainConfig, exp: ExperimentConfig, store: Store) -> Outcome:
+    from atcon.experiments.shortcut import run_shortcut
+
+    return run_shortcut(base, exp, store)
+
+
 RUNNERS: dict[str, Callable[[TrainConfig, ExperimentConfig, Store], Outcome]] = {
     "classification": run_classification,
     "localization": run_localization,
@@ -261,14 +267,22 @@ RUNNERS: dict[str, Callable[[TrainConfig, ExperimentConfig, Store], Outcome]] = 
     "controls": run_controls,
     "safety": _safety,
     "regimes": _regimes,
+    "shortcut": _shortcut,
 }
 
 
 def run_experiment(
-    name: str, base: TrainConfig, exp: ExperimentConfig, out: str | Path, *, progress: bool = True
+    name: str,
+    base: TrainConfig,
+    exp: ExperimentConfig,
+    out: str | Path,
+    *,
+    progress: bool = True,
+    shard: tuple[int, int] = (0, 1),
 ) -> Outcome:
-    """Run one experiment into ``out`` (finished runs there are reused)."""
+    """Run one experiment into ``out`` (finished runs there are reused); ``shard=(K, N)``: as
+    process K of N sharing the folder (:class:`~atcon.experiments.runner.Store`)."""
     if name not in RUNNERS:
         raise ValueError(f"unknown experiment {name!r}; choose one of {', '.join(RUNNERS)} or ablation")
-    store = Store(out, device=exp.device, n_resamples=exp.resamples, progress=progress)
+    store = Store(out, device=exp.device, n_resamples=exp.resamples, progress=progress, shard=shard)
     return RUNNERS[name](base, exp, store)

@@ -22,10 +22,13 @@ Weights are one of:
   for timm's default tag), downloaded when the machine is online; the head is replaced afterwards;
 * a path to a checkpoint file: an atcon checkpoint (``{"model": state_dict, ...}``), a plain
   state dict, or a ``.safetensors`` file (timm's Hugging Face files included). Files are read
-  with ``torch.load(weights_only=True)``: no arbitrary object is ever unpickled.
+  with ``torch.load(weights_only=True)``: no arbitrary object is ever unpickled. A file written
+  for another implementation of the same network (other names, same order) is renamed first with
+  :func:`convert_in_order`.
 """
 
 from atcon.models.blocks import cascade_blocks, randomized_copy, reinitialize
+from atcon.models.convert import convert_in_order, rename_in_order
 from atcon.models.small import SmallResNet
 from atcon.models.zoo import (
     MODELS,
@@ -44,9 +47,11 @@ __all__ = [
     "WeightsDownloadError",
     "build_model",
     "cascade_blocks",
+    "convert_in_order",
     "head_names",
     "load_state_dict_file",
     "model_spec",
     "randomized_copy",
     "reinitialize",
+    "rename_in_order",
 ]

@@ -24,6 +24,7 @@ from functools import cache
 from typing import Any, Literal, get_args, get_origin
 
 from atcon.consistency import ConsistencyConfig, MaskScale, MaskSource, Resolution, SimilarityName
+from atcon.guidance import BoxLoss
 from atcon.train.strategies import STRATEGIES, StrategyName, strategy_class
 
 __all__ = ["STRATEGIES", "TrainConfig", "check_defaults", "field_docs", "pool_size"]
@@ -111,6 +112,17 @@ class TrainConfig:
             Fisher information, estimated from unlabelled data (EATA).
         trainable_blocks: Collapse guard: train only the last this many blocks, e.g. 2 = layer4
             and fc of a ResNet (0: all).
+        box_weight: Box supervision: weight W of a term that pulls each labelled image's
+            Grad-CAM (of its true class) into its boxes and out of its regions to avoid; images
+            without either add nothing (0: off; see atcon.guidance). Needs boxes or an avoid
+            column in the training data; also in finetune (on the labelled images) and combined.
+        box_loss: Box supervision's form: gradcam (spatial softmax of the signed Grad-CAM,
+            -log of its mass inside the boxes and of 1 - its mass in the regions to avoid; the
+            Grad-CAM layer's resolution) or input_gradient (Ross et al. 2017: squared input
+            gradients of the log-probabilities outside the boxes and inside the regions to
+            avoid, at pixel resolution).
+        boxes_per_class: Box supervision: use the boxes of this many labelled images per class,
+            drawn with split_seed; unset: of every annotated training image.
         select: Model selection and stopping: labels (the validation metric, the paper's),
             label-free (held-out consistency within agreement and class-entropy floors; reads no
             label; see atcon.train.labelfree) or last (no selection: the final model).
@@ -178,6 +190,10 @@ class TrainConfig:
     param_anchor_weight: float = 0.0
     param_anchor_fisher: bool = False
     trainable_blocks: int = 0
+    # box supervision (atcon.guidance)
+    box_weight: float = 0.0
+    box_loss: BoxLoss = "gradcam"
+    boxes_per_class: int | None = None
     # selection
     select: Literal["labels", "label-free", "last"] = "labels"
     holdout: float = 0.2
@@ -212,6 +228,7 @@ class TrainConfig:
             "param_anchor_weight",
             "trainable_blocks",
             "plateau_delta",
+            "box_weight",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -233,6 +250,13 @@ class TrainConfig:
                 f"{self.strategy!r} selects on labels: use --select labels, or atcon finetune"
             )
         pool_size(self.unlabeled)  # validates "pool:N"
+        if self.boxes_per_class is not None and self.boxes_per_class < 1:
+            raise ValueError(f"boxes_per_class must be >= 1, got {self.boxes_per_class}")
+        if self.box_weight > 0 and strategy_class(self.strategy).two_views:
+            raise ValueError(
+                f"box_weight is a term of the labelled steps; strategy {self.strategy!r} has none: use "
+                "--strategy supervised, combined, alternated or finetune"
+            )
         if self.select == "label-free" and self.holdout <= 0 and self.unlabeled is not None:
             raise ValueError("select='label-free' with an unlabelled pool needs holdout > 0 (e.g. 0.2)")
         self.consistency  # noqa: B018 -- builds the ConsistencyConfig, which validates its fields

@@ -37,7 +37,12 @@ def supervised_loss(
     model: nn.Module, x: Tensor, labels: Tensor, task: str, aux_weight: float = 0.4
 ) -> Tensor:
     """Classification loss of one batch; Inception's auxiliary logits add ``aux_weight`` times theirs."""
-    logits, aux = unpack_output(model(x))
+    return output_loss(model(x), labels, task, aux_weight)
+
+
+def output_loss(output: Any, labels: Tensor, task: str, aux_weight: float = 0.4) -> Tensor:
+    """Classification loss of a model output (Inception's auxiliary logits weighted by ``aux_weight``)."""
+    logits, aux = unpack_output(output)
     loss = classification_loss(logits, labels, task)
     if aux is not None:
         loss = loss + aux_weight * classification_loss(aux, labels, task)

@@ -13,6 +13,20 @@ data** (never trained on; no label is read):
 * ``kl_to_start``: the mean per-item divergence of the predictions from the starting network's
   (:func:`atcon.train.guard.prediction_anchor`).
 
+Five more describe *where* the maps look, for a shortcut warning (a network that comes to rely on
+a small cue concentrates its maps on it); they are logged (``lf_cam_entropy``, ...) and read by
+no rule unless one asks for them:
+
+* ``cam_entropy``: normalised spatial entropy of the ReLU'd Grad-CAM over the layer's cells
+  (1: spread evenly, 0: one cell);
+* ``cam_peak``: share of the ReLU'd Grad-CAM's mass (upsampled to the input) in its top 5% of
+  pixels;
+* ``gb_peak``: the same share for the Guided Backprop saliency ``S = sum_c |GB|``;
+* ``gb_in_cam``: share of ``S``'s mass where the rescaled Grad-CAM is at least 0.5 (whether the two
+  maps put their mass in the same place);
+* ``cam_vs_start``: Pearson correlation of each item's Grad-CAM with the starting network's, for
+  the same class (attention drift).
+
 :class:`LabelFreeSelection` turns them into decisions. An evaluation is *admissible* when
 ``agreement >= min_agreement`` and ``class_entropy >= min_entropy_ratio * class_entropy_0``
 (``_0``: the starting network, which is always an admissible candidate). The selected model is
@@ -32,11 +46,99 @@ import torch
 from torch import Tensor, nn
 
 from atcon.attention.hooks import eval_mode
+from atcon.attention.maps import forward_pass, gradcam_from
 from atcon.consistency import ConsistencyConfig, attention_consistency
 from atcon.train.guard import prediction_anchor
 from atcon.train.selection import SelectionRule, Verdict
 
 SIGNALS = ("consistency", "agreement", "class_entropy", "kl_to_start")
+MAP_SIGNALS = ("cam_entropy", "cam_peak", "gb_peak", "gb_in_cam", "cam_vs_start")
+"""The map-shape signals (module docstring), logged beside :data:`SIGNALS`."""
+PEAK_SHARE = 0.05
+
+
+def _flat(maps: Tensor) -> Tensor:
+    return maps.detach().float().flatten(1)
+
+
+def spatial_entropy(maps: Tensor) -> Tensor:
+    """Normalised entropy of each map's ReLU'd mass over its positions, in ``[0, 1]``; ``nan`` for
+    a map without positive mass.
+
+    Shape:
+        maps: ``(B, *spatial)``. Returns ``(B,)``.
+    """
+    m = _flat(maps).clamp(min=0)
+    total = m.sum(1, keepdim=True)
+    p = m / total.clamp_min(torch.finfo(m.dtype).tiny)
+    h = -(p * p.clamp_min(1e-12).log()).sum(1) / math.log(max(m.shape[1], 2))
+    return torch.where(total[:, 0] > 0, h, math.nan)
+
+
+def top_share(maps: Tensor, fraction: float = PEAK_SHARE) -> Tensor:
+    """Share of each non-negative map's mass in its top ``fraction`` of positions; ``nan`` without mass.
+
+    Shape:
+        maps: ``(B, *spatial)``. Returns ``(B,)``.
+    """
+    m = _flat(maps).clamp(min=0)
+    k = max(1, math.ceil(fraction * m.shape[1]))
+    total = m.sum(1)
+    top = m.topk(k, dim=1).values.sum(1)
+    return torch.where(total > 0, top / total.clamp_min(torch.finfo(m.dtype).tiny), math.nan)
+
+
+def share_inside(values: Tensor, region: Tensor) -> Tensor:
+    """Share of each non-negative map's mass inside a boolean region; ``nan`` without mass.
+
+    Shape:
+        values, region: ``(B, *spatial)``. Returns ``(B,)``.
+    """
+    v, r = _flat(values).clamp(min=0), region.flatten(1)
+    total = v.sum(1)
+    return torch.where(total > 0, (v * r).sum(1) / total.clamp_min(torch.finfo(v.dtype).tiny), math.nan)
+
+
+def map_correlation(a: Tensor, b: Tensor) -> Tensor:
+    """Pearson correlation of two maps per item; ``nan`` where either is constant.
+
+    Shape:
+        a, b: ``(B, *spatial)``. Returns ``(B,)``.
+    """
+    x, y = _flat(a), _flat(b)
+    x, y = x - x.mean(1, keepdim=True), y - y.mean(1, keepdim=True)
+    den = (x.norm(dim=1) * y.norm(dim=1)).float()
+    return torch.where(den > 0, (x * y).sum(1) / den.clamp_min(torch.finfo(den.dtype).tiny), math.nan)
+
+
+def map_signals(cam: Tensor, saliency: Tensor | None, cam_start: Tensor) -> dict[str, Tensor]:
+    """The per-item map-shape signals (module docstring) of one batch.
+
+    Args:
+        cam: signed Grad-CAM ``(B, *layer spatial)``.
+        saliency: ``S = sum_c |GB|`` ``(B, *input spatial)``, or None (control masks: the
+            Guided Backprop signals are ``nan``).
+        cam_start: the starting network's signed Grad-CAM for the same classes.
+
+    Returns:
+        ``{name: (B,)}`` for every name of :data:`MAP_SIGNALS`.
+    """
+    relu = cam.detach().float().clamp(min=0)
+    out = {"cam_entropy": spatial_entropy(relu), "cam_vs_start": map_correlation(cam, cam_start)}
+    nan = torch.full((cam.shape[0],), math.nan, device=cam.device)
+    if saliency is None:
+        up = relu
+        out.update(gb_peak=nan, gb_in_cam=nan)
+    else:
+        from atcon.attention.ops import upsample_to_input
+
+        up = upsample_to_input(relu, tuple(saliency.shape[1:]))
+        lo = up.flatten(1).amin(1).view(-1, *[1] * (up.ndim - 1))
+        hi = up.flatten(1).amax(1).view(-1, *[1] * (up.ndim - 1))
+        hot = (up - lo) >= 0.5 * (hi - lo).clamp_min(torch.finfo(up.dtype).tiny)
+        out.update(gb_peak=top_share(saliency), gb_in_cam=share_inside(saliency.detach(), hot))
+    out["cam_peak"] = top_share(up)
+    return {k: out[k] for k in MAP_SIGNALS}
 
 
 def marginal_entropy(top1: Tensor, num_classes: int) -> Tensor:
@@ -76,22 +178,25 @@ def label_free_signals(
         mask_model: the control mask network, when ``config.mask_source == "random_network"``.
 
     Returns:
-        ``{"consistency", "agreement", "class_entropy", "kl_to_start"}`` as floats.
+        ``{"consistency", "agreement", "class_entropy", "kl_to_start"}`` and the map-shape signals
+        of :data:`MAP_SIGNALS` (means over the items where they are defined), as floats.
     """
     losses, top1, top1_ref, kls, sizes = [], [], [], [], []
+    maps: dict[str, list[Tensor]] = {k: [] for k in MAP_SIGNALS}
     with eval_mode(model), eval_mode(reference):
         for x in batches:
             x = x.to(device)
             result = attention_consistency(model, x, config, target_layer=target_layer, mask_model=mask_model)
-            with torch.no_grad():
-                out = reference(x)
-                z0 = getattr(out, "logits", out)
+            z0, cam0 = _reference_pass(reference, x, target_layer, result.targets)
             z = result.logits.detach()
             losses.append(result.loss.detach())
             top1.append(z.argmax(1))
             top1_ref.append(z0.argmax(1))
             kls.append(prediction_anchor(z, z0, task).detach() * x.shape[0])
             sizes.append(x.shape[0])
+            assert result.gradcam is not None
+            for key, v in map_signals(result.gradcam, result.saliency, cam0).items():
+                maps[key].append(v)
     if not losses:
         raise ValueError("label-free signals need at least one held-out batch")
     t, t0 = torch.cat(top1), torch.cat(top1_ref)
@@ -101,7 +206,18 @@ def label_free_signals(
         "agreement": float((t == t0).float().mean()),
         "class_entropy": float(marginal_entropy(t, k)),
         "kl_to_start": float(torch.stack(kls).sum()) / sum(sizes),
+        **{key: float(torch.cat(v).nanmean()) for key, v in maps.items()},
     }
+
+
+def _reference_pass(
+    reference: nn.Module, x: Tensor, target_layer: str | None, targets: Tensor
+) -> tuple[Tensor, Tensor]:
+    """The starting network's logits and its signed Grad-CAM for ``targets`` (both detached)."""
+    with forward_pass(reference, x, target_layer, guided=False) as fp:
+        (g,) = fp.gradients(targets, (fp.features,), guided=False, create_graph=False)
+        cam = gradcam_from(fp.features, g)
+        return fp.logits.detach(), cam.detach()
 
 
 LF_KEYS = tuple(f"lf_{k}" for k in SIGNALS)

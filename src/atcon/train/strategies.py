@@ -6,7 +6,7 @@ A run reads batches from up to two *streams*:
 * ``"unlabelled"``: ``--unlabeled FOLDER`` when given, else the training images without their
   labels, sampled with ``seed + 1``.
 
-A :class:`Strategy` says which streams it reads (:attr:`~Strategy.streams`), whether each item
+A :class:`Strategy` says which streams it reads (:meth:`~Strategy.streams_for`), whether each item
 comes as two augmented views (:attr:`~Strategy.two_views`), how many steps an epoch has
 (:attr:`~Strategy.steps_per_epoch`), which streams step ``b`` of epoch ``e`` reads
 (:meth:`~Strategy.draw`, a pure function of ``(seed, e, b)`` so that a resumed run replays
@@ -26,9 +26,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, get_args
 import torch
 from torch import Tensor, nn
 
+from atcon.attention.hooks import eval_mode
 from atcon.consistency import ConsistencyConfig
 from atcon.evaluate.metrics import Task, labels_of
-from atcon.train.engine import consistency_loss, consistency_result, supervised_loss
+from atcon.guidance import BoxLoss, Guided, box_guided_forward
+from atcon.train.engine import consistency_loss, consistency_result, output_loss, supervised_loss
 from atcon.train.guard import Guard
 from atcon.train.sampling import item_seed
 from atcon.train.selection import (
@@ -51,6 +53,25 @@ Batch = tuple[Tensor, dict[str, Any]]
 _DRAW_SEED = 2
 
 
+@dataclass(frozen=True)
+class BoxTerm:
+    """Box supervision of the labelled batches (:mod:`atcon.guidance`).
+
+    Attributes:
+        weight: ``W``.
+        form: ``"gradcam"`` or ``"input_gradient"``.
+        boxed: ids of the images whose boxes and regions to avoid are used (``--boxes-per-class``).
+    """
+
+    weight: float
+    form: BoxLoss
+    boxed: frozenset[str]
+
+    def use(self, target: Mapping[str, Any]) -> Tensor:
+        """``(B,)`` bool: the batch's items whose annotations are used."""
+        return torch.tensor([str(i) in self.boxed for i in target["image_id"]], dtype=torch.bool)
+
+
 @dataclass
 class LossTerms:
     """The loss terms strategies combine, bound to one run's network and settings.
@@ -63,6 +84,7 @@ class LossTerms:
         mask_model: the network behind ``mask_source="random_network"`` masks, else None.
         temperature: NT-Xent temperature of the contrastive term.
         guard: collapse guards added to the consistency term, or None (the paper's loss).
+        boxes: box supervision of the labelled batches, or None.
     """
 
     model: nn.Module
@@ -72,17 +94,45 @@ class LossTerms:
     mask_model: nn.Module | None = None
     temperature: float = 0.5
     guard: Guard | None = None
+    boxes: BoxTerm | None = None
     ntxent: NTXentLoss = field(init=False)
 
     def __post_init__(self) -> None:
         self.ntxent = NTXentLoss(self.temperature)
 
     def supervised(self, batch: Batch) -> Tensor:
-        """Classification loss of a labelled batch, the model in training mode."""
+        """Classification loss of a labelled batch, the model in training mode (plus the box
+        supervision term when the run has one, from the same forward pass)."""
         x, target = batch
         self.model.train()
-        labels = labels_of(target, self.task).to(x.device, non_blocking=True)
-        return supervised_loss(self.model, x, labels, self.task)
+        labels = labels_of(target, self.task)
+        if self.boxes is None:
+            return supervised_loss(self.model, x, labels.to(x.device, non_blocking=True), self.task)
+        guided = self._guided(x, target, labels)
+        loss = output_loss(guided.output, labels.to(x.device, non_blocking=True), self.task)
+        return loss + self.boxes.weight * guided.penalty
+
+    def box_supervision(self, batch: Batch) -> Tensor:
+        """The weighted box supervision term alone of a labelled batch, the model in eval mode
+        (consistency fine-tuning's labelled steps: normalisation stays frozen)."""
+        assert self.boxes is not None
+        x, target = batch
+        with eval_mode(self.model):
+            guided = self._guided(x, target, labels_of(target, self.task))
+        return self.boxes.weight * guided.penalty
+
+    def _guided(self, x: Tensor, target: dict[str, Any], labels: Tensor) -> Guided:
+        assert self.boxes is not None
+        return box_guided_forward(
+            self.model,
+            x,
+            labels,
+            target,
+            self.task,
+            self.boxes.form,
+            target_layer=self.target_layer,
+            use=self.boxes.use(target),
+        )
 
     def attention(self, batch: Batch) -> Tensor:
         """Mean attention-consistency loss of a batch (labels unused; the model in eval mode),
@@ -109,9 +159,12 @@ class Strategy:
         items: number of items of each stream the strategy reads.
         batches: batches per epoch of each stream it reads (one process's share).
 
+    Attributes:
+        reads: the streams this run reads (:meth:`streams_for` of its config).
+
     Class attributes:
         name: the config value (``--strategy NAME``).
-        streams: the streams it reads.
+        streams: the streams it reads (by default; :meth:`streams_for` may add some).
         two_views: its items are pairs of independently augmented views (contrastive).
         uses_consistency: its loss includes the attention-consistency term.
         default_lr: learning rate when the config leaves ``lr`` unset.
@@ -130,8 +183,14 @@ class Strategy:
 
     def __init__(self, cfg: TrainConfig, items: Mapping[Stream, int], batches: Mapping[Stream, int]) -> None:
         self.cfg = cfg
-        self.items = {s: items[s] for s in self.streams}
-        self.batches = {s: batches[s] for s in self.streams}
+        self.reads = self.streams_for(cfg)
+        self.items = {s: items[s] for s in self.reads}
+        self.batches = {s: batches[s] for s in self.reads}
+
+    @classmethod
+    def streams_for(cls, cfg: TrainConfig) -> tuple[Stream, ...]:
+        """The streams a run with ``cfg`` reads (default: :attr:`streams`)."""
+        return cls.streams
 
     @property
     def steps_per_epoch(self) -> int:
@@ -140,7 +199,7 @@ class Strategy:
 
     def draw(self, epoch: int, step: int) -> tuple[Stream, ...]:
         """The streams step ``step`` of ``epoch`` reads one batch from (default: all of them)."""
-        return self.streams
+        return self.reads
 
     def loss(self, terms: LossTerms, batch: Mapping[Stream, Batch]) -> Tensor:
         """The scalar loss of one step, from one batch per drawn stream (already on the device)."""
@@ -182,7 +241,11 @@ class Supervised(Strategy):
 @register
 class Finetune(Strategy):
     """Attention-consistency loss alone on unlabelled batches (paper Sec. 3.3), with frozen
-    normalisation, at a small learning rate; the starting network stays a selection candidate."""
+    normalisation, at a small learning rate; the starting network stays a selection candidate.
+
+    With box supervision (``box_weight > 0``) each step also reads a labelled batch and adds the
+    box term of its images (an epoch is still one pass over the unlabelled stream; the labelled
+    one cycles)."""
 
     name = "finetune"
     streams = ("unlabelled",)
@@ -191,8 +254,19 @@ class Finetune(Strategy):
     start_is_candidate = True
     label_free_selection = True
 
+    @classmethod
+    def streams_for(cls, cfg: TrainConfig) -> tuple[Stream, ...]:
+        return ("unlabelled", "labelled") if cfg.box_weight > 0 else cls.streams
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.batches["unlabelled"]
+
     def loss(self, terms: LossTerms, batch: Mapping[Stream, Batch]) -> Tensor:
-        return terms.attention(batch["unlabelled"])
+        loss = terms.attention(batch["unlabelled"])
+        if "labelled" in batch:
+            loss = loss + terms.box_supervision(batch["labelled"])
+        return loss
 
     def selection(self, task: Task, patience: int) -> SelectionRule:
         """The validation metric (the paper's), label-free signals (``select="label-free"``), or

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 import atcon
 from atcon.data import collate
 from atcon.evaluate import classification_metrics
+from atcon.guidance import boxed_ids
 from atcon.models import build_model, randomized_copy
 from atcon.train import distributed as dist_utils
 from atcon.train.checkpoint import atomic_save, rng_state, set_rng_state
@@ -39,7 +40,7 @@ from atcon.train.labelfree import label_free_signals
 from atcon.train.rundir import RunLog, tensorboard, write_metrics
 from atcon.train.sampling import SeededItems, StreamBatchSampler, TwoViews
 from atcon.train.simclr import SimCLRNet
-from atcon.train.strategies import Batch, LossTerms, Strategy, Stream, strategy_class
+from atcon.train.strategies import Batch, BoxTerm, LossTerms, Strategy, Stream, strategy_class
 
 # Offset of the second view's augmentation seed (two-view strategies).
 _SECOND_VIEW_SEED = 7919
@@ -115,7 +116,7 @@ def _streams(
         "unlabelled": data.unlabeled if data.unlabeled is not None else data.train,
     }
     sizes, samplers, loaders = {}, {}, {}
-    for s in kind.streams:
+    for s in kind.streams_for(cfg):
         sizes[s] = len(sources[s])
         samplers[s] = StreamBatchSampler(
             sizes[s], cfg.batch_size, cfg.seed + _STREAM_SEED[s], rank=info.rank, world=info.world_size
@@ -203,6 +204,7 @@ class Trainer:
             self.mask_model,
             cfg.temperature,
             self._guard(classifier),
+            self._boxes(),
         )
         self.holdout_loader = (
             _eval_loader(data.holdout, cfg, self.device)
@@ -247,6 +249,28 @@ class Trainer:
             anchor = self.param_anchor = ParameterAnchor(self.reference, names, weights)
         self.log(f"collapse guard: {guard_summary(cfg)}")
         return Guard(self.reference, self.data.task, cfg.anchor_weight, anchor, cfg.param_anchor_weight)
+
+    def _boxes(self) -> BoxTerm | None:
+        """Box supervision of the labelled batches, when the config asks for it."""
+        cfg = self.cfg
+        if cfg.box_weight <= 0:
+            return None
+        if self.data.video:
+            raise ValueError(
+                "box supervision (box_weight) is for images; clips have no boxes to pull maps into"
+            )
+        boxed = boxed_ids(self.data.train, cfg.boxes_per_class, cfg.split_seed)
+        if not boxed:
+            raise ValueError(
+                "box_weight needs boxes or regions to avoid on the labelled training images (a manifest's "
+                "boxes/avoid columns, COCO annotations, VOC objects); these have none"
+            )
+        per_class = "all annotated" if cfg.boxes_per_class is None else f"{cfg.boxes_per_class} per class"
+        self.log(
+            f"box supervision: {cfg.box_loss}, weight {cfg.box_weight:g}, {len(boxed)} of "
+            f"{len(self.data.train)} labelled images ({per_class})"  # type: ignore[arg-type]
+        )
+        return BoxTerm(cfg.box_weight, cfg.box_loss, boxed)
 
     def _fisher(self, names: list[str]) -> dict[str, Tensor]:
         """Diagonal Fisher of the starting network on unlabelled training items (no label read),
