@@ -101,3 +101,35 @@ def test_registered_in_main_cli(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
     assert main(["data", "info", str(tmp_path / "nowhere")]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_build_shortcut_fashion_with_its_options_and_describe_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "sf"
+    argv = [
+        "data",
+        "build",
+        "shortcut-fashion",
+        "--out",
+        str(out),
+        "--size",
+        "0.01",
+        "--rho",
+        "0.8",
+        "--cue",
+        "marker",
+    ]
+    assert run(argv) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["rho"] == 0.8 and meta["cue"] == "marker" and meta["counts"]["train"] == 30
+    capsys.readouterr()
+    assert run(["data", "info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "regions to avoid: 55 on 55 images" in text and "groups: aligned" in text  # 30 + 5 + 15 + 5
+    # The cache folder is named by the options that differ from the defaults.
+    monkeypatch.setenv("ATCON_DATA_DIR", str(tmp_path / "cache"))
+    assert run(["data", "build", "shortcut-fashion", "--size", "0.01", "--rho", "0.5"]) == 0
+    assert (tmp_path / "cache" / "shortcut-fashion-seed0-size0.01-rho0.5" / "manifest.csv").is_file()
+    with pytest.raises(ValueError, match="--rho applies to shortcut-fashion only, not cluttered-fashion"):
+        run(["data", "build", "cluttered-fashion", "--out", str(tmp_path / "cf"), "--rho", "0.9"])

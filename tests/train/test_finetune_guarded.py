@@ -105,8 +105,9 @@ def test_guarded_label_free_finetune_logs_signals_and_reads_no_label(
         if not torch.equal(before[k], after[k]) and "running" not in k and "num_batches" not in k
     }
     assert moved and all(k.startswith(("layer4.", "fc.")) for k in moved)
-    # Shuffled validation labels: the label-free choice and the selected weights do not change.
-    from atcon.data.voc import VOCDataset
+    # Shuffled validation labels, and other boxes and regions to avoid: the label-free choice and
+    # the selected weights do not change.
+    from atcon.data.voc import VOCDataset, avoid_boxes
 
     real = VOCDataset.__getitem__
 
@@ -114,6 +115,8 @@ def test_guarded_label_free_finetune_logs_signals_and_reads_no_label(
         x, target = real(self, index)
         target = dict(target)
         target["labels"] = target["labels"].flip(0)
+        target["boxes"] = target["boxes"].flip(0)
+        target["avoid"] = avoid_boxes([(0.0, 0.0, 16.0, 16.0)], *x.shape[-2:])
         return x, target
 
     monkeypatch.setattr(VOCDataset, "__getitem__", shuffled)

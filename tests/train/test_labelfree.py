@@ -10,7 +10,16 @@ import torch
 from scipy.stats import entropy
 
 from atcon.consistency import ConsistencyConfig, attention_consistency
-from atcon.train.labelfree import LabelFreeSelection, label_free_signals, marginal_entropy
+from atcon.train.labelfree import (
+    MAP_SIGNALS,
+    LabelFreeSelection,
+    label_free_signals,
+    map_correlation,
+    marginal_entropy,
+    share_inside,
+    spatial_entropy,
+    top_share,
+)
 from atcon.train.selection import LowestTrainLoss, replay, replayed_choice
 from tests.conftest import TinyCNN, randomize_bn
 
@@ -38,6 +47,33 @@ def test_signals_of_the_starting_model_and_of_a_changed_one() -> None:
     assert changed["kl_to_start"] > 0
     assert 0.0 <= changed["agreement"] <= 1.0
     assert 0.0 <= changed["class_entropy"] <= 1.0
+    # The map-shape signals: the start's maps correlate perfectly with themselves, not with another's.
+    assert set(MAP_SIGNALS) <= set(same) and same["cam_vs_start"] == pytest.approx(1.0, abs=1e-5)
+    assert changed["cam_vs_start"] < 0.99
+    for key in ("cam_entropy", "cam_peak", "gb_peak", "gb_in_cam"):
+        assert 0.0 <= same[key] <= 1.0, key
+    # Control masks have no Guided Backprop: its signals are undefined, the others are not.
+    control = label_free_signals(model, model, batches, ConsistencyConfig(mask_source="sobel"), "multilabel")
+    assert math.isnan(control["gb_peak"]) and not math.isnan(control["cam_peak"])
+
+
+def test_map_shape_signals_by_hand() -> None:
+    flat = torch.ones(1, 4, 5)
+    peak = torch.zeros(1, 4, 5)
+    peak[0, 1, 2] = 3.0
+    assert spatial_entropy(torch.cat([flat, peak])).tolist() == pytest.approx([1.0, 0.0], abs=1e-6)
+    assert math.isnan(float(spatial_entropy(-flat)[0]))  # no positive mass
+    # 5% of 20 positions is one: the top position's share of the mass.
+    values = torch.tensor([[4.0] + [1.0] * 19])
+    assert float(top_share(values)[0]) == pytest.approx(4 / 23)
+    assert float(top_share(values, 0.1)[0]) == pytest.approx(5 / 23)
+    region = torch.zeros(1, 20, dtype=torch.bool)
+    region[0, :2] = True
+    assert float(share_inside(values, region)[0]) == pytest.approx(5 / 23)
+    a = torch.arange(6.0).reshape(1, 2, 3)
+    assert float(map_correlation(a, 2 * a + 1)[0]) == pytest.approx(1.0)
+    assert float(map_correlation(a, -a)[0]) == pytest.approx(-1.0)
+    assert math.isnan(float(map_correlation(a, torch.ones_like(a))[0]))
 
 
 def _row(cons: float, agree: float = 1.0, ent: float = 0.9) -> dict[str, float]:

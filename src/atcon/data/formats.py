@@ -35,7 +35,7 @@ DataFormat = Literal["voc", "folders", "csv", "coco", "clips-csv", "clip-folders
 FORMATS: dict[str, str] = {
     "voc": "a VOC layout (Annotations/*.xml, JPEGImages/, ImageSets/Main/*.txt)",
     "folders": "image class folders (<root>/<class>/<image>)",
-    "csv": "a CSV image manifest (path, labels[, subject, split, boxes])",
+    "csv": "a CSV image manifest (path, labels[, subject, split, boxes, avoid, group])",
     "coco": "a COCO JSON file (images, annotations, categories)",
     "clips-csv": "a CSV clip manifest (path, label, subject[, start, end, boxes])",
     "clip-folders": "video class folders (<root>/<class>/<video>)",

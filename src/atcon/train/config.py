@@ -35,11 +35,12 @@ class TrainConfig:
     """Everything that defines a run. The attribute docs below are also the ``--help`` text.
 
     Attributes:
-        data: What to train on: a built-in benchmark (cluttered-fashion, fashion-events), or a
+        data: What to train on: a built-in benchmark (cluttered-fashion, fashion-events,
+            shortcut-fashion), or a
             path whose format is detected (atcon data info PATH says which): image class
             folders (<class>/<image>, single-label), a CSV image manifest (path, labels[,
-            subject, split, boxes]), a COCO JSON file, a VOC-layout folder, a clip manifest CSV,
-            or a folder-per-class tree of videos.
+            subject, split, boxes, avoid, group]), a COCO JSON file, a VOC-layout folder, a clip
+            manifest CSV, or a folder-per-class tree of videos.
         split: Split JSON file with the train/val/test ids; unset: drawn from per_class and
             split_seed and saved in the run folder as split.json.
         per_class: Labelled training samples per class of the drawn few-shot split.
@@ -317,7 +318,9 @@ def pool_size(unlabeled: str | None) -> int | None:
     return n
 
 
+@cache
 def field_types() -> dict[str, Any]:
+    """Each field's type, resolved once (``get_type_hints`` is slow, and every config builds one)."""
     return typing.get_type_hints(TrainConfig)
 
 
