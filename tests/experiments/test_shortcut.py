@@ -4,7 +4,6 @@ controls, the warning analysis; and the shards that share an experiment folder."
 from __future__ import annotations
 
 import json
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import tomllib
 
 import atcon.data.benchmarks as bench
 from atcon.experiments import shortcut
