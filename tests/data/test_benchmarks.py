@@ -79,3 +79,25 @@ def test_load_benchmark_and_split(tmp_path: Path, tiny_fashion_everywhere: list[
     assert isinstance(clips, VideoClipDataset) and len(clips) == 5
     split = benchmark_split("fashion-events", per_class=1, root=events_root, size=0.025)
     assert len(split.train) == 5 and split.test == clips.ids
+
+
+def test_a_build_finished_meanwhile_by_another_process_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_fashion_everywhere: list[str]
+) -> None:
+    out = tmp_path / "sf"
+    spec = bench.BENCHMARKS["shortcut-fashion"]
+    real = spec.generate
+
+    def racing(folder: Path, **kwargs: object) -> Path:
+        real(out, **kwargs)  # the other process finishes first, into the final folder
+        (out / "in-use.txt").write_text("read by the other process")
+        return real(folder, **kwargs)
+
+    monkeypatch.setitem(
+        bench.BENCHMARKS,
+        "shortcut-fashion",
+        bench._Benchmark(racing, spec.config, spec.layout, True, spec.options),
+    )
+    assert build_benchmark("shortcut-fashion", out, size=0.005) == out
+    assert (out / "in-use.txt").is_file()  # not replaced under the other process's feet
+    assert [p.name for p in tmp_path.iterdir()] == ["sf"]  # and no temporary left over

@@ -144,10 +144,14 @@ def build_benchmark(
     out = Path(out).expanduser() if out is not None else benchmark_dir(name, None, seed, size, options)
     config = _config(name, size, options)
     meta_path = out / "meta.json"
-    if meta_path.is_file() and not force:
+    expected = {"name": name, "seed": seed, "generator_version": GENERATOR_VERSION, **vars(config)}
+
+    def complete() -> bool:
         meta = json.loads(meta_path.read_text())
-        expected = {"name": name, "seed": seed, "generator_version": GENERATOR_VERSION, **vars(config)}
-        if all(meta.get(k) == v for k, v in expected.items()):
+        return all(meta.get(k) == v for k, v in expected.items())
+
+    if meta_path.is_file() and not force:
+        if complete():
             return out
         raise FileExistsError(
             f"{out} holds a different build ({meta_path}); pass force=True or another folder"
@@ -164,6 +168,8 @@ def build_benchmark(
         else:
             kwargs["source"] = load_fashion_mnist("train", source_root)
         spec.generate(tmp / "data", **kwargs)
+        if not force and meta_path.is_file() and complete():
+            return out  # another process built the same meanwhile: keep its copy, which may be in use
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp / "data", out)
