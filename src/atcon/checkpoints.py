@@ -71,6 +71,23 @@ class LoadedModel:
         return layer or model_spec(self.checkpoint["model_name"]).target_layer
 
     @property
+    def preprocess(self) -> Any:
+        """The inputs' normalisation and interpolation (:class:`~atcon.data.Preprocess`): as the
+        checkpoint records them, else the network's own."""
+        from dataclasses import replace as with_values
+
+        from atcon.models import model_preprocess
+
+        own = model_preprocess(self.checkpoint["model_name"])
+        mean, std = self.checkpoint.get("mean"), self.checkpoint.get("std")
+        if mean is None or std is None:
+            return own
+        interpolation = self.checkpoint.get("interpolation") or own.interpolation
+        return with_values(
+            own, mean=tuple(mean), std=tuple(std), interpolation=interpolation, source="the checkpoint"
+        )
+
+    @property
     def image_size(self) -> int | None:
         """Input side the model was trained at (None when the checkpoint does not say)."""
         return int(self.checkpoint.get("image_size") or 0) or None
@@ -162,7 +179,7 @@ def checkpoint_dataset(loaded: LoadedModel, split: str = "test", data: str | Non
             split,
             seed=cfg.data_seed,
             size=cfg.data_size,
-            transform=D.image_eval_transform(side),
+            transform=D.image_eval_transform(side, loaded.preprocess),
             classes=classes,
         )
     path = Path(data).expanduser()
@@ -183,7 +200,9 @@ def checkpoint_dataset(loaded: LoadedModel, split: str = "test", data: str | Non
             raise D.DataError(
                 f"VOC-layout data are multi-label, but {loaded.name} is a single-label model", path
             )
-        return D.VOCDataset(path, split, classes=classes, transform=D.image_eval_transform(side))
+        return D.VOCDataset(
+            path, split, classes=classes, transform=D.image_eval_transform(side, loaded.preprocess)
+        )
     return _own_images(loaded, found, split, classes, side)
 
 
@@ -202,14 +221,18 @@ def _own_images(loaded: LoadedModel, found: Any, split: str, classes: list[str],
     ids = [i for i, s in zip(every.ids, getattr(every, "splits", [])) if s == split]
     if given and not ids:
         raise D.DataError(f"no image is in the given {split} set; choose another --split", found.path)
-    return D.open_image_dataset(found.path, ids=ids or None, transform=D.image_eval_transform(side), **kw)
+    transform = D.image_eval_transform(side, loaded.preprocess)
+    return D.open_image_dataset(found.path, ids=ids or None, transform=transform, **kw)
 
 
 def display_stats(loaded: LoadedModel) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Normalisation mean and std of the model's inputs (ImageNet for images, Kinetics for clips)."""
-    from atcon.data import IMAGENET_MEAN, IMAGENET_STD, KINETICS_MEAN, KINETICS_STD
+    """Normalisation mean and std of the model's inputs (its own for images, Kinetics for clips)."""
+    from atcon.data import KINETICS_MEAN, KINETICS_STD
 
-    return (KINETICS_MEAN, KINETICS_STD) if loaded.video else (IMAGENET_MEAN, IMAGENET_STD)
+    if loaded.video:
+        return KINETICS_MEAN, KINETICS_STD
+    p = loaded.preprocess
+    return p.mean, p.std
 
 
 def evaluate_checkpoint(

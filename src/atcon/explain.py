@@ -81,9 +81,8 @@ def _load_files(paths: list[Path], loaded: LoadedModel) -> Inputs:
             if f.suffix.lower() in D.VIDEO_SUFFIXES:
                 raise ValueError(f"{f} is a video, but {loaded.name} is an image model")
         raw, _ = D.load_images(files, size)
-        mean = torch.tensor(D.IMAGENET_MEAN)[:, None, None]
-        std = torch.tensor(D.IMAGENET_STD)[:, None, None]
-        x = (raw - mean) / std
+        pre = loaded.preprocess
+        x = (raw - torch.tensor(pre.mean)[:, None, None]) / torch.tensor(pre.std)[:, None, None]
     return Inputs(x, [f.name for f in files], [""] * len(files), None)
 
 

@@ -244,7 +244,7 @@ def test_finetune_defaults_to_the_guard_and_label_free_selection(
     class Outcome:
         markdown, files = "", ()
 
-    def fake_experiment(name: str, cfg: TrainConfig, exp: Any, out: Path) -> Outcome:
+    def fake_experiment(name: str, cfg: TrainConfig, exp: Any, out: Path, **kw: Any) -> Outcome:
         captured.update(cfg=cfg, exp=exp)
         return Outcome()
 

@@ -78,6 +78,7 @@ def add_config_arguments(
             parser.add_argument(flag, dest=f.name, choices=literals, default=None, help=help_text)
         else:
             kind: Any = count_or_fraction if set(base) == {int, float} else (base[0] if base else str)
+            kind = three_numbers if kind is tuple else kind
             parser.add_argument(flag, dest=f.name, type=kind, default=None, help=help_text)
 
 
@@ -90,6 +91,18 @@ def count_or_fraction(text: str) -> int | float:
 
 
 count_or_fraction.__name__ = "count or fraction"  # argparse names the type in its error message
+
+
+def three_numbers(text: str) -> tuple[float, float, float]:
+    """A flag value of three comma-separated numbers (``"0.5,0.5,0.5"``)."""
+    parts = [p for p in text.replace(" ", "").split(",") if p]
+    if len(parts) != 3:
+        raise ValueError(text)
+    a, b, c = (float(p) for p in parts)
+    return a, b, c
+
+
+three_numbers.__name__ = "three comma-separated numbers"
 
 
 def config_from_args(

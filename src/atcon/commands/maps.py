@@ -50,9 +50,9 @@ def run(args: argparse.Namespace) -> int:
     from atcon.attention import gradcam_and_guided_backprop, upsample_to_input
     from atcon.checkpoints import file_sha256
     from atcon.consistency import attention_consistency
-    from atcon.data import IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, load_images
+    from atcon.data import IMAGE_SUFFIXES, load_images
     from atcon.data.files import skipped_files
-    from atcon.models import build_model, model_spec
+    from atcon.models import build_model, model_preprocess, model_spec
     from atcon.viz import attention_figure, save_figure
 
     spec = model_spec(args.model)
@@ -69,9 +69,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"skipped {len(skipped)} non-image file(s) in the given folder(s): {shown}")
     else:
         raw, names = sample_images(2, size, args.seed), ["sample-0", "sample-1"]
-    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
-    std = torch.tensor(IMAGENET_STD)[:, None, None]
-    x = (raw - mean) / std
+    pre = model_preprocess(args.model)  # the network's own normalisation (ImageNet's by default)
+    x = (raw - torch.tensor(pre.mean)[:, None, None]) / torch.tensor(pre.std)[:, None, None]
 
     cam, gb, targets = gradcam_and_guided_backprop(model, x, args.layer)
     result = attention_consistency(model, x, target_layer=args.layer)
@@ -83,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
     torch.save(
         {
             "names": names,
+            "inputs": x,  # the normalised batch the maps were computed from
+            "mean": list(pre.mean),
+            "std": list(pre.std),
             "gradcam": cam,
             "guided_backprop": gb,
             "mask": mask,
@@ -98,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         args.out / "maps.pt",
     )
     titles = [f"{n}: class {int(t)}, r={float(s):.2f}" for n, t, s in zip(names, targets, score)]
-    fig = attention_figure(x, upsample_to_input(cam, x), gb, mask, titles)
+    fig = attention_figure(x, upsample_to_input(cam, x), gb, mask, titles, mean=pre.mean, std=pre.std)
     png = save_figure(fig, args.out / "maps.png")
     print(f"model={args.model} layer={result.layer} input={size}px")
     for n, t, s in zip(names, targets.tolist(), score.tolist()):

@@ -41,10 +41,12 @@ from atcon.data.manifest import ImageManifestDataset, read_image_manifest
 from atcon.data.split import Split, with_unlabeled_pool
 from atcon.data.transforms import (
     IMAGE_SIZE,
+    IMAGENET,
     IMAGENET_MEAN,
     IMAGENET_STD,
     KINETICS_MEAN,
     KINETICS_STD,
+    Preprocess,
     RandomCropFraction,
     clip_eval_transform,
     clip_simclr_transform,
@@ -63,6 +65,7 @@ __all__ = [
     "FASHION_MNIST_CLASSES",
     "FASHION_MNIST_TITLES",
     "FORMATS",
+    "IMAGENET",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "IMAGE_SIZE",
@@ -81,6 +84,7 @@ __all__ = [
     "ImageFolderDataset",
     "ImageManifestDataset",
     "ImageRecord",
+    "Preprocess",
     "RandomCropFraction",
     "Split",
     "VOCDataset",

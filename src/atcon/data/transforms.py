@@ -8,7 +8,8 @@ one set of random parameters per call and applies it to every frame, so a clip i
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from torchvision import tv_tensors
@@ -23,6 +24,49 @@ KINETICS_STD = (0.22803, 0.22145, 0.216989)
 
 IMAGE_SIZE = {"resnet50": 256, "inception_v3": 299}
 """Input side per architecture (paper, section 4.2); other models default to 256."""
+
+Interpolation = Literal["bilinear", "bicubic", "nearest"]
+_MODES = {
+    "bilinear": v2.InterpolationMode.BILINEAR,
+    "bicubic": v2.InterpolationMode.BICUBIC,
+    "nearest": v2.InterpolationMode.NEAREST,
+}
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a network wants its images: normalisation statistics and resize interpolation.
+
+    Attributes:
+        mean: per-channel mean subtracted after scaling to [0, 1].
+        std: per-channel standard deviation divided by.
+        interpolation: ``"bilinear"``, ``"bicubic"`` or ``"nearest"``.
+        source: where the values come from (for logs and reports).
+    """
+
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    interpolation: Interpolation = "bilinear"
+    source: str = "ImageNet statistics (default)"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ValueError(f"mean and std need 3 values (RGB), got {self.mean} and {self.std}")
+        if not all(v > 0 for v in self.std):
+            raise ValueError(f"std must be > 0, got {self.std}")
+        if self.interpolation not in _MODES:
+            raise ValueError(f"interpolation must be one of {', '.join(_MODES)}, got {self.interpolation!r}")
+
+    @property
+    def mode(self) -> v2.InterpolationMode:
+        """The interpolation as torchvision's enum."""
+        return _MODES[self.interpolation]
+
+
+IMAGENET = Preprocess()
+"""ImageNet statistics, bilinear resizing: atcon's default for networks that name none."""
 
 
 def _box_side_tensors(sample: Any) -> tuple[torch.Tensor, ...]:
@@ -54,17 +98,20 @@ class _SanitizeBoxes(v2.SanitizeBoundingBoxes):
         return image, rest
 
 
-def image_train_transform(size: int = 256, rotation: float = 10.0) -> v2.Transform:
+def image_train_transform(
+    size: int = 256, rotation: float = 10.0, preprocess: Preprocess = IMAGENET
+) -> v2.Transform:
     """Training augmentation for images (paper, section 4.2).
 
     Random rotation up to ``rotation`` degrees, then with probability 0.5 a flip that is horizontal or
-    vertical (equally likely), resize to ``size x size``, ImageNet normalisation. Boxes are rotated
-    (enclosing box), flipped, resized, clamped to the image, and dropped with their labels when
-    they leave it.
+    vertical (equally likely), resize to ``size x size``, normalisation (the network's own statistics,
+    ImageNet's by default). Boxes are rotated (enclosing box), flipped, resized, clamped to the image,
+    and dropped with their labels when they leave it.
 
     Args:
         size: Output side: 256 for ResNet-50, 299 for Inception-v3 (see ``IMAGE_SIZE``).
         rotation: Maximum rotation in degrees.
+        preprocess: normalisation statistics and resize interpolation.
 
     Returns:
         A transform called as ``transform(image, target)``.
@@ -79,18 +126,19 @@ def image_train_transform(size: int = 256, rotation: float = 10.0) -> v2.Transfo
             v2.RandomApply(
                 [v2.RandomChoice([v2.RandomHorizontalFlip(1.0), v2.RandomVerticalFlip(1.0)])], p=0.5
             ),
-            v2.Resize((size, size), antialias=True),
+            v2.Resize((size, size), interpolation=preprocess.mode, antialias=True),
             v2.ClampBoundingBoxes(),
             # The default getter would pick the multi-hot "labels" (per image, not per box).
             _SanitizeBoxes(labels_getter=_box_side_tensors),
             v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            v2.Normalize(list(preprocess.mean), list(preprocess.std)),
         ]
     )
 
 
-def image_eval_transform(size: int = 256) -> v2.Transform:
-    """Evaluation transform for images: resize to ``size x size`` and ImageNet normalisation.
+def image_eval_transform(size: int = 256, preprocess: Preprocess = IMAGENET) -> v2.Transform:
+    """Evaluation transform for images: resize to ``size x size`` and normalisation (the network's
+    own statistics, ImageNet's by default).
 
     Boxes are scaled with the image (x by ``size / W``, y by ``size / H``).
 
@@ -100,9 +148,9 @@ def image_eval_transform(size: int = 256) -> v2.Transform:
     return v2.Compose(
         [
             v2.ToImage(),
-            v2.Resize((size, size), antialias=True),
+            v2.Resize((size, size), interpolation=preprocess.mode, antialias=True),
             v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            v2.Normalize(list(preprocess.mean), list(preprocess.std)),
         ]
     )
 
@@ -227,11 +275,14 @@ def denormalize(
 
 
 __all__ = [
+    "IMAGENET",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "IMAGE_SIZE",
     "KINETICS_MEAN",
     "KINETICS_STD",
+    "Interpolation",
+    "Preprocess",
     "RandomCropFraction",
     "clip_eval_transform",
     "clip_train_transform",

@@ -311,7 +311,7 @@ class Extra:
         ds = ImageManifestDataset(
             folder / "reference-val.csv",
             classes=loaded.classes,
-            transform=image_eval_transform(loaded.image_size or 64),
+            transform=image_eval_transform(loaded.image_size or 64, loaded.preprocess),
             cache=True,
         )
         return self._eval(record, "best.pt", "reference_eval.pt", ds)
@@ -488,12 +488,14 @@ def figure(cell: Cell, method_names: Sequence[str], n: int = 4) -> Any:
     with manifest.open(newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["split"] == "test" and r["group"] == "conflicting"][:n]
     side = loaded[0].image_size or 64
-    test = ImageManifestDataset(manifest, ids=[r["path"] for r in rows], transform=image_eval_transform(side))
+    tf = image_eval_transform(side, loaded[0].preprocess)
+    test = ImageManifestDataset(manifest, ids=[r["path"] for r in rows], transform=tf)
     x, target = collate([test[i] for i in range(len(test))])
     cues = [str(json.loads(r["avoid"])[0][4]).removeprefix("cue ") for r in rows]
     truth = [f"{t} (cue: {c})" for t, c in zip(truth_text(target, "multiclass", loaded[0].classes), cues)]
     maps = [dataclasses.replace(model_maps(m, x), masks=None) for m in loaded]
-    return comparison_figure(x, truth, maps)
+    pre = loaded[0].preprocess
+    return comparison_figure(x, truth, maps, mean=pre.mean, std=pre.std)
 
 
 def run_shortcut(base: TrainConfig, exp: ExperimentConfig, store: Store) -> Outcome:

@@ -37,6 +37,7 @@ from atcon.models.zoo import (
     build_model,
     head_names,
     load_state_dict_file,
+    model_preprocess,
     model_spec,
 )
 
@@ -50,6 +51,7 @@ __all__ = [
     "convert_in_order",
     "head_names",
     "load_state_dict_file",
+    "model_preprocess",
     "model_spec",
     "randomized_copy",
     "reinitialize",

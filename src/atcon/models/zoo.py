@@ -17,6 +17,7 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
+from atcon.data.transforms import IMAGENET, Interpolation, Preprocess
 from atcon.models.small import SmallResNet
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "build_model",
     "head_names",
     "load_state_dict_file",
+    "model_preprocess",
     "model_spec",
 ]
 
@@ -201,6 +203,41 @@ def _build_timm(arch: str, num_classes: int, weights: str | None) -> nn.Module:
             f"be offline: download model.safetensors from https://huggingface.co/timm/{full} elsewhere "
             "and pass its path as weights."
         ) from err
+
+
+def model_preprocess(name: str) -> Preprocess:
+    """The normalisation and resize interpolation the network ``name`` was trained with.
+
+    timm models: their pretrained configuration (``mean``, ``std``, ``interpolation``: mean/std 0.5
+    for ``tf_efficientnet_lite0`` and the ``vit_*_augreg`` models); torchvision models: the default
+    weights' ``transforms()``; atcon's own networks (``small``) and anything without such a
+    record: ImageNet statistics, bilinear. Video models keep their Kinetics statistics
+    (:func:`atcon.data.clip_eval_transform`).
+    """
+    spec = model_spec(name)
+    if spec.video or spec.name in _SMALL:
+        return IMAGENET
+    if name.startswith("timm:"):
+        cfg = _import_timm().get_pretrained_cfg(name.removeprefix("timm:"))
+        if cfg is None or not cfg.mean or not cfg.std:
+            return IMAGENET
+        source = f"timm's pretrained config of {name}"
+        return Preprocess(tuple(cfg.mean), tuple(cfg.std), _interpolation(str(cfg.interpolation)), source)
+    with contextlib.suppress(ValueError, AttributeError, KeyError, TypeError):
+        weights = torchvision.models.get_model_weights(name).DEFAULT
+        t = weights.transforms()
+        mode = str(getattr(t, "interpolation", "bilinear")).rsplit(".", 1)[-1].lower()
+        return Preprocess(
+            tuple(t.mean), tuple(t.std), _interpolation(mode), f"torchvision's {weights} transforms"
+        )
+    return IMAGENET
+
+
+def _interpolation(name: str) -> Interpolation:
+    """A resize interpolation atcon offers (``bilinear`` for anything else, e.g. timm's ``random``)."""
+    if name == "bicubic":
+        return "bicubic"
+    return "nearest" if name == "nearest" else "bilinear"
 
 
 def model_spec(name: str) -> ModelSpec:

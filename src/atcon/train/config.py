@@ -24,6 +24,7 @@ from functools import cache
 from typing import Any, Literal, get_args, get_origin
 
 from atcon.consistency import ConsistencyConfig, MaskScale, MaskSource, Resolution, SimilarityName
+from atcon.data.transforms import Interpolation
 from atcon.guidance import BoxLoss
 from atcon.train.strategies import STRATEGIES, StrategyName, strategy_class
 
@@ -64,6 +65,12 @@ class TrainConfig:
             split file's unlabelled pool if it has one, else the training samples without their
             labels.
         image_size: Input side in pixels; unset: the model's own input size.
+        mean: Normalisation mean of the images, three values (RGB) such as 0.5,0.5,0.5; unset:
+            the network's own (timm's pretrained config, torchvision's weights transforms), else
+            ImageNet's. The values used are recorded in the run's config and every checkpoint.
+        std: Normalisation standard deviation of the images, three values; unset: as mean.
+        interpolation: Resize interpolation of the images: bilinear, bicubic or nearest; unset:
+            the network's own, else bilinear.
         on_bad_file: What to do with a labelled image or clip that is missing, unreadable or
             corrupt: raise (stop with an error naming it) or skip (check every file before
             training, drop the bad ones and say how many).
@@ -158,6 +165,9 @@ class TrainConfig:
     data_size: float = 1.0
     unlabeled: str | None = None
     image_size: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    interpolation: Interpolation | None = None
     on_bad_file: Literal["raise", "skip"] = "raise"
     augment: bool = True
     # model
@@ -214,6 +224,12 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for f in fields(self):
             check_type(f.name, getattr(self, f.name), field_types()[f.name])
+        for name in ("mean", "std"):  # TOML arrays and checkpoints' lists become tuples
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(float(v) for v in value))
+        if self.std is not None and not all(v > 0 for v in self.std):
+            raise ValueError(f"std must be > 0, got {self.std}")
         positive = ("epochs", "batch_size", "per_class", "eval_batch_size")
         for name in positive:
             if getattr(self, name) < 1:
@@ -331,6 +347,8 @@ def allowed_values(tp: Any) -> tuple[Any, ...]:
         return tuple(a for arg in get_args(tp) for a in allowed_values(arg))
     if origin is Literal:
         return tuple(("literal", v) for v in get_args(tp))
+    if origin is tuple:
+        return (tuple,)  # three numbers (RGB statistics)
     return (tp,)
 
 
@@ -349,7 +367,10 @@ def check_type(name: str, value: Any, tp: Any) -> None:
             return
         if t in (str, bool) and isinstance(value, t):
             return
-    expected = " | ".join([*(repr(v) for v in literals), *(getattr(t, "__name__", str(t)) for t in types_)])
+        if t is tuple and is_triple(value):
+            return
+    names = ["three numbers" if t is tuple else getattr(t, "__name__", str(t)) for t in types_]
+    expected = " | ".join([*(repr(v) for v in literals), *names])
     raise ValueError(f"config key {name!r} must be {expected}; got {value!r}")
 
 
@@ -388,7 +409,18 @@ def check_defaults(defaults: Mapping[str, Any] | None) -> dict[str, Any]:
     return own
 
 
+def is_triple(value: Any) -> bool:
+    """Whether ``value`` is three numbers (a list or tuple): an RGB statistic."""
+    return (
+        isinstance(value, (list, tuple))
+        and len(value) == 3
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    )
+
+
 def toml_value(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):

@@ -25,7 +25,7 @@ from atcon import data as D
 from atcon.data.unlabeled import UnlabeledFolder
 from atcon.data.voc import find_voc_root
 from atcon.evaluate.metrics import Task
-from atcon.models import model_spec
+from atcon.models import model_preprocess, model_spec
 from atcon.train.config import TrainConfig, pool_size
 
 
@@ -207,6 +207,32 @@ def image_size_for(cfg: TrainConfig) -> int:
     return cfg.image_size or model_spec(cfg.model).input_size
 
 
+def input_preprocess(cfg: TrainConfig) -> D.Preprocess:
+    """The images' normalisation and resize interpolation: the config's ``mean``/``std``/
+    ``interpolation`` where set, else the network's own (:func:`atcon.models.model_preprocess`)."""
+    from dataclasses import replace
+
+    own = model_preprocess(cfg.model)
+    if cfg.mean is None and cfg.std is None and cfg.interpolation is None:
+        return own
+    return replace(
+        own,
+        mean=cfg.mean if cfg.mean is not None else own.mean,
+        std=cfg.std if cfg.std is not None else own.std,
+        interpolation=cfg.interpolation or own.interpolation,
+        source="the run's config",
+    )
+
+
+def with_preprocess(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with the preprocessing it resolves to written out (image models), so that the run's
+    config and checkpoints record the statistics used."""
+    if model_spec(cfg.model).video:
+        return cfg
+    p = input_preprocess(cfg)
+    return cfg.replace(mean=p.mean, std=p.std, interpolation=p.interpolation)
+
+
 def build_task_data(cfg: TrainConfig, split: D.Split | None = None) -> TaskData:
     """Build the datasets a run needs (benchmarks are generated on first use).
 
@@ -228,8 +254,13 @@ def build_task_data(cfg: TrainConfig, split: D.Split | None = None) -> TaskData:
             f"{'clips' if is_clips else 'images'}; choose e.g. --model {'small3d' if is_clips else 'small'}"
         )
     if not video:
-        train_tf = D.image_train_transform(size) if cfg.augment else D.image_eval_transform(size)
-        eval_tf = D.image_eval_transform(size)
+        pre = input_preprocess(cfg)
+        train_tf = (
+            D.image_train_transform(size, preprocess=pre)
+            if cfg.augment
+            else D.image_eval_transform(size, pre)
+        )
+        eval_tf = D.image_eval_transform(size, pre)
 
         def images(ids: Sequence[str], tf: Any) -> Dataset[Any]:
             if kind == "benchmark":

@@ -25,7 +25,7 @@ from atcon.data import Split
 from atcon.train import distributed as dist_utils
 from atcon.train.checkpoint import atomic_write_text, load_checkpoint
 from atcon.train.config import TrainConfig, pool_size
-from atcon.train.data import TaskData, build_task_data
+from atcon.train.data import TaskData, build_task_data, with_preprocess
 from atcon.train.rundir import (
     RunExistsError,
     check_run_dir,
@@ -97,7 +97,7 @@ def train(
                 trainer.log(f"removed {tmp.name}, left by an interrupted write")
             trainer.log(f"resumed at epoch {trainer.state.epoch} batch {trainer.state.batch}")
             return _loop(trainer, progress and info.is_main)
-        cfg = absolute_paths(cfg)
+        cfg = with_preprocess(absolute_paths(cfg))
         _seed_everything(cfg.seed)
         data = data if data is not None else build_task_data(cfg)
         trainer = Trainer(cfg, run_dir, info, data)

@@ -304,6 +304,10 @@ class Trainer:
             "num_classes": len(self.data.classes),
             "image_size": self.data.image_size,
             "video": self.data.video,
+            # The inputs' statistics, for whoever reads the checkpoint (None: clips, Kinetics).
+            "mean": list(self.cfg.mean) if self.cfg.mean is not None else None,
+            "std": list(self.cfg.std) if self.cfg.std is not None else None,
+            "interpolation": self.cfg.interpolation,
             "atcon_version": atcon.__version__,
         }
 

@@ -41,13 +41,18 @@ def attention_row(
     gb: Tensor,
     mask: Tensor | None,
     title: str = "",
+    *,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
 ) -> None:
     """Draw input, Grad-CAM overlay, |Guided Backprop| and the mask on four axes.
+
+    ``mean``/``std``: the normalisation of ``image``, undone for display.
 
     Shape:
         image, gb: ``(C, H, W)``; cam: ``(H, W)`` (already upsampled); mask: ``(H, W)`` or None.
     """
-    shown = to_display(image)
+    shown = to_display(image, mean, std)
     panels = [
         (shown, None, title or "input"),
         (shown, normalise(cam), "Grad-CAM"),
@@ -65,9 +70,18 @@ def attention_row(
 
 
 def attention_figure(
-    images: Tensor, cams: Tensor, gbs: Tensor, masks: Tensor | None, titles: Sequence[str]
+    images: Tensor,
+    cams: Tensor,
+    gbs: Tensor,
+    masks: Tensor | None,
+    titles: Sequence[str],
+    *,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
 ) -> Figure:
     """One row per image: input, Grad-CAM overlay, Guided Backprop, mask.
+
+    ``mean``/``std``: the normalisation of ``images``, undone for display.
 
     Shape:
         images, gbs: ``(B, C, H, W)``; cams: ``(B, H, W)``; masks: ``(B, H, W)`` or None.
@@ -76,7 +90,8 @@ def attention_figure(
     n = images.shape[0]
     fig, axes = plt.subplots(n, 4, figsize=(8, 2.1 * n), squeeze=False)
     for i in range(n):
-        attention_row(axes[i], images[i], cams[i], gbs[i], None if masks is None else masks[i], titles[i])
+        mask = None if masks is None else masks[i]
+        attention_row(axes[i], images[i], cams[i], gbs[i], mask, titles[i], mean=mean, std=std)
     fig.tight_layout()
     return fig
 
