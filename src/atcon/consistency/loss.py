@@ -11,7 +11,8 @@ Default path (``resolution="gb_mask"``, ``similarity="pearson"``), batched:
 Gradients flow through ``A1``, ``A2`` and the mask ``P`` (the Guided Backprop pass is taken with
 ``create_graph=True``); ``detach_mask=True`` stops them at ``P``, which is cheaper. All inner
 gradients come from :func:`torch.autograd.grad`; the caller makes the one ordinary
-``loss.backward()``, which is what DistributedDataParallel supports.
+``loss.backward()``, which is what DistributedDataParallel supports (the loss of a wrapped model
+depends by an exact zero on every parameter, :func:`touch_if_distributed`).
 
 The loss is meant for models whose BatchNorm layers run in eval mode (as when fine-tuning with
 frozen normalisation): in training mode they couple the samples of a batch, so one sample's maps
@@ -255,6 +256,20 @@ def attention_consistency(
     return ConsistencyResult(loss, first, second, mask, t, logits, layer, a1, s1)
 
 
+def touch_if_distributed(loss: Tensor, model: nn.Module) -> Tensor:
+    """``loss`` plus an exact zero that depends on every trainable parameter, when ``model`` is
+    wrapped in ``DistributedDataParallel``.
+
+    The reducer expects a gradient for every parameter in every step; the consistency loss never
+    depends on the output bias (Grad-CAM's gradients do not see it), so without this a user's
+    loop fails at its second step unless DDP is built with ``find_unused_parameters=True``.
+    """
+    if not isinstance(model, nn.parallel.DistributedDataParallel):
+        return loss
+    params = [p for p in model.module.parameters() if p.requires_grad]
+    return loss + sum((p.sum() * 0.0 for p in params), loss.new_zeros(()))
+
+
 def _control_saliency(source: str, x: Tensor, targets: Tensor, mask_model: nn.Module | None) -> Tensor:
     """The saliency of a control mask source (no gradient reaches the trained model)."""
     x = x.detach()
@@ -344,7 +359,7 @@ class AttentionConsistencyLoss(nn.Module):
             targets=targets,
             mask_model=self.mask_model,
         )
-        return out.loss.mean() if self.reduction == "mean" else out.loss
+        return touch_if_distributed(out.loss.mean() if self.reduction == "mean" else out.loss, self.model)
 
     def extra_repr(self) -> str:
         return f"target_layer={self.target_layer!r}, {self.config}, reduction={self.reduction!r}"
