@@ -21,7 +21,9 @@ the signals of a held-out slice of unlabelled data::
 
 Both losses work inside ``DistributedDataParallel`` without ``find_unused_parameters``: the loss of
 a wrapped model depends (by an exact zero) on every trainable parameter, so the reducer sees a
-gradient for each (the consistency loss never reaches the output bias).
+gradient for each (the consistency loss never reaches the output bias). Under DDP,
+:meth:`GuardedConsistencyLoss.signals` returns the mean over the ranks (each may hold its own
+share of the held-out data), so every rank's selector takes the same decision.
 """
 
 from __future__ import annotations
@@ -158,13 +160,31 @@ class GuardedConsistencyLoss(nn.Module):
         if device is None:
             device = next(unwrap_model(self.model).parameters()).device
         inputs = (b[0] if isinstance(b, (tuple, list)) else b for b in batches)
-        return label_free_signals(
+        signals = label_free_signals(
             unwrap_model(self.model), self.reference, inputs, self.config, self.task,
             target_layer=self.target_layer, device=device,  # type: ignore[arg-type]
         )  # fmt: skip
+        return _mean_over_ranks(signals, self.model, torch.device(device))
 
     def extra_repr(self) -> str:
         return f"anchor_weight={self.anchor_weight:g}, task={self.task!r}, {self.config}"
+
+
+def _mean_over_ranks(signals: dict[str, float], model: nn.Module, device: torch.device) -> dict[str, float]:
+    """The ranks' mean of each signal when ``model`` is DDP-wrapped, so that every rank's
+    :class:`LabelFreeSelector` takes the same decision (one rank stopping alone would hang the
+    others); the signals unchanged otherwise."""
+    if not (
+        isinstance(model, nn.parallel.DistributedDataParallel)
+        and torch.distributed.is_available()
+        and torch.distributed.is_initialized()
+    ):
+        return signals
+    keys = sorted(signals)
+    values = torch.tensor([signals[k] for k in keys], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(values)
+    values /= torch.distributed.get_world_size()
+    return dict(zip(keys, values.tolist()))
 
 
 @dataclass(frozen=True)
