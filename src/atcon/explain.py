@@ -80,8 +80,8 @@ def _load_files(paths: list[Path], loaded: LoadedModel) -> Inputs:
         for f in files:
             if f.suffix.lower() in D.VIDEO_SUFFIXES:
                 raise ValueError(f"{f} is a video, but {loaded.name} is an image model")
-        raw, _ = D.load_images(files, size)
         pre = loaded.preprocess
+        raw, _ = D.load_images(files, size, pre.interpolation)
         x = (raw - torch.tensor(pre.mean)[:, None, None]) / torch.tensor(pre.std)[:, None, None]
     return Inputs(x, [f.name for f in files], [""] * len(files), None)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -25,6 +26,28 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--classes", type=int, default=10, help="number of classes of the model's head")
     p.add_argument("--size", type=int, default=None, help="input side in pixels (default: the model's)")
     p.add_argument("--layer", default=None, help="Grad-CAM layer (default: discovered)")
+    p.add_argument(
+        "--mean",
+        type=float,
+        nargs=3,
+        default=None,
+        metavar=("R", "G", "B"),
+        help="normalisation mean (default: the network's own, e.g. timm's pretrained config; ImageNet's otherwise)",
+    )
+    p.add_argument(
+        "--std",
+        type=float,
+        nargs=3,
+        default=None,
+        metavar=("R", "G", "B"),
+        help="normalisation std (as --mean)",
+    )
+    p.add_argument(
+        "--interpolation",
+        choices=("bilinear", "bicubic", "nearest"),
+        default=None,
+        help="resize interpolation (default: the network's own)",
+    )
     p.add_argument("--out", type=Path, default=Path("runs/maps"), help="output folder")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
@@ -61,20 +84,29 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     size = args.size or spec.input_size
     model = build_model(args.model, args.classes, args.weights).eval()
+    # The network's own normalisation and interpolation (ImageNet's by default), flags over them.
+    pre = model_preprocess(args.model)
+    pre = dataclasses.replace(
+        pre,
+        mean=tuple(args.mean) if args.mean else pre.mean,
+        std=tuple(args.std) if args.std else pre.std,
+        interpolation=args.interpolation or pre.interpolation,
+    )
     if args.images:
-        raw, names = load_images(args.images, size)
+        raw, names = load_images(args.images, size, pre.interpolation)
         skipped = skipped_files(args.images, IMAGE_SUFFIXES)
         if skipped:
             shown = ", ".join(f.name for f in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
             print(f"skipped {len(skipped)} non-image file(s) in the given folder(s): {shown}")
     else:
         raw, names = sample_images(2, size, args.seed), ["sample-0", "sample-1"]
-    pre = model_preprocess(args.model)  # the network's own normalisation (ImageNet's by default)
     x = (raw - torch.tensor(pre.mean)[:, None, None]) / torch.tensor(pre.std)[:, None, None]
 
     cam, gb, targets = gradcam_and_guided_backprop(model, x, args.layer)
     result = attention_consistency(model, x, target_layer=args.layer)
     score = (-result.loss).detach()
+    logits = result.logits.detach()
+    prob = logits.softmax(1).gather(1, targets.reshape(-1, 1)).squeeze(1)
     assert result.mask is not None
     mask = result.mask.detach()
 
@@ -85,10 +117,12 @@ def run(args: argparse.Namespace) -> int:
             "inputs": x,  # the normalised batch the maps were computed from
             "mean": list(pre.mean),
             "std": list(pre.std),
+            "interpolation": pre.interpolation,
             "gradcam": cam,
             "guided_backprop": gb,
             "mask": mask,
             "targets": targets,
+            "logits": logits,
             "consistency": score,
             "layer": result.layer,
             "model": args.model,
@@ -102,8 +136,11 @@ def run(args: argparse.Namespace) -> int:
     titles = [f"{n}: class {int(t)}, r={float(s):.2f}" for n, t, s in zip(names, targets, score)]
     fig = attention_figure(x, upsample_to_input(cam, x), gb, mask, titles, mean=pre.mean, std=pre.std)
     png = save_figure(fig, args.out / "maps.png")
-    print(f"model={args.model} layer={result.layer} input={size}px")
-    for n, t, s in zip(names, targets.tolist(), score.tolist()):
-        print(f"  {n:24s} target class {t:3d}  consistency r = {s:+.3f}")
+    print(
+        f"model={args.model} layer={result.layer} input={size}px mean={pre.mean} std={pre.std} "
+        f"interpolation={pre.interpolation}"
+    )
+    for n, t, p, s in zip(names, targets.tolist(), prob.tolist(), score.tolist()):
+        print(f"  {n:24s} target class {t:3d} (softmax {p:.3f})  consistency r = {s:+.3f}")
     print(f"raw maps: {args.out / 'maps.pt'}\nfigure:   {png}")
     return 0

@@ -143,7 +143,9 @@ def read_image_rgb(path: Path) -> torch.Tensor:
 
     16-bit greyscale files (common for X-rays) are scaled from ``[0, 65535]`` to ``[0, 255]``
     (``round(v / 257)``), the same for every image, so relative intensities across images are kept;
-    Pillow's own conversion would clip every value above 255 to white.
+    Pillow's own conversion would clip every value above 255 to white. 32-bit float greyscale
+    files (``F`` mode TIFFs) are read as intensities in ``[0, 1]`` when all values lie there, else
+    in ``[0, 255]`` (clipped); non-finite values become 0.
 
     Args:
         path: JPEG, PNG or anything Pillow reads.
@@ -167,11 +169,22 @@ def read_image_rgb(path: Path) -> torch.Tensor:
             if im.mode in _SIXTEEN_BIT_MODES:
                 grey = np.asarray(im).astype(np.float64).clip(0, 65535) / 257.0
                 arr = np.repeat(np.rint(grey).astype(np.uint8)[..., None], 3, axis=2)
+            elif im.mode == "F":
+                arr = np.repeat(_float_to_uint8(np.asarray(im))[..., None], 3, axis=2)
             else:
                 arr = np.asarray(im.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(f"unreadable or corrupt image ({err})", path) from err
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+def _float_to_uint8(values: np.ndarray) -> np.ndarray:
+    """A float greyscale image as uint8: ``[0, 1]`` data scaled by 255, anything else clipped to
+    ``[0, 255]`` (Pillow's conversion truncates ``[0, 1]`` floats to black)."""
+    v = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    if v.size and v.min() >= 0 and v.max() <= 1:
+        v = v * 255.0
+    return np.rint(v.clip(0, 255)).astype(np.uint8)
 
 
 def verify_image(path: Path) -> None:

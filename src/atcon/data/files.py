@@ -57,12 +57,19 @@ def skipped_files(paths: Sequence[str | Path], suffixes: Sequence[str]) -> list[
     ]
 
 
-def load_images(paths: Sequence[str | Path], size: int) -> tuple[Tensor, list[str]]:
+def load_images(
+    paths: Sequence[str | Path], size: int, interpolation: str = "bilinear"
+) -> tuple[Tensor, list[str]]:
     """Read image files (and the image files inside folders), resized to a square batch.
+
+    Files are decoded by the reader training uses (:func:`~atcon.data._common.read_image_rgb`:
+    16-bit and float greyscale kept in range), so a command sees an image as training does.
 
     Args:
         paths: image files and folders.
         size: output side in pixels (antialiased resize, aspect ratio not kept).
+        interpolation: ``"bilinear"``, ``"bicubic"`` or ``"nearest"`` (the network's own, see
+            :func:`atcon.models.model_preprocess`).
 
     Returns:
         ``(images, names)``: float images in ``[0, 1]`` and each file's name.
@@ -74,16 +81,20 @@ def load_images(paths: Sequence[str | Path], size: int) -> tuple[Tensor, list[st
         FileNotFoundError: a path does not exist, or no image was found.
         ValueError: a file is not a readable image.
     """
-    from PIL import Image, UnidentifiedImageError
+    from torchvision.transforms import InterpolationMode
     from torchvision.transforms.v2 import functional as TF
 
+    from atcon.data._common import DataError, read_image_rgb
+
+    mode = InterpolationMode(interpolation)
     files = collect_files(paths, IMAGE_SUFFIXES, "image")
     out = []
     for f in files:
         try:
-            with Image.open(f) as im:
-                img = TF.pil_to_tensor(im.convert("RGB"))
-        except (UnidentifiedImageError, OSError) as err:
-            raise ValueError(f"cannot read image {f}: {err}") from None
-        out.append(TF.resize(TF.to_dtype(img, torch.float32, scale=True), [size, size], antialias=True))
+            img = read_image_rgb(Path(f))
+        except DataError as err:
+            reason = str(err).removeprefix(f"{f}: ")
+            raise ValueError(f"cannot read image {f}: {reason}") from None
+        img = TF.to_dtype(img, torch.float32, scale=True)
+        out.append(TF.resize(img, [size, size], interpolation=mode, antialias=True).clamp(0, 1))
     return torch.stack(out), [f.name for f in files]
