@@ -144,3 +144,12 @@ def test_unsafe_checkpoint_is_refused_in_one_paragraph(
         assert "state_dict" in err and ".safetensors" in err  # what atcon accepts
     assert not marker.exists()
     assert not (tmp_path / "ft").exists()
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import atcon
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.startswith(f"atcon {atcon.__version__} (torch ")

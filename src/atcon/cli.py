@@ -33,6 +33,21 @@ DEBUG_ENV = "ATCON_DEBUG"
 """Environment variable that, set to 1, shows the traceback of every error (like ``--debug``)."""
 
 
+def _version() -> str:
+    """``atcon X (torch Y, Python Z)``: what a bug report needs first."""
+    import platform
+
+    from atcon import __version__
+
+    try:
+        from importlib.metadata import version
+
+        torch_version = version("torch")
+    except Exception:  # a source tree without torch's metadata
+        torch_version = "unknown"
+    return f"atcon {__version__} (torch {torch_version}, Python {platform.python_version()})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the top-level parser with every subcommand registered."""
     parser = argparse.ArgumentParser(
@@ -44,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help=f"show the full traceback of any error (also: {DEBUG_ENV}=1)",
     )
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMAND_MODULES:
         importlib.import_module(name).register(sub)

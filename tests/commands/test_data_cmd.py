@@ -133,3 +133,26 @@ def test_build_shortcut_fashion_with_its_options_and_describe_it(
     assert (tmp_path / "cache" / "shortcut-fashion-seed0-size0.01-rho0.5" / "manifest.csv").is_file()
     with pytest.raises(ValueError, match="--rho applies to shortcut-fashion only, not cluttered-fashion"):
         run(["data", "build", "cluttered-fashion", "--out", str(tmp_path / "cf"), "--rho", "0.9"])
+
+
+@pytest.mark.parametrize("name", ["cluttered-fashion", "shortcut-fashion"])
+def test_info_takes_a_builtin_name(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`atcon data info NAME` describes the benchmark `--data NAME` trains on (built if needed)."""
+    import atcon.data
+
+    real = atcon.data.build_benchmark
+    built: list[str] = []
+
+    def small(name: str, **kw: object) -> Path:  # the default build, at 1% of its size
+        built.append(name)
+        return real(name, out=tmp_path / name, size=0.01)
+
+    monkeypatch.setattr(atcon.data, "build_benchmark", small)
+    monkeypatch.chdir(tmp_path)  # no folder of that name here
+    assert run(["data", "info", name]) == 0
+    out = capsys.readouterr().out
+    assert built == [name]
+    assert str(tmp_path / name) in out and "ankle_boot" in out
+    assert "not found" not in out

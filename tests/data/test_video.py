@@ -197,3 +197,16 @@ def test_train_transform_in_dataset_keeps_layout(tmp_path: Path, clip_writer: Wr
     clips, targets = collate([ds[0], ds[2]])
     assert clips.shape == (2, 3, 16, 20, 20) and targets["label"].tolist() == [0, 0]
     assert targets["boxes"].shape == (2, 16, 4)
+
+
+def test_without_pyav_reading_a_clip_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import sys
+
+    from atcon.data.video import probe_video
+
+    monkeypatch.setitem(sys.modules, "av", None)  # as if PyAV were not installed
+    (tmp_path / "a.mp4").write_bytes(b"\0")
+    with pytest.raises(OSError, match=r"pip install 'atcon\[video\]'"):
+        probe_video(tmp_path / "a.mp4")

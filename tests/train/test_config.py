@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from atcon.commands._config import add_config_arguments, config_from_args
 from atcon.consistency import ConsistencyConfig
@@ -220,6 +221,31 @@ def test_finetune_command_uses_its_defaults(
     assert seen["cfg"].epochs == 2
     assert main(["train"]) == 0
     assert seen["cfg"].epochs == 20  # other commands keep the field default
+
+
+def test_finetune_init_takes_the_network_from_the_checkpoint(
+    tmp_path: Path, seen: dict[str, TrainConfig]
+) -> None:
+    """`atcon finetune --init CKPT` rebuilds what the checkpoint holds; flags still win."""
+    from atcon.cli import main
+
+    ckpt = tmp_path / "best.pt"
+    config = {
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.25, 0.25, 0.25],
+        "interpolation": "bicubic",
+        "target_layer": "layer3",
+    }
+    torch.save({"model": {}, "model_name": "resnet50", "image_size": 96, "config": config}, ckpt)
+    assert main(["finetune", "--init", str(ckpt)]) == 0
+    cfg = seen["cfg"]
+    assert (cfg.model, cfg.image_size, cfg.weights) == ("resnet50", 96, str(ckpt))
+    assert (cfg.mean, cfg.std, cfg.interpolation) == ((0.5,) * 3, (0.25,) * 3, "bicubic")
+    assert cfg.target_layer == "layer3"
+    assert main(["finetune", "--init", str(ckpt), "--model", "resnet18", "--image-size", "64"]) == 0
+    assert (seen["cfg"].model, seen["cfg"].image_size, seen["cfg"].mean) == ("resnet18", 64, (0.5,) * 3)
+    assert main(["finetune", "--init", "IMAGENET1K_V1"]) == 0  # not a file: nothing inherited
+    assert seen["cfg"].model == TrainConfig().model
 
 
 def test_finetune_defaults_to_the_guard_and_label_free_selection(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -442,8 +443,33 @@ def test_progress_in_a_log_file_is_one_line_per_epoch(tiny_voc: Path, tmp_path: 
     assert "\r" not in text
     lines = [line for line in text.splitlines() if line.startswith("supervised run: epoch ")]
     assert [line.split(",")[0] for line in lines] == [
-        "supervised run: epoch 1/2",
-        "supervised run: epoch 2/2",
+        "supervised run: epoch 0 (1/2)",
+        "supervised run: epoch 1 (2/2)",
     ]
     assert all("val_map" in line for line in lines)
-    assert re.search(r"^supervised run: epochs 1-2 of \d+ steps each$", text, re.MULTILINE)
+    assert re.search(r"^supervised run: epochs 0-1 of \d+ steps each$", text, re.MULTILINE)
+    # One numbering: the epochs the console names are metrics.csv's and log.txt's.
+    with (tmp_path / "run" / "metrics.csv").open() as f:
+        assert sorted({int(r["epoch"]) for r in csv.DictReader(f) if int(r["epoch"]) >= 0}) == [0, 1]
+    logged = re.findall(r"epoch (\d+) step", (tmp_path / "run" / "log.txt").read_text())
+    assert sorted(set(map(int, logged))) == [0, 1]
+
+
+def test_tensorboard_holds_the_metrics_csv_scalars(tiny_voc: Path, tmp_path: Path) -> None:
+    """With ``tensorboard`` installed (the ``[tensorboard]`` extra), every metrics.csv number is a
+    scalar of the run's ``tensorboard/`` folder at its step."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    train(config(tiny_voc), run, progress=False)
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    with (run / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert {"train_loss", "val_map"} <= tags
+    logged = {e.step: e.value for e in events.Scalars("val_map")}
+    for row in rows:
+        if row.get("val_map"):
+            assert logged[int(row["step"])] == pytest.approx(float(row["val_map"]), rel=1e-6)

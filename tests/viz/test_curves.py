@@ -26,9 +26,25 @@ def test_training_curves_read_numbers_and_skip_empty_columns(tmp_path: Path) -> 
     assert set(cols) == {"epoch", "train_loss", "val_f1"}
     assert cols["train_loss"] == [1.5, 0.5] and math.isnan(cols["val_f1"][0])
     fig = viz.training_curves_figure({"run": tmp_path})
-    loss_ax, val_ax = fig.axes
+    loss_ax, val_ax = (ax for ax in fig.axes if ax.get_visible())
     assert [list(line.get_ydata()) for line in loss_ax.lines] == [[1.5, 0.5]]
     assert list(val_ax.lines[0].get_xdata()) == [0.0, 1.0]
+
+
+def test_training_curves_one_panel_per_quantity(tmp_path: Path) -> None:
+    """A consistency loss near -1, an agreement near 1 and a mAP each get their own axis."""
+    rows = (
+        "epoch,train_loss,lf_consistency,lf_agreement,val_map\n0,2.0,-0.90,1.0,0.20\n1,1.0,-0.95,0.98,0.30\n"
+    )
+    for run in ("a", "b"):
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "metrics.csv").write_text(rows)
+    fig = viz.training_curves_figure({"a": tmp_path / "a", "b": tmp_path / "b"})
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in shown] == ["train_loss", "lf_agreement", "lf_consistency", "val_map"]
+    for ax in shown:
+        assert len(ax.lines) == 2  # one line per run
+    assert list(shown[2].lines[0].get_ydata()) == [-0.90, -0.95]
 
 
 def test_ablation_curves_one_panel_per_similarity() -> None:

@@ -111,7 +111,8 @@ def register(subparsers: Any) -> None:
     info.add_argument(
         "root",
         type=Path,
-        help="image class folders, CSV manifest, COCO file, VOC-layout folder, clip manifest or video folders",
+        help="image class folders, CSV manifest, COCO file, VOC-layout folder, clip manifest or video "
+        "folders, or a built-in benchmark's name (cluttered-fashion, fashion-events, shortcut-fashion)",
     )
     info.add_argument(
         "--split",
@@ -215,7 +216,9 @@ def cmd_split(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     """Say which format a path holds, then count its images (or clips) per class (and, with
-    ``--check``, list its bad files)."""
+    ``--check``, list its bad files). A built-in benchmark's name stands for its default build
+    (made first if needed, as ``--data NAME`` does)."""
+    args.root = _builtin_path(args.root)
     if not args.check:
         return _counts(args)
     status = _check(args.root.expanduser())
@@ -226,6 +229,17 @@ def cmd_info(args: argparse.Namespace) -> int:
             raise
         print(f"no per-class counts: {err}")  # the same bad file the check listed
         return status
+
+
+def _builtin_path(root: Path) -> Path:
+    """``root``, or the folder (or manifest) of the built-in benchmark it names, when no such path exists."""
+    from atcon.data import BENCHMARKS, build_benchmark
+
+    name = str(root)
+    if root.exists() or name not in BENCHMARKS:
+        return root
+    folder = build_benchmark(name)
+    return folder / "manifest.csv" if BENCHMARKS[name].layout == "manifest" else folder
 
 
 def _check(root: Path) -> int:

@@ -19,7 +19,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "maps (maps.pt) and a figure (maps.png). Without images, a built-in synthetic sample is used.",
     )
     p.add_argument("images", nargs="*", type=Path, help="image files or folders (default: a built-in sample)")
-    p.add_argument("--model", default="small", help="architecture (see atcon.models.MODELS)")
+    p.add_argument(
+        "--model",
+        default="small",
+        help="architecture: small, a torchvision model name (resnet50, efficientnet_b0, ...) or timm:NAME",
+    )
     p.add_argument(
         "--weights", default=None, help="checkpoint path or torchvision weights name (default: random)"
     )

@@ -65,7 +65,12 @@ def register(sub: Any) -> None:
         "selected without labels on a held-out slice of the unlabelled data (--select label-free); "
         "--anchor-weight 0 --select labels is the paper's recipe (selection on validation labels). Default lr 5e-6.",
     )
-    f.add_argument("--init", default=None, help="checkpoint to start from (same as --weights)")
+    f.add_argument(
+        "--init",
+        default=None,
+        help="checkpoint to start from (same as --weights); an atcon checkpoint also gives the network, "
+        "image size, normalisation and Grad-CAM layer unless flags say otherwise",
+    )
     _common(f, "finetune")
     f.set_defaults(func=lambda a: _run(a, "finetune"))
     p = sub.add_parser(
@@ -78,6 +83,31 @@ def register(sub: Any) -> None:
     p.set_defaults(func=lambda a: _run(a, "simclr"))
 
 
+INHERITED = ("model", "image_size", "mean", "std", "interpolation", "target_layer")
+"""What ``atcon finetune --init CKPT`` takes from an atcon checkpoint unless a flag or ``--config``
+says otherwise: the network it holds, its input size, normalisation and Grad-CAM layer."""
+
+
+def settings_of_checkpoint(path: str) -> dict[str, Any]:
+    """The :data:`INHERITED` settings an atcon checkpoint records (none for other files, e.g. a
+    torchvision weights name or a plain state dict: those need ``--model``)."""
+    from atcon.train.checkpoint import load_checkpoint
+
+    if not Path(path).is_file():
+        return {}
+    try:
+        ckpt = load_checkpoint(path)
+    except (ValueError, OSError, RuntimeError):
+        return {}  # not an atcon checkpoint: loading it later says what is wrong
+    if "model_name" not in ckpt:
+        return {}
+    config = ckpt.get("config") or {}
+    found = {"model": ckpt["model_name"], "image_size": ckpt.get("image_size"), **{
+        k: config.get(k) for k in ("mean", "std", "interpolation", "target_layer")
+    }}  # fmt: skip
+    return {k: (tuple(v) if isinstance(v, list) else v) for k, v in found.items() if v is not None}
+
+
 def _run(args: argparse.Namespace, strategy: str | None) -> int:
     from atcon.commands._config import config_from_args
     from atcon.train.run import train
@@ -85,9 +115,11 @@ def _run(args: argparse.Namespace, strategy: str | None) -> int:
     forced: dict[str, Any] = {}
     if strategy is not None:
         forced["strategy"] = strategy
+    defaults = dict(_DEFAULTS.get(args.command, {}))
     if getattr(args, "init", None):
         forced["weights"] = args.init
-    cfg = config_from_args(args, _DEFAULTS.get(args.command), **forced)
+        defaults.update(settings_of_checkpoint(args.init))
+    cfg = config_from_args(args, defaults, **forced)
     if args.resume is not None:
         run_dir, resume = args.resume, True
     else:

@@ -138,6 +138,18 @@ def require_dir(path: Path, what: str) -> Path:
     return path
 
 
+def import_av() -> Any:
+    """PyAV, which reading and writing clips needs (the ``[video]`` extra), or a one-line error
+    saying how to install it."""
+    try:
+        import av
+    except ImportError:
+        raise OSError(
+            "reading or writing video clips needs PyAV: pip install 'atcon[video]' (or: pip install av)"
+        ) from None
+    return av
+
+
 def read_image_rgb(path: Path) -> torch.Tensor:
     """Decode an image file to RGB.
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from atcon.data._common import prepare_out, write_meta
+from atcon.data._common import import_av, prepare_out, write_meta
 from atcon.data.drawing import Source, background, fragment, ink_layer, paste, random_colour
 from atcon.data.fashion import load_fashion_mnist
 
@@ -139,7 +139,7 @@ def render_event_clip(
 
 def write_video(path: str | Path, frames: np.ndarray, fps: int) -> None:
     """Write ``uint8`` ``(T, H, W, 3)`` frames as lossless H.264 (even ``H`` and ``W`` not required)."""
-    import av
+    av = import_av()
 
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=fps)

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from atcon.data import decoded
-from atcon.data._common import DataError, OnError, check_on_error, filter_bad, not_found
+from atcon.data._common import DataError, OnError, check_on_error, filter_bad, import_av, not_found
 from atcon.data.clip_specs import ClipSpec, read_boxes, read_manifest, scan_class_folders
 
 _EPS = 1e-6
@@ -38,7 +38,7 @@ def probe_video(path: str | Path) -> tuple[float | None, float]:
         FileNotFoundError: No such file.
         DataError: Not a readable video, or no video stream.
     """
-    import av
+    av = import_av()
 
     path = Path(path)
     if not path.is_file():
@@ -83,7 +83,7 @@ def decode_clip(
     Raises:
         DataError: Corrupt file, or the video ends before the last sample time ("shorter than the clip").
     """
-    import av
+    av = import_av()
 
     path = Path(path)
     if not path.is_file():

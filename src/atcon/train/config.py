@@ -75,7 +75,11 @@ class TrainConfig:
             corrupt: raise (stop with an error naming it) or skip (check every file before
             training, drop the bad ones and say how many).
         augment: Random augmentation of the training samples.
-        model: Architecture: resnet18, resnet50, inception_v3, r3d_18, small or small3d.
+        model: Architecture: small or small3d (atcon's own), any torchvision classification or
+            video model name (resnet18, resnet50, inception_v3, efficientnet_b0,
+            mobilenet_v3_large, convnext_tiny, vgg16, densenet121, r3d_18, ...), or timm:NAME
+            with timm installed (timm:tf_efficientnet_lite0, timm:convnext_atto,
+            timm:vit_small_patch16_224, ...); README "Supported models".
         weights: Starting weights: a torchvision weights name (e.g. IMAGENET1K_V1), a checkpoint
             file, or unset for random initialisation.
         new_head: With a checkpoint whose head has another number of classes, start a fresh

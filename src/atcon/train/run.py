@@ -128,9 +128,11 @@ def train(
 
 
 def _epoch_line(name: str, trainer: Trainer, loss: float, seconds: float) -> str:
-    """``"finetune ft: epoch 2/10, loss 0.41, val_map 0.62, 12 s"`` (the latest evaluation's metric)."""
+    """``"finetune ft: epoch 1 (2/10), loss 0.41, val_map 0.62, 12 s"``: the epoch just finished,
+    numbered from 0 as in ``metrics.csv`` and ``log.txt``, how many of all are done, and the latest
+    evaluation's metric."""
     st = trainer.state
-    text = f"{name}: epoch {st.epoch}/{trainer.cfg.epochs}, loss {loss:.4g}"
+    text = f"{name}: epoch {st.epoch - 1} ({st.epoch}/{trainer.cfg.epochs}), loss {loss:.4g}"
     row = st.history[-1] if st.history else {}
     metric = next((k for k in ("val_map", "lf_consistency", "selection") if row.get(k) is not None), None)
     if metric is not None:
@@ -181,7 +183,7 @@ def _loop(trainer: Trainer, show: bool) -> dict[str, Any]:
         leave=False,
     )
     if show and not live:
-        line(f"{name}: epochs {st.epoch + 1}-{cfg.epochs} of {trainer.steps_per_epoch} steps each")
+        line(f"{name}: epochs {st.epoch}-{cfg.epochs - 1} of {trainer.steps_per_epoch} steps each")
     if trainer.strategy.start_is_candidate and st.global_step == 0 and not st.history:
         # The starting network is a candidate too: selection on validation may keep it when
         # training does not help.

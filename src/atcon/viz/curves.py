@@ -33,31 +33,40 @@ def read_metrics_csv(path: str | Path) -> dict[str, list[float]]:
     return {k: v for k, v in cols.items() if any(not math.isnan(x) for x in v) or k == "epoch"}
 
 
-def training_curves_figure(runs: Mapping[str, str | Path]) -> Figure:
-    """Loss and validation metrics per epoch of one or more runs' ``metrics.csv``.
+def training_curves_figure(runs: Mapping[str, str | Path], columns: int = 3) -> Figure:
+    """One panel per logged quantity (losses, each validation metric, each label-free signal)
+    against the epoch, one line per run, so quantities on different scales (a consistency loss
+    near -1, an agreement near 1, a mAP) never share an axis.
 
     Args:
         runs: label -> path of a ``metrics.csv`` (or of its run folder).
+        columns: panels per row.
     """
     plt = pyplot()
-    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(9, 3.2))
     skip = {"epoch", "step", "lr", "selection", "best"}
+    series: dict[str, list[tuple[str, list[float], list[float]]]] = {}
     for label, path in runs.items():
         p = Path(path)
         cols = read_metrics_csv(p / "metrics.csv" if p.is_dir() else p)
-        epochs = cols.get("epoch") or list(range(len(next(iter(cols.values()), []))))
-        prefix = f"{label}: " if len(runs) > 1 else ""
+        epochs = cols.get("epoch") or [float(i) for i in range(len(next(iter(cols.values()), [])))]
         for k, v in cols.items():
-            if k in skip:
-                continue
-            ax = ax_loss if k.endswith("loss") else ax_val
-            ax.plot(epochs, v, marker="o", ms=3, label=prefix + k)
-    for ax, name in ((ax_loss, "loss"), (ax_val, "validation metric")):
+            if k not in skip:
+                series.setdefault(k, []).append((label, epochs, v))
+    names = sorted(series, key=lambda k: (not k.endswith("loss"), k))  # losses first
+    n = max(len(names), 1)
+    ncols = min(columns, n)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 2.6 * nrows), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        for label, epochs, values in series[name]:
+            ax.plot(epochs, values, marker="o", ms=3, label=label)
+        ax.set_title(name, fontsize=9)
         ax.set_xlabel("epoch")
-        ax.set_ylabel(name)
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
+        if len(runs) > 1:
             ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(names) :]:
+        ax.set_visible(False)
     fig.tight_layout()
     return fig
 
