@@ -63,3 +63,14 @@ def test_evaluate_checkpoint_takes_task_classes_and_layer_from_the_checkpoint(ru
     other = evaluate_checkpoint(m, ds, EvalSpec(target_layer="layer3", n_resamples=20))
     assert other.layer == "layer3"
     torch.testing.assert_close(other.logits, r.logits)
+
+
+def test_non_finite_weights_are_refused(runs: dict[str, Path], tmp_path: Path) -> None:
+    """`atcon evaluate`/`explain` never report metrics of a NaN network."""
+    ckpt = torch.load(runs["a"], weights_only=True)
+    name = next(k for k, v in ckpt["model"].items() if v.is_floating_point())
+    ckpt["model"][name] = ckpt["model"][name].clone().fill_(float("nan"))
+    bad = tmp_path / "nan.pt"
+    torch.save(ckpt, bad)
+    with pytest.raises(ValueError, match=f"non-finite weights \\({name}"):
+        load_model(bad)

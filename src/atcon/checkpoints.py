@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -111,7 +112,7 @@ def load_model(path: str | Path, name: str | None = None) -> LoadedModel:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file is not an atcon training checkpoint.
+        ValueError: the file is not an atcon training checkpoint, or its weights are not finite.
     """
     from atcon.models import build_model
     from atcon.train.checkpoint import load_checkpoint
@@ -121,6 +122,16 @@ def load_model(path: str | Path, name: str | None = None) -> LoadedModel:
     missing = [k for k in _REQUIRED if k not in ckpt]
     if missing:
         raise ValueError(f"{path} is not an atcon training checkpoint (missing {', '.join(missing)})")
+    bad = [
+        k
+        for k, v in ckpt["model"].items()
+        if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()
+    ]
+    if bad:
+        raise ValueError(
+            f"{path} holds non-finite weights ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}): "
+            "its predictions and maps would be meaningless; use a checkpoint of a run that trained without NaN"
+        )
     model = build_model(ckpt["model_name"], int(ckpt["num_classes"]))
     model.load_state_dict(ckpt["model"])
     loaded = LoadedModel(model.eval(), ckpt, path, name or "", file_sha256(path))

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from atcon.attention.hooks import LayerSpec, eval_mode, unwrap_model
 from atcon.consistency import ConsistencyConfig, attention_consistency
-from atcon.consistency.loss import touch_if_distributed
+from atcon.consistency.loss import finite_samples, touch_if_distributed
 from atcon.train.guard import prediction_anchor
 from atcon.train.labelfree import LabelFreeSelection, label_free_signals
 
@@ -87,6 +87,9 @@ class GuardedConsistencyLoss(nn.Module):
         config: the consistency variant (default: Algorithm 1).
         **overrides: fields of :class:`~atcon.consistency.ConsistencyConfig` replaced in ``config``.
 
+    Samples holding a NaN or infinite value are left out of both terms (no loss, no gradient);
+    an empty batch raises ``ValueError``.
+
     Shape:
         x: ``(B, C, H, W)`` or ``(B, C, T, H, W)``.
     """
@@ -131,14 +134,18 @@ class GuardedConsistencyLoss(nn.Module):
 
     def forward(self, x: Tensor) -> GuardedLoss:
         """The guarded loss of an unlabelled batch, with its parts."""
+        x, keep = finite_samples(x)  # samples with NaN/inf values are left out of both terms
+        kept = keep.sum().clamp(min=1)
         with eval_mode(self.model):
             result = attention_consistency(self.model, x, self.config, target_layer=self.target_layer)
-        consistency = result.loss.mean()
+        consistency = torch.where(keep, result.loss, torch.zeros_like(result.loss)).sum() / kept
         logits = result.logits
         with torch.no_grad(), eval_mode(self.reference):
             out = self.reference(x)
             z0 = getattr(out, "logits", out)
-        anchor = prediction_anchor(logits, z0, self.task)
+        # A left-out sample's logits are set to the start's: it adds no divergence and no gradient.
+        anchored = torch.where(keep[:, None], logits, z0.to(logits.dtype))
+        anchor = prediction_anchor(anchored, z0, self.task) * (x.shape[0] / kept)
         loss = touch_if_distributed(consistency + self.anchor_weight * anchor, self.model)
         agreement = (logits.detach().argmax(1) == z0.argmax(1)).float().mean()
         return GuardedLoss(loss, consistency.detach(), anchor.detach(), agreement, logits.detach())

@@ -192,3 +192,34 @@ def test_composes_with_ddp_world_size_one(tmp_path) -> None:  # type: ignore[no-
         assert net.features[0].weight.grad is not None
     finally:
         dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_samples_are_left_out_and_an_empty_batch_is_refused(bad: float) -> None:
+    """One NaN pixel used to give its sample a loss of -0.0 and every parameter a NaN gradient."""
+    torch.manual_seed(0)
+    net = randomize_bn(TinyCNN()).eval()
+    x = torch.randn(3, 3, 8, 8)
+    poisoned = x.clone()
+    poisoned[1, 0, 2, 2] = bad
+    loss_fn = atcon.AttentionConsistencyLoss(net, "features")
+    loss = loss_fn(poisoned)
+    loss.backward()
+    grads = [p.grad.clone() for p in net.parameters() if p.grad is not None]
+    net.zero_grad()
+    expected = loss_fn(x[[0, 2]])
+    expected.backward()
+    torch.testing.assert_close(loss, expected)
+    for g, p in zip(grads, [p for p in net.parameters() if p.grad is not None]):
+        assert torch.isfinite(g).all()
+        torch.testing.assert_close(g, p.grad, atol=1e-6, rtol=1e-5)
+    per_sample = atcon.AttentionConsistencyLoss(net, "features", reduction="none")(poisoned)
+    assert per_sample[1] == 0 and torch.isfinite(per_sample).all()
+    with pytest.raises(ValueError, match="empty batch"):
+        loss_fn(x[:0])
+    guarded = atcon.GuardedConsistencyLoss(net, target_layer="features")
+    out = guarded(poisoned)
+    torch.testing.assert_close(out.consistency, expected.detach())
+    assert torch.isfinite(out.loss) and out.anchor == 0
+    with pytest.raises(ValueError, match="empty batch"):
+        guarded(x[:0])

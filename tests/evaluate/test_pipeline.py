@@ -219,3 +219,14 @@ def test_localization_at_the_original_image_size(batch_size: int) -> None:
     spec = EvalSpec("multilabel", protocol=LocalizationProtocol(measure_at="original"), n_resamples=20)
     with pytest.raises(ValueError, match="original size"):
         evaluate_model(KnownCam([1.0, 1.0]), bare, spec)
+
+
+def test_non_finite_logits_are_refused() -> None:
+    """A NaN pixel (or an overflow) gives NaN logits: no F1 or mAP is computed from them."""
+    items = [(x, {k: v for k, v in t.items() if k in ("labels", "ignore")}) for x, t in image_items()]
+    x1 = items[1][0].clone()
+    x1[0, 3, 3] = math.nan
+    items[1] = (x1, items[1][1])
+    spec = EvalSpec("multilabel", n_resamples=20)
+    with pytest.raises(ValueError, match=r"1 of 3 items have non-finite logits \(first: item 1\)"):
+        evaluate_model(KnownCam([1.0, 1.0]), items, spec)

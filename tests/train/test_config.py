@@ -279,3 +279,33 @@ def test_finetune_defaults_to_the_guard_and_label_free_selection(
     runs = method_runs(captured["cfg"], captured["exp"], per_class=2, seed=0, weights=None)
     tuned = [r.cfg for r in runs.values() if r.cfg.strategy == "finetune"]
     assert tuned and all((c.anchor_weight, c.select) == (0.0, "labels") for c in tuned)
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"lr": float("inf")}, "lr must be a finite number"),
+        ({"lr": float("nan")}, "lr must be a finite number"),
+        ({"weight_decay": float("inf")}, "weight_decay must be a finite number"),
+        ({"mean": (0.5, float("nan"), 0.5)}, "mean must be a finite number"),
+        ({"image_size": 0}, "image_size must be >= 16"),
+        ({"image_size": 1}, "image_size must be >= 16"),
+        ({"seed": 2**63}, r"seed and split_seed must be in \[0, 2\*\*63\)"),
+        ({"seed": -1}, "seed and split_seed"),
+    ],
+)
+def test_settings_that_would_train_into_nan_or_crash_are_refused(
+    setting: dict[str, Any], message: str
+) -> None:
+    """Refused before a run starts (the CLI prints the line, exit 2), not found out mid-run."""
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(data="x", **setting)
+
+
+def test_cli_refuses_lr_inf_in_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from atcon.cli import main
+
+    assert main(["train", "--data", "x", "--lr", "inf", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lr must be a finite number" in err[0]
+    assert not (tmp_path / "r").exists()

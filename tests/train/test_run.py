@@ -473,3 +473,33 @@ def test_tensorboard_holds_the_metrics_csv_scalars(tiny_voc: Path, tmp_path: Pat
     for row in rows:
         if row.get("val_map"):
             assert logged[int(row["step"])] == pytest.approx(float(row["val_map"]), rel=1e-6)
+
+
+@pytest.mark.parametrize("poison", ["nan", "inf"])
+def test_non_finite_weights_are_never_saved(
+    tiny_voc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, poison: str
+) -> None:
+    """Weights that turn non-finite while the epoch's loss still looks finite: the run stops
+    (NonFiniteLossError, exit 2 in the CLI) and every checkpoint on disk stays finite."""
+    from atcon.train.trainer import Trainer
+
+    real = Trainer.train_one_epoch
+
+    def poisoned(self: Trainer, epoch: int, bar: object) -> torch.Tensor:
+        total = real(self, epoch, bar)  # type: ignore[arg-type]
+        if epoch == 1:
+            with torch.no_grad():
+                self.net.fc.weight[0, 0] = float(poison)
+        return total
+
+    monkeypatch.setattr(Trainer, "train_one_epoch", poisoned)
+    run = tmp_path / "run"
+    with pytest.raises(NonFiniteLossError, match="non-finite") as err:
+        train(config(tiny_voc, epochs=3), run, progress=False)
+    assert str(run / "checkpoints" / "last.pt") in str(err.value)
+    saved = list((run / "checkpoints").glob("*.pt"))
+    assert {p.name for p in saved} >= {"last.pt", "best.pt"}
+    for path in saved:
+        ckpt = load_checkpoint(path)
+        assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point()), path
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["state"]["epoch"] == 1  # epoch 0's state

@@ -282,6 +282,20 @@ def _control_saliency(source: str, x: Tensor, targets: Tensor, mask_model: nn.Mo
     return saliency(guided_backprop(mask_model, x, targets=targets)).detach()
 
 
+def finite_samples(x: Tensor) -> tuple[Tensor, Tensor]:
+    """The batch with every sample that holds a NaN or infinite value replaced by zeros, and the
+    ``(B,)`` mask of the samples kept, without a host sync (training steps stay asynchronous).
+
+    Raises:
+        ValueError: an empty batch (no sample to compute a loss from).
+    """
+    if x.shape[0] == 0:
+        raise ValueError(f"empty batch {tuple(x.shape)}: the consistency loss needs at least one sample")
+    keep = torch.isfinite(x).flatten(1).all(1)
+    x = torch.where(keep.view(-1, *[1] * (x.ndim - 1)), x, torch.zeros((), dtype=x.dtype, device=x.device))
+    return x, keep
+
+
 class AttentionConsistencyLoss(nn.Module):
     """Unsupervised attention-consistency loss between Grad-CAM and Guided Backprop.
 
@@ -350,7 +364,15 @@ class AttentionConsistencyLoss(nn.Module):
     target_layer: LayerSpec
 
     def forward(self, x: Tensor, targets: Targets = None) -> Tensor:
-        """Return the loss for ``x`` (scalar for ``reduction="mean"``, else ``(B,)``)."""
+        """Return the loss for ``x`` (scalar for ``reduction="mean"``, else ``(B,)``).
+
+        Samples holding a NaN or infinite value are left out (:func:`finite_samples`): their
+        loss is 0 and they add no gradient; the mean is over the other samples (0 when none).
+
+        Raises:
+            ValueError: an empty batch.
+        """
+        x, keep = finite_samples(x)
         out = attention_consistency(
             self.model,
             x,
@@ -359,7 +381,10 @@ class AttentionConsistencyLoss(nn.Module):
             targets=targets,
             mask_model=self.mask_model,
         )
-        return touch_if_distributed(out.loss.mean() if self.reduction == "mean" else out.loss, self.model)
+        loss = torch.where(keep, out.loss, torch.zeros_like(out.loss))
+        if self.reduction == "mean":
+            loss = loss.sum() / keep.sum().clamp(min=1)
+        return touch_if_distributed(loss, self.model)
 
     def extra_repr(self) -> str:
         return f"target_layer={self.target_layer!r}, {self.config}, reduction={self.reduction!r}"

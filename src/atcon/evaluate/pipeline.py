@@ -327,9 +327,17 @@ def evaluate_model(
     faith = None
     if spec.faithfulness:
         faith = {k: torch.cat(v) if v else torch.zeros(0) for k, v in faith_parts.items()}
+    all_logits = torch.cat(logits_parts)
+    finite = torch.isfinite(all_logits).all(1)
+    if not bool(finite.all()):
+        raise ValueError(
+            f"{name or 'the model'}: {int((~finite).sum())} of {offset} items have non-finite logits (first: item "
+            f"{int((~finite).nonzero()[0])}); F1 and mAP of NaN scores would be meaningless: check the weights "
+            "and the inputs (a NaN pixel, an overflow in --amp)"
+        )
     groups, group_names = item_groups(group_of)
     return summarize(
-        torch.cat(logits_parts),
+        all_logits,
         torch.cat(label_parts),
         torch.cat(pair_parts).long(),
         LocalizationResult.cat(loc_parts) if has_boxes and seen_box and loc_parts else None,

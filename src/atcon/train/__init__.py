@@ -6,7 +6,7 @@
 
 from atcon.train.config import TrainConfig
 from atcon.train.engine import eval_mode, optimizer_step, supervised_loss
-from atcon.train.run import NonFiniteLossError, RunExistsError, train
+from atcon.train.run import NonFiniteLossError, RunExistsError, RunLockedError, train
 from atcon.train.selection import SelectionRule, Verdict
 from atcon.train.simclr import NTXentLoss, ProjectionHead, SimCLRNet
 from atcon.train.strategies import STRATEGIES, Strategy
@@ -17,6 +17,7 @@ __all__ = [
     "NonFiniteLossError",
     "ProjectionHead",
     "RunExistsError",
+    "RunLockedError",
     "SelectionRule",
     "SimCLRNet",
     "Strategy",

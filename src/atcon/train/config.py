@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import re
 import types
 import typing
@@ -27,6 +28,9 @@ from atcon.consistency import ConsistencyConfig, MaskScale, MaskSource, Resoluti
 from atcon.data.transforms import Interpolation
 from atcon.guidance import BoxLoss
 from atcon.train.strategies import STRATEGIES, StrategyName, strategy_class
+
+MIN_IMAGE_SIZE = 16
+"""The smallest input side a run accepts."""
 
 __all__ = ["STRATEGIES", "TrainConfig", "check_defaults", "field_docs", "pool_size"]
 
@@ -232,6 +236,20 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, tuple(float(v) for v in value))
+        for f in fields(self):  # inf or NaN in any setting would train into NaN weights
+            value = getattr(self, f.name)
+            values = value if isinstance(value, tuple) else (value,)
+            if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+                raise ValueError(f"{f.name} must be a finite number, got {value}")
+        if self.image_size is not None and self.image_size < MIN_IMAGE_SIZE:
+            raise ValueError(
+                f"image_size must be >= {MIN_IMAGE_SIZE} pixels (networks downsample up to 32x), got "
+                f"{self.image_size}; leave it unset for the network's own size"
+            )
+        if not 0 <= self.seed < 2**63 or not 0 <= self.split_seed < 2**63:
+            raise ValueError(
+                f"seed and split_seed must be in [0, 2**63), got {self.seed} and {self.split_seed}"
+            )
         if self.std is not None and not all(v > 0 for v in self.std):
             raise ValueError(f"std must be > 0, got {self.std}")
         positive = ("epochs", "batch_size", "per_class", "eval_batch_size")

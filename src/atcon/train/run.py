@@ -9,6 +9,7 @@ seed (bitwise on CPU).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -28,14 +29,35 @@ from atcon.train.config import TrainConfig, pool_size
 from atcon.train.data import TaskData, build_task_data, with_preprocess
 from atcon.train.rundir import (
     RunExistsError,
+    RunLockedError,
     check_run_dir,
     remove_run_files,
     remove_stale_temporaries,
+    run_lock,
     write_start_files,
 )
 from atcon.train.trainer import NonFiniteLossError, Trainer
 
-__all__ = ["NonFiniteLossError", "RunExistsError", "Trainer", "train"]
+__all__ = ["NonFiniteLossError", "RunExistsError", "RunLockedError", "Trainer", "train"]
+
+
+def _resume(run_dir: Path, info: Any, progress: bool, data: TaskData | None) -> dict[str, Any]:
+    """Continue the run in ``run_dir`` from ``checkpoints/last.pt`` (its lock held)."""
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    cfg = TrainConfig(**ckpt["config"])
+    dist_utils.barrier()  # every process has read last.pt before temporaries go
+    stale = remove_stale_temporaries(run_dir) if info.is_main else []
+    if ckpt["state"]["finished"]:
+        return dict(json.loads((run_dir / "summary.json").read_text()))
+    _seed_everything(cfg.seed)
+    data = data if data is not None else build_task_data(cfg, Split.load(run_dir / "split.json"))
+    trainer = Trainer(cfg, run_dir, info, data, resume=True)
+    trainer.restore(ckpt)
+    trainer.log.release()
+    for tmp in stale:
+        trainer.log(f"removed {tmp.name}, left by an interrupted write")
+    trainer.log(f"resumed at epoch {trainer.state.epoch} batch {trainer.state.batch}")
+    return _loop(trainer, progress and info.is_main)
 
 
 def _seed_everything(seed: int) -> None:
@@ -75,6 +97,8 @@ def train(
 
     Raises:
         RunExistsError: ``run_dir`` holds a run and neither ``resume`` nor ``overwrite`` is set.
+        RunLockedError: another live process is writing a run into ``run_dir`` (its lock file,
+            ``.lock``, names it); nothing is touched.
         NonFiniteLossError: the loss became NaN or infinite (``last.pt`` keeps the last good state).
     """
     run_dir = Path(run_dir)
@@ -82,47 +106,39 @@ def train(
     try:
         check_run_dir(run_dir, resume=resume, overwrite=overwrite)
         if resume:
-            ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-            cfg = TrainConfig(**ckpt["config"])
-            dist_utils.barrier()  # every process has read last.pt before temporaries go
-            stale = remove_stale_temporaries(run_dir) if info.is_main else []
-            if ckpt["state"]["finished"]:
-                return json.loads((run_dir / "summary.json").read_text())
-            _seed_everything(cfg.seed)
-            data = data if data is not None else build_task_data(cfg, Split.load(run_dir / "split.json"))
-            trainer = Trainer(cfg, run_dir, info, data, resume=True)
-            trainer.restore(ckpt)
-            trainer.log.release()
-            for tmp in stale:
-                trainer.log(f"removed {tmp.name}, left by an interrupted write")
-            trainer.log(f"resumed at epoch {trainer.state.epoch} batch {trainer.state.batch}")
-            return _loop(trainer, progress and info.is_main)
+            with run_lock(run_dir) if info.is_main else contextlib.nullcontext():
+                return _resume(run_dir, info, progress, data)
         cfg = with_preprocess(absolute_paths(cfg))
         _seed_everything(cfg.seed)
         data = data if data is not None else build_task_data(cfg)
         trainer = Trainer(cfg, run_dir, info, data)
-        # Everything needed to start exists: only now is the folder (and an old run) touched.
+        # Everything needed to start exists: only now is the folder (and an old run) touched,
+        # under its lock, so that no other run writes into it meanwhile.
         created = not run_dir.exists()
         dist_utils.barrier()
-        if info.is_main:
-            remove_run_files(run_dir)
-            remove_stale_temporaries(run_dir)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            write_start_files(
-                run_dir, cfg, data.split, {"world_size": info.world_size, "device": str(info.device)}
-            )
-        dist_utils.barrier()
+        failed = False
         try:
-            trainer.log.release()
-            trainer.log(f"start: {cfg.to_dict()}")
-            return _loop(trainer, progress and info.is_main)
-        except BaseException:
-            if info.is_main and not (run_dir / "checkpoints" / "last.pt").exists():
-                # Nothing to resume: leave no trace that would block running the command again.
-                remove_run_files(run_dir)
-                if created and not any(run_dir.iterdir()):
-                    run_dir.rmdir()
-            raise
+            with run_lock(run_dir) if info.is_main else contextlib.nullcontext():
+                if info.is_main:
+                    remove_run_files(run_dir)
+                    remove_stale_temporaries(run_dir)
+                    write_start_files(
+                        run_dir, cfg, data.split, {"world_size": info.world_size, "device": str(info.device)}
+                    )
+                dist_utils.barrier()
+                try:
+                    trainer.log.release()
+                    trainer.log(f"start: {cfg.to_dict()}")
+                    return _loop(trainer, progress and info.is_main)
+                except BaseException:
+                    failed = True
+                    if info.is_main and not (run_dir / "checkpoints" / "last.pt").exists():
+                        # Nothing to resume: leave no trace that would block running the command again.
+                        remove_run_files(run_dir)
+                    raise
+        finally:
+            if failed and info.is_main and created and run_dir.is_dir() and not any(run_dir.iterdir()):
+                run_dir.rmdir()
     finally:
         dist_utils.teardown()
 

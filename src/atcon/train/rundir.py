@@ -16,14 +16,18 @@ Every file is written atomically.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import json
+import os
 import platform
 import shutil
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +56,94 @@ class RunExistsError(FileExistsError):
     """The run folder already holds a run."""
 
 
+class RunLockedError(FileExistsError):
+    """Another live process holds the run folder's lock."""
+
+
+LOCK = ".lock"
+"""The run folder's lock file: ``{"pid", "host", "since"}`` of the one process writing the run."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _holder(run_dir: Path) -> dict[str, Any] | None:
+    """The lock's holder, or None when there is no lock or its holder is a dead process of this host
+    (a stale lock, left by a killed run). A lock from another host is taken as held."""
+    try:
+        text = (run_dir / LOCK).read_text()
+    except FileNotFoundError:
+        return None
+    try:
+        holder = json.loads(text)
+        pid, host = int(holder["pid"]), str(holder["host"])
+    except (ValueError, KeyError, TypeError):
+        return None  # a lock its writer never finished: stale
+    if host == socket.gethostname() and not _alive(pid):
+        return None
+    return holder
+
+
+def check_unlocked(run_dir: Path) -> None:
+    """Raise :class:`RunLockedError` when another live process holds ``run_dir``."""
+    holder = _holder(run_dir)
+    if holder is not None and not (holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()):
+        raise RunLockedError(
+            f"{run_dir} is in use by process {holder['pid']} on {holder['host']} (since {holder.get('since', '?')}); "
+            f"wait for it to finish, or, if that process is gone, delete {run_dir / LOCK}"
+        )
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir``'s lock for the block: one writer per run folder.
+
+    The lock file is created exclusively (``O_EXCL``), so of two runs started at once exactly
+    one gets it; a stale lock (its process dead, same host) is replaced. The folder is created if
+    missing. The lock is removed when the block ends, also on error.
+
+    Raises:
+        RunLockedError: another live process holds the folder.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK
+    for _ in range(2):
+        check_unlocked(run_dir)
+        with contextlib.suppress(FileNotFoundError):
+            if _holder(run_dir) is None:
+                path.unlink()  # stale (or unfinished) lock
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            continue  # another process took it between the check and the create: check again
+        with os.fdopen(fd, "w") as f:
+            f.write(
+                json.dumps(
+                    {
+                        "pid": os.getpid(),
+                        "host": socket.gethostname(),
+                        "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+                    }
+                )
+            )
+        break
+    else:
+        check_unlocked(run_dir)
+        raise RunLockedError(f"{run_dir} is in use by another process; try again once it has finished")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
 def holds_run(run_dir: Path) -> bool:
     """Whether ``run_dir`` holds a run (its start files or a checkpoint)."""
     return (run_dir / "config.toml").exists() or (run_dir / "checkpoints" / "last.pt").exists()
@@ -61,9 +153,11 @@ def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
     """Check that a run may start (or resume) in ``run_dir``, without changing anything on disk.
 
     Raises:
+        RunLockedError: another live process writes into the folder.
         RunExistsError: the folder holds a run and neither ``resume`` nor ``overwrite`` is set.
         FileNotFoundError: ``resume`` without a checkpoint to resume from.
     """
+    check_unlocked(run_dir)
     last = run_dir / "checkpoints" / "last.pt"
     if resume:
         if not last.is_file():

@@ -53,7 +53,8 @@ _KILL_AT_STEP = int(os.environ.get("ATCON_FAULT_KILL_AT_STEP", "0"))
 
 
 class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite; the last good checkpoint is kept."""
+    """The training loss, the weights or the validation outputs became NaN or infinite; the last
+    good checkpoint is kept and no non-finite one is written."""
 
     user_error = True
 
@@ -315,7 +316,9 @@ class Trainer:
         """Write ``checkpoints/{kind}.pt``: ``"last"`` (everything to resume) or ``"best"``."""
         if not self.info.is_main:
             return
-        payload: dict[str, Any] = {"model": self.classifier_state(), "kind": kind, **self._meta()}
+        model_state = self.classifier_state()
+        self.check_finite_weights(model_state)
+        payload: dict[str, Any] = {"model": model_state, "kind": kind, **self._meta()}
         if kind == "last":
             payload.update(
                 optimizer=self.optimizer.state_dict(),
@@ -421,6 +424,21 @@ class Trainer:
             self.log(msg)
             raise NonFiniteLossError(msg)
 
+    def check_finite_weights(self, state: dict[str, Tensor]) -> None:
+        """Raise :class:`NonFiniteLossError` when a weight is NaN or infinite, so that no such
+        checkpoint is ever written (one sync per save)."""
+        floats = [v for v in state.values() if v.is_floating_point()]
+        if floats and not bool(torch.stack([torch.isfinite(v).all() for v in floats]).all()):
+            bad = next(k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all())
+            msg = (
+                f"the network's weights became non-finite ({bad}, ...) by step {self.state.global_step}; stopped "
+                f"without saving them. The last good checkpoint is {self.run_dir / 'checkpoints' / 'last.pt'}"
+                f"{'' if (self.run_dir / 'checkpoints' / 'last.pt').exists() else ' (none was saved)'}. "
+                "Try a lower --lr or --clip-grad."
+            )
+            self.log(msg)
+            raise NonFiniteLossError(msg)
+
     def evaluate(self, epoch: int, train_loss: float | None) -> dict[str, Any]:
         """Validation metrics, model selection (best checkpoint) and one metrics row."""
         st = self.state
@@ -432,6 +450,11 @@ class Trainer:
         }
         if self.simclr is None:
             scores, labels = predict(self.net, self.val_loader, self.device, self.data.task, self.cfg.amp)
+            if not bool(torch.isfinite(scores).all()):
+                self.check_finite_weights(self.classifier_state())
+                msg = f"the network's validation outputs are non-finite at step {self.state.global_step}; stopped"
+                self.log(msg)
+                raise NonFiniteLossError(msg)
             m = classification_metrics(scores, labels, self.data.task)
             row.update(
                 val_map=float(m["map"]), val_f1_macro=float(m["f1_macro"]), val_f1_micro=float(m["f1_micro"])
