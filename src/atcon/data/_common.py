@@ -155,7 +155,9 @@ def read_image_rgb(path: Path) -> torch.Tensor:
 
     16-bit greyscale files (common for X-rays) are scaled from ``[0, 65535]`` to ``[0, 255]``
     (``round(v / 257)``), the same for every image, so relative intensities across images are kept;
-    Pillow's own conversion would clip every value above 255 to white. 32-bit float greyscale
+    Pillow's own conversion would clip every value above 255 to white. The EXIF orientation is
+    applied, so the image is the one a viewer shows (boxes are read in those viewed
+    coordinates). 32-bit float greyscale
     files (``F`` mode TIFFs) are read as intensities in ``[0, 1]`` when all values lie there, else
     in ``[0, 255]`` (clipped); non-finite values become 0.
 
@@ -172,12 +174,13 @@ def read_image_rgb(path: Path) -> torch.Tensor:
         FileNotFoundError: The file does not exist.
         DataError: The file is not a readable image.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     if not path.is_file():
         raise not_found("image", path)
     try:
-        with Image.open(path) as im:
+        with Image.open(path) as opened:
+            im = ImageOps.exif_transpose(opened)  # as a viewer shows it (EXIF orientation)
             if im.mode in _SIXTEEN_BIT_MODES:
                 grey = np.asarray(im).astype(np.float64).clip(0, 65535) / 257.0
                 arr = np.repeat(np.rint(grey).astype(np.uint8)[..., None], 3, axis=2)
@@ -185,9 +188,18 @@ def read_image_rgb(path: Path) -> torch.Tensor:
                 arr = np.repeat(_float_to_uint8(np.asarray(im))[..., None], 3, axis=2)
             else:
                 arr = np.asarray(im.convert("RGB"))
+    except Image.DecompressionBombError as err:
+        raise DataError(_bomb_message(err), path) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(f"unreadable or corrupt image ({err})", path) from err
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+def _bomb_message(err: Exception) -> str:
+    return (
+        f"too large to decode safely ({err}); if the file is genuine, raise the limit with "
+        "PIL.Image.MAX_IMAGE_PIXELS, or leave it out with --on-bad-file skip"
+    )
 
 
 def _float_to_uint8(values: np.ndarray) -> np.ndarray:
@@ -213,6 +225,8 @@ def verify_image(path: Path) -> None:
         with Image.open(path) as im:
             im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
             im.load()
+    except Image.DecompressionBombError as err:
+        raise DataError(_bomb_message(err), path) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(f"unreadable or corrupt image ({err})", path) from err
 

@@ -288,7 +288,9 @@ class AnnotatedImageDataset(Dataset[tuple[torch.Tensor, Target]]):
             from PIL import Image
 
             with Image.open(record.path) as im:
-                self._sizes[index] = (im.height, im.width)
+                # The viewed size: EXIF orientations 5-8 swap width and height.
+                turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+                self._sizes[index] = (im.width, im.height) if turned else (im.height, im.width)
         return self._sizes[index]
 
     def target(self, index: int) -> Target:
