@@ -96,7 +96,13 @@ def test_image_folder_is_found_in_the_coco_release_layout(tmp_path: Path) -> Non
     other = tmp_path / "elsewhere"
     for im in data["images"]:
         png(other / im["file_name"], (8, 8))
-    assert COCODataset(path, image_root=other)[0][0].shape == (3, 8, 8)
+    elsewhere = COCODataset(path, image_root=other)
+    assert elsewhere.records[0].path == other / "a.png"
+    # Those 8 x 8 files are not the images the annotation describes: its boxes lie outside them.
+    with pytest.raises(
+        DataError, match=r"image 1 \('a\.png'\): box 2 \(cat\) .* lies outside the 8 x 8 image"
+    ):
+        elsewhere[0]
     with pytest.raises(DataError, match=r"image 1 \('a\.png'\): image not found: .*nowhere/a\.png"):
         COCODataset(path, image_root=tmp_path / "nowhere")
 

@@ -138,6 +138,15 @@ def require_dir(path: Path, what: str) -> Path:
     return path
 
 
+def not_utf8(err: UnicodeDecodeError, path: Path, what: str = "file") -> DataError:
+    """The one-line error of a text file that is not UTF-8 (Latin-1, UTF-16 exports)."""
+    return DataError(
+        f"not UTF-8 text (byte {err.start}: {err.reason}); save the {what} as UTF-8 (a spreadsheet's "
+        "'CSV UTF-8' export)",
+        path,
+    )
+
+
 def import_av() -> Any:
     """PyAV, which reading and writing clips needs (the ``[video]`` extra), or a one-line error
     saying how to install it."""

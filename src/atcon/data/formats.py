@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from atcon.data._common import DataError, OnError
+from atcon.data._common import DataError, OnError, not_utf8
 from atcon.data.files import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from atcon.data.images import AnnotatedImageDataset
 from atcon.data.voc import VOCDataset
@@ -81,6 +81,17 @@ def _looked_for(path: Path, found: str) -> DataError:
 
 
 def _csv_format(path: Path) -> DataFormat:
+    try:
+        return _csv_format_of(path)
+    except UnicodeDecodeError as err:
+        raise not_utf8(err, path, "manifest") from None
+    except csv.Error as err:
+        raise DataError(
+            f'not well-formed CSV ({err}); an unclosed quote (") is the usual cause', path
+        ) from None
+
+
+def _csv_format_of(path: Path) -> DataFormat:
     with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
         header = [h.strip().lower() for h in next(reader, [])]

@@ -44,7 +44,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from atcon.data._common import DataError, OnError, not_found
+from atcon.data._common import DataError, OnError, not_found, not_utf8
 from atcon.data.images import AnnotatedImageDataset, ImageRecord, read_class_list, split_name
 from atcon.data.voc import Region, VOCObject
 
@@ -117,6 +117,8 @@ def _coords(entry: list[Any], what: str) -> Region:
     x1, y1, x2, y2 = (float(v) for v in coords)
     if x2 < x1 or y2 < y1:
         raise ValueError(f"{what} is inverted (x2 < x1 or y2 < y1): {entry!r}")
+    if x2 == x1 or y2 == y1:
+        raise ValueError(f"{what} has zero area: {entry!r}")
     return (x1, y1, x2, y2)
 
 
@@ -148,13 +150,32 @@ def read_image_manifest(path: str | Path, *, label_sep: str = LABEL_SEP) -> list
         raise not_found("manifest", path)
     if not label_sep:
         raise ValueError("label_sep must be a non-empty string")
+    try:
+        return _read_rows(path, label_sep)
+    except UnicodeDecodeError as err:
+        raise not_utf8(err, path, "manifest") from None
+
+
+CSV_FIELD_LIMIT = 16 * 2**20
+"""Largest manifest cell read (Python's csv default, 128 KiB, is less than a long box list)."""
+
+
+def _read_rows(path: Path, label_sep: str) -> list[ImageRecord]:
+    csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
     # utf-8-sig: spreadsheet programs often start the file with a byte-order mark.
     with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh)
+        reader = csv.reader(fh, strict=True)
         header = next(reader, None)
         if header is None:
             raise DataError("empty manifest: expected a header row with path and labels columns", path)
-        columns = {name.strip().lower(): j for j, name in enumerate(header)}
+        names = [name.strip().lower() for name in header]
+        repeated = sorted({n for n in names if n and names.count(n) > 1})
+        if repeated:
+            where = ", ".join(str(j + 1) for j, n in enumerate(names) if n == repeated[0])
+            raise DataError(
+                f"column {repeated[0]!r} appears more than once (columns {where}); keep one", path
+            )
+        columns = {name: j for j, name in enumerate(names)}
         label_col = "labels" if "labels" in columns else "label"
         missing = [c for c in ("path", label_col) if c not in columns]
         if missing:
@@ -164,17 +185,27 @@ def read_image_manifest(path: str | Path, *, label_sep: str = LABEL_SEP) -> list
                 path,
             )
         seen: dict[str, int] = {}
-        records = []
-        for row in reader:
+        records: list[ImageRecord] = []
+        rows: list[tuple[int, list[str]]] = []
+        try:
+            for row in reader:
+                rows.append((reader.line_num, row))
+        except csv.Error as err:
+            raise DataError(
+                f'not well-formed CSV after line {reader.line_num} ({err}); an unclosed quote (") is the usual cause',
+                path,
+            ) from None
+        for line, row in rows:
             if not any(cell.strip() for cell in row):
                 continue  # blank line
-            line = reader.line_num
 
             def cell(name: str, row: list[str] = row) -> str:
                 j = columns.get(name)
                 return row[j].strip() if j is not None and j < len(row) else ""
 
             records.append(_record(path, line, cell, label_col, label_sep, "split" in columns, seen))
+    if not records:
+        raise DataError("the manifest has a header but no data rows", path)
     return records
 
 
