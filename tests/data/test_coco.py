@@ -144,7 +144,7 @@ def test_duplicate_files_unknown_splits_and_file_level_errors(tmp_path: Path) ->
     with pytest.raises(DataError, match=r"image 2 \('b\.png'\): split is 'later'"):
         COCODataset(path, ids=["b.png"])
     for bad, message in [
-        ({"images": [{"file_name": "a.png"}]}, "image entry 0 has no id"),
+        ({"images": [{"file_name": "a.png"}]}, "image entry 0 has no integer or string id"),
         (
             {"images": [{"id": 1, "file_name": "a.png"}, {"id": 1, "file_name": "b.png"}]},
             "image id 1 appears twice",
@@ -177,3 +177,33 @@ def test_subjects_and_given_splits_from_image_keys(tmp_path: Path) -> None:
     ds = COCODataset(write(tmp_path, data))
     assert ds.subjects == ["p1", "p1", "7"] and ds.splits == ["train", "val", "test"]
     assert torch.equal(ds.label_matrix()[1], torch.tensor([1.0, 1.0]))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("[" * 200_000 + "]" * 200_000, "nested too deeply"),
+        (
+            '{"images": [{"id": [1], "file_name": "a.png"}], "categories": []}',
+            "image entry 0 has no integer or string id",
+        ),
+        ("\u00e9".encode("latin-1"), "not UTF-8 text"),
+    ],
+)
+def test_hostile_coco_files_are_one_line_errors(tmp_path: Path, content: str | bytes, message: str) -> None:
+    path = tmp_path / "c.json"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(DataError, match=message):
+        COCODataset(path)
+
+
+def test_an_annotation_whose_image_id_is_a_list_and_a_bom(tmp_path: Path) -> None:
+    data = coco()
+    for im in data["images"]:
+        png(tmp_path / im["file_name"])
+    data["annotations"][0]["image_id"] = [1]
+    (tmp_path / "c.json").write_text(json.dumps(data))
+    with pytest.raises(DataError, match=r"refers to image id \[1\], which is not in 'images'"):
+        COCODataset(tmp_path / "c.json")
+    (tmp_path / "ok.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(coco()).encode())  # UTF-8 with BOM
+    assert len(COCODataset(tmp_path / "ok.json")) == len(coco()["images"])

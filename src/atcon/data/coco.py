@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from atcon.data._common import DataError, OnError, not_found
+from atcon.data._common import DataError, OnError, not_found, not_utf8
 from atcon.data.images import AnnotatedImageDataset, ImageRecord, split_name
 from atcon.data.voc import VOCObject
 
@@ -41,9 +41,13 @@ def _load(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise not_found("COCO annotation file", path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"not a JSON file ({err})", path) from err
+        data = json.loads(path.read_text(encoding="utf-8-sig"))  # a byte-order mark is fine
+    except UnicodeDecodeError as err:
+        raise not_utf8(err, path, "annotation file") from None
+    except json.JSONDecodeError as err:
+        raise DataError(f"not a JSON file ({err})", path) from None
+    except RecursionError:
+        raise DataError("not a COCO annotation file: its JSON is nested too deeply to be one", path) from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DataError("not a COCO annotation file: no 'images' list", path)
     if not isinstance(data.get("categories"), list):
@@ -129,8 +133,8 @@ def read_coco(
     ids: set[Any] = set()
     for k, im in enumerate(images):
         iid = im.get("id") if isinstance(im, dict) else None
-        if iid is None or isinstance(iid, (dict, list)):
-            raise DataError(f"image entry {k} has no id: {im!r}", path)
+        if not isinstance(iid, (int, str)) or isinstance(iid, bool):
+            raise DataError(f"image entry {k} has no integer or string id: {str(im)[:200]}", path)
         if iid in ids:
             raise DataError(f"image id {iid!r} appears twice", path)
         ids.add(iid)
@@ -139,7 +143,8 @@ def read_coco(
         if not isinstance(ann, dict):
             raise DataError(f"annotation entry {k} is not an object: {ann!r}", path)
         name = f"annotation {ann.get('id', k)}"
-        if ann.get("image_id") not in ids:
+        iid = ann.get("image_id")
+        if not isinstance(iid, (int, str)) or isinstance(iid, bool) or iid not in ids:
             raise DataError(
                 f"{name} refers to image id {ann.get('image_id')!r}, which is not in 'images'", path
             )
