@@ -503,3 +503,23 @@ def test_non_finite_weights_are_never_saved(
         ckpt = load_checkpoint(path)
         assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point()), path
     assert load_checkpoint(run / "checkpoints" / "last.pt")["state"]["epoch"] == 1  # epoch 0's state
+
+
+@pytest.mark.timeout(120)
+def test_a_batch_larger_than_the_data_is_clamped(tiny_voc: Path, tmp_path: Path) -> None:
+    """`--batch-size 100000` on a handful of images used to build 100000-item batches (minutes of
+    silence); now a step reads each training item once."""
+    from atcon.train.trainer import Trainer
+
+    seen: list[int] = []
+    real = Trainer.train_one_epoch
+
+    def count(self: Trainer, epoch: int, bar: object) -> torch.Tensor:
+        seen.extend(s.batch_size for s in self.samplers.values())
+        return real(self, epoch, bar)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Trainer, "train_one_epoch", count)
+        summary = train(config(tiny_voc, epochs=1, batch_size=100_000), tmp_path / "run", progress=False)
+    assert summary["epochs_run"] == 1
+    assert seen and all(b <= 2 * 3 for b in seen)  # 2 labelled images per class, 3 classes

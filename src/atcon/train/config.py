@@ -92,7 +92,8 @@ class TrainConfig:
             combined (supervised + weighted consistency loss on each batch), alternated
             (supervised and consistency steps drawn at random), simclr (contrastive pretraining).
         epochs: Passes over the training stream(s).
-        batch_size: Samples per step and process.
+        batch_size: Samples per step and process (at most the training items per process: a larger
+            value is clamped to that).
         lr: Adam learning rate; unset: 1e-3, or 5e-6 for finetune.
         weight_decay: Adam weight decay.
         scheduler: Learning-rate schedule: none (constant) or cosine (annealed to 0 over the run).

@@ -119,8 +119,10 @@ def _streams(
     sizes, samplers, loaders = {}, {}, {}
     for s in kind.streams_for(cfg):
         sizes[s] = len(sources[s])
+        # A batch larger than the stream would repeat its items many times over in every step.
+        batch = max(1, min(cfg.batch_size, -(-sizes[s] // info.world_size)))
         samplers[s] = StreamBatchSampler(
-            sizes[s], cfg.batch_size, cfg.seed + _STREAM_SEED[s], rank=info.rank, world=info.world_size
+            sizes[s], batch, cfg.seed + _STREAM_SEED[s], rank=info.rank, world=info.world_size
         )
         items = (
             TwoViews(sources[s], cfg.seed, cfg.seed + _SECOND_VIEW_SEED)
