@@ -523,3 +523,28 @@ def test_a_batch_larger_than_the_data_is_clamped(tiny_voc: Path, tmp_path: Path)
         summary = train(config(tiny_voc, epochs=1, batch_size=100_000), tmp_path / "run", progress=False)
     assert summary["epochs_run"] == 1
     assert seen and all(b <= 2 * 3 for b in seen)  # 2 labelled images per class, 3 classes
+
+
+def test_resume_refuses_changed_settings_and_an_edited_config(
+    tiny_voc: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A resumed run continues as it was configured: a flag that differs, or an edited
+    config.toml, is refused instead of being silently ignored."""
+    from atcon.cli import main
+
+    run = tmp_path / "run"
+    args = ["train", "--data", str(tiny_voc), "--model", "small", "--image-size", "32", "--per-class", "2"]
+    assert main([*args, "--epochs", "1", "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--lr", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "--lr 0.5 (the run has None)" in err and len(err.strip().splitlines()) == 1
+    # The same values as the run's, relative path included, are fine (nothing to ignore).
+    assert (
+        main(["train", "--resume", str(run), "--data", os.path.relpath(tiny_voc), "--image-size", "32"]) == 0
+    )
+    capsys.readouterr()
+    toml = run / "config.toml"
+    toml.write_text(toml.read_text().replace("epochs = 1", "epochs = 5"))
+    assert main(["train", "--resume", str(run)]) == 2
+    assert "was edited after the run started (epochs" in capsys.readouterr().err

@@ -108,8 +108,20 @@ def settings_of_checkpoint(path: str) -> dict[str, Any]:
     return {k: (tuple(v) if isinstance(v, list) else v) for k, v in found.items() if v is not None}
 
 
+def _given(args: argparse.Namespace, name: str) -> bool:
+    """Whether the command line (a flag, or a key of its ``--config`` file) set field ``name``."""
+    from atcon.train.config_toml import read_toml
+
+    if getattr(args, name, None) is not None:
+        return True
+    return getattr(args, "config", None) is not None and name in read_toml(args.config)
+
+
 def _run(args: argparse.Namespace, strategy: str | None) -> int:
+    from dataclasses import fields
+
     from atcon.commands._config import config_from_args
+    from atcon.train.config import TrainConfig
     from atcon.train.run import train
 
     forced: dict[str, Any] = {}
@@ -120,10 +132,15 @@ def _run(args: argparse.Namespace, strategy: str | None) -> int:
         forced["weights"] = args.init
         defaults.update(settings_of_checkpoint(args.init))
     cfg = config_from_args(args, defaults, **forced)
+    asked: dict[str, Any] = {}
     if args.resume is not None:
         run_dir, resume = args.resume, True
+        # What the user set for this resume (flags, --config): checked against the run's own.
+        asked = {f.name: getattr(cfg, f.name) for f in fields(TrainConfig) if _given(args, f.name)}
     else:
         run_dir, resume = args.out or Path("runs") / cfg.strategy, False
-    summary = train(cfg, run_dir, resume=resume, overwrite=args.overwrite, progress=not args.no_progress)
+    summary = train(
+        cfg, run_dir, resume=resume, overwrite=args.overwrite, progress=not args.no_progress, asked=asked
+    )
     print(to_json(summary))
     return 0

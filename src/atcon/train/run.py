@@ -14,6 +14,8 @@ import json
 import os
 import random
 import time
+from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +43,49 @@ from atcon.train.trainer import NonFiniteLossError, Trainer
 __all__ = ["NonFiniteLossError", "RunExistsError", "RunLockedError", "Trainer", "train"]
 
 
-def _resume(run_dir: Path, info: Any, progress: bool, data: TaskData | None) -> dict[str, Any]:
+def check_resume_settings(run_dir: Path, cfg: TrainConfig, asked: Mapping[str, Any] | None) -> None:
+    """Refuse to resume when ``config.toml`` was edited after the run started, or when ``asked``
+    (settings given with ``--resume``) differs from the run's: a resumed run continues exactly
+    as it was configured (its checkpoint's config), so a changed setting would be silently
+    ignored.
+
+    Raises:
+        ValueError: naming the settings and both values.
+    """
+    from atcon.train.config_toml import read_toml
+
+    toml = run_dir / "config.toml"
+    if toml.is_file():
+        written = TrainConfig(**read_toml(toml))
+        edited = [f.name for f in fields(TrainConfig) if getattr(written, f.name) != getattr(cfg, f.name)]
+        if edited:
+            k = edited[0]
+            raise ValueError(
+                f"{toml} was edited after the run started ({', '.join(edited)}; {k} = {getattr(written, k)!r} there, "
+                f"{getattr(cfg, k)!r} in checkpoints/last.pt): a resume continues the run as it started. Undo the "
+                "edit, or start a new run with --config pointing at the edited file"
+            )
+    if asked:
+        wanted = absolute_paths(cfg.replace(**asked))
+        differ = [k for k in asked if getattr(wanted, k) != getattr(cfg, k)]
+        if differ:
+            shown = ", ".join(
+                f"--{k.replace('_', '-')} {getattr(wanted, k)!r} (the run has {getattr(cfg, k)!r})"
+                for k in differ
+            )
+            raise ValueError(
+                f"--resume continues the run in {run_dir} with its own settings; these differ: {shown}. "
+                "Drop them, or start a new run (--out elsewhere, or --overwrite)"
+            )
+
+
+def _resume(
+    run_dir: Path, info: Any, progress: bool, data: TaskData | None, asked: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Continue the run in ``run_dir`` from ``checkpoints/last.pt`` (its lock held)."""
     ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     cfg = TrainConfig(**ckpt["config"])
+    check_resume_settings(run_dir, cfg, asked)
     dist_utils.barrier()  # every process has read last.pt before temporaries go
     stale = remove_stale_temporaries(run_dir) if info.is_main else []
     if ckpt["state"]["finished"]:
@@ -74,6 +115,7 @@ def train(
     overwrite: bool = False,
     progress: bool = True,
     data: TaskData | None = None,
+    asked: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) training; returns the summary written to ``summary.json``.
 
@@ -94,6 +136,8 @@ def train(
             epoch.
         data: datasets already built for ``cfg`` and its split (experiments share them between
             runs, so images are decoded once); default: built from ``cfg``.
+        asked: with ``resume``, the settings the caller gave (the command line's flags): refused
+            if they differ from the run's own (:func:`check_resume_settings`).
 
     Raises:
         RunExistsError: ``run_dir`` holds a run and neither ``resume`` nor ``overwrite`` is set.
@@ -107,7 +151,7 @@ def train(
         check_run_dir(run_dir, resume=resume, overwrite=overwrite)
         if resume:
             with run_lock(run_dir) if info.is_main else contextlib.nullcontext():
-                return _resume(run_dir, info, progress, data)
+                return _resume(run_dir, info, progress, data, asked)
         cfg = with_preprocess(absolute_paths(cfg))
         _seed_everything(cfg.seed)
         data = data if data is not None else build_task_data(cfg)
