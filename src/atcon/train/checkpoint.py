@@ -12,9 +12,13 @@ It contains only tensors and plain Python values, so it loads with ``weights_onl
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import random
+import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -55,9 +59,53 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
 
 def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:
-    """``torch.save`` to ``path`` atomically."""
-    with atomic_open(path, "wb") as f:
-        torch.save(obj, f)
+    """``torch.save`` to ``path`` atomically.
+
+    Ctrl-C during the write is held until the file is complete, then raised
+    (``KeyboardInterrupt``: the CLI's exit status 130), so an interrupt never turns into a
+    serialisation error. A write that fails for want of space raises ``OSError(ENOSPC)`` saying
+    so; the previous file at ``path`` is kept either way.
+    """
+    path = Path(path)
+    with _sigint_held():
+        try:
+            with atomic_open(path, "wb") as f:
+                torch.save(obj, f)
+        except (OSError, RuntimeError) as err:
+            if _no_space(err, path.parent):
+                free = shutil.disk_usage(path.parent).free
+                raise OSError(
+                    errno.ENOSPC,
+                    f"no space left on the device while saving {path} ({free / 2**20:.0f} MiB free); "
+                    f"the previous {path.name} is kept. Free some space, then continue with --resume",
+                ) from None
+            raise
+
+
+def _no_space(err: BaseException, folder: Path) -> bool:
+    """Whether a failed write ran out of space (torch's writer reports it as a RuntimeError)."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    try:
+        return shutil.disk_usage(folder).free < 64 * 2**20 and "write" in str(err).lower()
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _sigint_held() -> Iterator[None]:
+    """Defer SIGINT until the block ends (main thread only; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def rng_state() -> dict[str, Any]:
