@@ -49,11 +49,12 @@ def test_sets_given_by_folder_and_class_order_file(tmp_path: Path) -> None:
     assert ds.classes == ("b", "a")
     assert ds.splits == ["val", "val", "test", "test", "train", "train"]
     assert ds.ids[0] == "Valid/a/Valida.png" and ds.class_indices().tolist() == [1, 0] * 3
-    # A top-level folder that is not a set name makes every top-level folder a class.
+    # A top-level folder that is not a set name beside set folders is refused (a typo such as
+    # tst/ used to make every top-level folder a class).
     png(tmp_path / "extra" / "c" / "e.png")
     (tmp_path / "classes.txt").unlink()
-    flat = ImageFolderDataset(tmp_path)
-    assert flat.classes == ("Valid", "extra", "test", "train") and set(flat.splits) == {None}
+    with pytest.raises(DataError, match="but extra is not train, val"):
+        ImageFolderDataset(tmp_path)
 
 
 def test_bad_folders_say_what_to_do(tmp_path: Path) -> None:
@@ -77,3 +78,12 @@ def test_bad_folders_say_what_to_do(tmp_path: Path) -> None:
     (tmp_path / "classes.txt").unlink()
     with pytest.warns(UserWarning, match=r"cat/a\.png: unreadable or corrupt image"):
         assert ImageFolderDataset(tmp_path, on_error="skip").ids == ["dog/b.png"]
+
+
+def test_a_misspelt_set_folder_is_named(tmp_path: Path) -> None:
+    """`train/`, `val/` and `tst/` used to become three classes."""
+    for folder in ("train/cat", "val/cat", "tst/cat"):
+        (tmp_path / folder).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / folder / "1.png")
+    with pytest.raises(DataError, match=r"train, val look like set folders but tst is not train, val"):
+        scan_image_folders(tmp_path)

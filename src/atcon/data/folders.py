@@ -63,6 +63,16 @@ def scan_image_folders(root: str | Path) -> list[ImageRecord]:
             raise FileNotFoundError(
                 f"no class folders in the set folders of {root} (expected <set>/<class>/)"
             )
+    elif any(s is not None for s in sets):
+        # Some top folders are sets and others are not: a typo (``tst/``) or a stray folder, which
+        # would otherwise turn every set into a class.
+        others = [p.name for p, s in zip(top, sets) if s is None]
+        raise DataError(
+            f"{', '.join(p.name for p, s in zip(top, sets) if s is not None)} look like set folders but "
+            f"{', '.join(others)} {'is' if len(others) == 1 else 'are'} not train, val (valid, validation) or "
+            "test: rename or remove it (classes really named train, val or test need a CSV manifest)",
+            root,
+        )
     else:
         by_set = [(None, d) for d in top]
     records = []
