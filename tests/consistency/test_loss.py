@@ -223,3 +223,13 @@ def test_non_finite_samples_are_left_out_and_an_empty_batch_is_refused(bad: floa
     assert torch.isfinite(out.loss) and out.anchor == 0
     with pytest.raises(ValueError, match="empty batch"):
         guarded(x[:0])
+
+
+def test_non_finite_mask_settings_and_meta_inputs_are_refused() -> None:
+    with pytest.raises(ValueError, match="mask_center must be a finite number"):
+        atcon.ConsistencyConfig(mask_center=float("inf"))
+    with pytest.raises(ValueError, match="mask_sharpness must be a finite number"):
+        atcon.ConsistencyConfig(mask_sharpness=float("nan"))
+    net = randomize_bn(TinyCNN()).eval()
+    with pytest.raises(ValueError, match="meta tensor"):
+        atcon.AttentionConsistencyLoss(net, "features")(torch.empty(2, 3, 8, 8, device="meta"))

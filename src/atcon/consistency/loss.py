@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -101,6 +102,9 @@ class ConsistencyConfig:
         ):
             if getattr(self, field) not in allowed:
                 raise ValueError(f"{field} must be one of {allowed}, got {getattr(self, field)!r}")
+        for name in ("mask_center", "mask_sharpness"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
         if not self.mask_sharpness > 0:
             raise ValueError(f"mask_sharpness must be > 0, got {self.mask_sharpness}")
         if self.mask_source != "guided_backprop" and self.resolution != "gb_mask":
