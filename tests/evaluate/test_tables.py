@@ -29,3 +29,11 @@ def test_tables_show_values_intervals_and_stars() -> None:
     rows = results_csv([bad, good], {"good": comp}).splitlines()
     assert rows[0] == "method,metric,class,value,low,high,p_value"
     assert any(r.startswith("good,f1_macro,,") and not r.endswith("nan") for r in rows)
+
+
+def test_a_pipe_in_a_class_or_run_name_cannot_split_a_row() -> None:
+    from atcon.evaluate.tables import md_row
+
+    row = md_row(["a|b", "line\nbreak", "12.5 [10.0-15.0]"])
+    assert row == "| a\\|b | line break | 12.5 [10.0-15.0] |"
+    assert row.replace("\\|", "").count("|") == 4  # three cells, four separators

@@ -36,7 +36,9 @@ def check_input(x: Tensor) -> None:
     if not isinstance(x, Tensor) or not x.is_floating_point():
         raise TypeError(f"x must be a floating-point tensor, got {getattr(x, 'dtype', type(x))}")
     if x.device.type == "meta":
-        raise ValueError("x is a meta tensor (a shape without data): move real data to the model's device first")
+        raise ValueError(
+            "x is a meta tensor (a shape without data): move real data to the model's device first"
+        )
     if x.ndim not in (4, 5):
         hint = " (add the batch dimension with x.unsqueeze(0))" if x.ndim in (3, 4) else ""
         raise ValueError(

@@ -95,7 +95,7 @@ def results_table(
     head = ["method", *(metric_label(c) + unit for c in cols)]
     if counts:
         head.append("TP pairs (degenerate)")
-    lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
+    lines = [md_row(head), "|---" + "|---:" * (len(head) - 1) + "|"]
     for r in rows:
         cells = [r.name + (" (ref.)" if r.name == reference else "")]
         for c in cols:
@@ -105,8 +105,14 @@ def results_table(
             cells.append(text)
         if counts:
             cells.append(f"{r.n_pairs} ({r.n_degenerate})")
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(md_row(cells))
     return "\n".join(lines)
+
+
+def md_row(cells: Sequence[str]) -> str:
+    """One Markdown table row; a ``|`` or line break inside a cell (a class or run name) is
+    escaped so it cannot split the row."""
+    return "| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
 
 
 def per_class_table(
@@ -116,7 +122,7 @@ def per_class_table(
     rows = list(results)
     scale = 100.0 if percent else 1.0
     head = ["class", *(r.name for r in rows)]
-    lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * len(rows) + "|"]
+    lines = [md_row(head), "|---" + "|---:" * len(rows) + "|"]
     for c, cname in enumerate(rows[0].classes):
         cells = [cname]
         for r in rows:
@@ -125,7 +131,7 @@ def per_class_table(
             cells.append(
                 "n/a" if math.isnan(est) else f"{_num(est, scale)} [{_num(lo, scale)}-{_num(hi, scale)}]"
             )
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(md_row(cells))
     return "\n".join(lines)
 
 
