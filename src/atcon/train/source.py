@@ -16,10 +16,14 @@ weights pass them with ``--weights`` instead.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
+import tempfile
+import time
 from pathlib import Path
 
 from atcon.data import (
@@ -31,7 +35,7 @@ from atcon.data import (
 )
 from atcon.data.fashion import load_fashion_mnist
 from atcon.train.config import TrainConfig
-from atcon.train.run import train
+from atcon.train.run import RunLockedError, train
 
 SINGLES = ClutteredFashionConfig(num_train=3000, num_val=300, num_test=1, image_size=128, max_objects=1)
 
@@ -42,14 +46,26 @@ def fashion_singles(root: Path | None = None, seed: int = 0, size: float = 1.0) 
     out = base / (f"fashion-singles-seed{seed}" + ("" if size == 1 else f"-size{size:g}"))
     if (out / "meta.json").is_file():
         return out
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    train_src = load_fashion_mnist("train")
-    # Objects only from the training split; the single test image it needs comes from there too.
-    generate_cluttered_fashion(
-        tmp, config=SINGLES.scaled(size), seed=seed + 1000, train_source=train_src, test_source=train_src
-    )
-    tmp.rename(out)
+    base.mkdir(parents=True, exist_ok=True)
+    # A folder of this process's own, renamed into place: two processes building at once (two
+    # shards of an experiment) each finish, and the first rename wins.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=base))
+    try:
+        train_src = load_fashion_mnist("train")
+        # Objects only from the training split; the single test image it needs comes from there too.
+        generate_cluttered_fashion(
+            tmp / "data",
+            config=SINGLES.scaled(size),
+            seed=seed + 1000,
+            train_source=train_src,
+            test_source=train_src,
+        )
+        if not (out / "meta.json").is_file():
+            shutil.rmtree(out, ignore_errors=True)
+            with contextlib.suppress(OSError):  # another process renamed its copy first
+                os.replace(tmp / "data", out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -153,9 +169,23 @@ def source_checkpoint(
             device=device,
             workers=workers,
         )
-    summary = train(cfg, run_dir, resume=(run_dir / "checkpoints" / "last.pt").is_file(), progress=progress)
+    while True:
+        try:
+            summary = train(
+                cfg, run_dir, resume=(run_dir / "checkpoints" / "last.pt").is_file(), progress=progress
+            )
+            break
+        except RunLockedError:
+            # Another process trains this very source network: wait for its checkpoint (or for its
+            # lock to go stale, when this process takes over and resumes its run).
+            if final.is_file():
+                return final
+            time.sleep(10)
+            if final.is_file():
+                return final
     best = Path(summary["best_checkpoint"]) if not video else run_dir / "checkpoints" / "last.pt"
     cache.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(best, final.with_suffix(".tmp"))
-    final.with_suffix(".tmp").replace(final)
+    tmp_copy = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    shutil.copyfile(best, tmp_copy)
+    tmp_copy.replace(final)
     return final
