@@ -132,3 +132,10 @@ def test_clip_fewshot_split_samples_from_train_set_only() -> None:
     assert set(split.train) <= {ids[i] for i in sets[0]}
     assert split.val == [ids[i] for i in sets[1]] and split.test == [ids[i] for i in sets[2]]
     assert Counter(labels[ids.index(i)] for i in split.train) == {c: 3 for c in range(5)}
+
+
+def test_a_class_whose_images_went_to_validation_says_so() -> None:
+    """One image of class 1, drawn into validation: "has only 0 images" alone was a riddle."""
+    labels = torch.tensor([0, 0, 0, 1])
+    with pytest.raises(DataError, match=r"class 'b' \(1 image in all\) has only 0 images, 1 requested"):
+        sample_per_class(labels, 1, seed=0, pool=[0, 1, 2], classes=("a", "b"))

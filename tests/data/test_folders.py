@@ -87,3 +87,20 @@ def test_a_misspelt_set_folder_is_named(tmp_path: Path) -> None:
         Image.new("RGB", (8, 8)).save(tmp_path / folder / "1.png")
     with pytest.raises(DataError, match=r"train, val look like set folders but tst is not train, val"):
         scan_image_folders(tmp_path)
+
+
+def test_a_broken_link_is_a_bad_file_not_a_missing_one(tmp_path: Path) -> None:
+    """Broken links used to vanish from the data, even under `data info --check`."""
+    from atcon.data.check import check_files
+
+    png(tmp_path / "cat" / "a.png")
+    png(tmp_path / "dog" / "b.png")
+    (tmp_path / "dog" / "c.png").symlink_to(tmp_path / "gone.png")
+    with pytest.raises(DataError, match=r"c\.png: broken link: its target .*gone\.png does not exist"):
+        ds = ImageFolderDataset(tmp_path)
+        for i in range(len(ds)):
+            ds[i]
+    with pytest.warns(UserWarning, match="skipped 1 bad images"):
+        assert len(ImageFolderDataset(tmp_path, on_error="skip")) == 2
+    report = check_files(tmp_path)
+    assert not report.ok and any("broken link" in str(e) for e in report.bad)

@@ -185,6 +185,8 @@ def read_image_rgb(path: Path) -> torch.Tensor:
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    if path.is_symlink() and not path.exists():
+        raise DataError(f"broken link: its target {os.readlink(path)} does not exist", path)
     if not path.is_file():
         raise not_found("image", path)
     try:
@@ -228,6 +230,8 @@ def verify_image(path: Path) -> None:
     """
     from PIL import Image, UnidentifiedImageError
 
+    if path.is_symlink() and not path.exists():
+        raise DataError(f"broken link: its target {os.readlink(path)} does not exist", path)
     if not path.is_file():
         raise not_found("image", path)
     try:

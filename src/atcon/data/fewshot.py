@@ -120,7 +120,10 @@ def sample_per_class(
     for c, items in by_class.items():
         if len(items) < per_class:
             name = classes[c] if classes is not None else str(c)
-            raise DataError(f"class {name!r} has only {len(items)} images, {per_class} requested")
+            total = sum(1 for labels_of in sets if c in labels_of)
+            # A class with 1 image whose image went to validation "has only 0": say where it is.
+            everywhere = f" ({total} image{'s' if total != 1 else ''} in all)" if total > len(items) else ""
+            raise DataError(f"class {name!r}{everywhere} has only {len(items)} images, {per_class} requested")
     rng = random.Random(seed)
     order = list(by_class)
     rng.shuffle(order)

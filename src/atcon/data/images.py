@@ -22,6 +22,7 @@ dropped with one warning giving the count (``on_error="skip"``, which also test-
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -224,6 +225,8 @@ class AnnotatedImageDataset(Dataset[tuple[torch.Tensor, Target]]):
                 "no label; a single-label image needs exactly one class (multi_label=True keeps images "
                 "without a class as negatives)"
             )
+        if record.path.is_symlink() and not record.path.exists():
+            raise record.error(f"broken link: its target {os.readlink(record.path)} does not exist")
         if not record.path.is_file():
             raise record.error(f"image not found: {record.path}")
         if self.on_error == "skip":

@@ -339,8 +339,9 @@ def build_model(
         )
         raise ValueError(
             f"checkpoint {as_path} does not fit {name} with {num_classes} classes ({detail}). "
-            "Was it saved for another architecture or class count? For a pretrained backbone with "
-            "another head, pass new_head=True (--new-head)."
+            "Was it saved for another architecture or class count (--model, --classes)? To train a "
+            "pretrained backbone with another head, start a fresh one (new_head=True; --new-head of "
+            "atcon train and finetune)."
         )
     model.load_state_dict(state)
     return model
