@@ -45,6 +45,7 @@ def configs(out: Path) -> list[dict[str, Any]]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # ~100 s alone on 2 cores; several times that on a loaded machine
 def test_shortcut_runs_chooses_weights_on_validation_and_runs_controls_where_moved(
     tiny_data: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
