@@ -15,7 +15,7 @@ import torch
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 ARGS = [
     "--images",
-    "40",
+    "24",
     "--image-size",
     "32",
     "--pretrain-epochs",
