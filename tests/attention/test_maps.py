@@ -235,3 +235,16 @@ def test_upsample_to_input_time_axis() -> None:
     assert img.shape == (1, 4, 6) and img[0, 0, 0] == 0 and img[0, -1, -1] == 3
     with pytest.raises(ValueError, match="cannot resize"):
         atcon.upsample_to_input(cam, (8, 8))
+
+
+def test_float_or_boolean_targets_are_refused_not_truncated() -> None:
+    from atcon.attention.maps import select_targets
+
+    logits = torch.zeros(2, 4)
+    with pytest.raises(TypeError, match="class indices .* got torch.float32"):
+        select_targets(logits, torch.tensor([2.7, 1.0]))
+    with pytest.raises(TypeError, match="got torch.bool"):
+        select_targets(logits, torch.tensor([True, False]))
+    with pytest.raises(TypeError, match="got float"):
+        select_targets(logits, 1.5)  # type: ignore[arg-type]
+    assert select_targets(logits, torch.tensor([3, 1], dtype=torch.int32)).tolist() == [3, 1]

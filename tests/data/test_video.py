@@ -4,6 +4,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -210,3 +211,20 @@ def test_without_pyav_reading_a_clip_says_how_to_install_it(
     (tmp_path / "a.mp4").write_bytes(b"\0")
     with pytest.raises(OSError, match=r"pip install 'atcon\[video\]'"):
         probe_video(tmp_path / "a.mp4")
+
+
+def test_skip_leaves_out_a_clip_whose_stream_is_garbage(tmp_path: Path, clip_writer: Writer) -> None:
+    """The container probes fine, the frames do not decode: skip used to keep it, and training
+    then stopped on it."""
+    clip_writer(tmp_path / "good.mp4", num_frames=32)
+    clip_writer(tmp_path / "garbled.mp4", num_frames=32)
+    data = bytearray((tmp_path / "garbled.mp4").read_bytes())
+    mdat = data.find(b"mdat")
+    assert mdat > 0
+    rng = np.random.default_rng(0)
+    data[mdat + 8 :] = rng.integers(0, 256, len(data) - mdat - 8, dtype=np.uint8).tobytes()
+    (tmp_path / "garbled.mp4").write_bytes(bytes(data))
+    manifest = write_manifest(tmp_path, ["good.mp4,a,s1,,,", "garbled.mp4,a,s2,,,"])
+    with pytest.warns(UserWarning, match="skipped 1 bad clips"):
+        ds = VideoClipDataset(manifest, on_error="skip")
+    assert ds.ids == ["good.mp4"]

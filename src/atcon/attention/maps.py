@@ -73,10 +73,19 @@ def select_targets(logits: Tensor, targets: Targets) -> Tensor:
     batch, classes = logits.shape
     if targets is None:
         return logits.detach().argmax(dim=1)
+    if isinstance(targets, bool) or (not isinstance(targets, (int, Tensor))):
+        raise TypeError(
+            f"targets must be None, an int or a LongTensor of shape ({batch},), got {type(targets).__name__}"
+        )
     if isinstance(targets, int):
         targets = torch.full((batch,), targets, dtype=torch.long, device=logits.device)
-    elif not isinstance(targets, Tensor) or targets.shape != (batch,):
-        raise ValueError(f"targets must be None, an int or a LongTensor of shape ({batch},)")
+    elif targets.shape != (batch,):
+        raise ValueError(
+            f"targets must be None, an int or a LongTensor of shape ({batch},), got {tuple(targets.shape)}"
+        )
+    elif targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
+        # .long() would truncate 2.7 to class 2 without a word.
+        raise TypeError(f"targets must be class indices (an integer tensor), got {targets.dtype}")
     targets = targets.to(device=logits.device, dtype=torch.long)
     # A user-given target is checked once here (one host sync); top-1 targets need no check.
     lo, hi = int(targets.min()), int(targets.max())

@@ -249,6 +249,10 @@ class VideoClipDataset(Dataset[tuple[torch.Tensor, dict[str, Any]]]):
                 )
         if clip.boxes is not None and not clip.boxes.is_file():
             raise not_found("box file", clip.boxes, f" (for {clip.path})")
+        if self.on_error == "skip":
+            # A container can probe fine and hold a garbage stream: decode the clip's frames once
+            # (small), so that skip leaves out what training would fail on.
+            decode_clip(clip.path, self.num_frames, self.fps, size=(16, 16), start=start)
 
     def __len__(self) -> int:
         return len(self.clips)
