@@ -241,9 +241,9 @@ def test_float_or_boolean_targets_are_refused_not_truncated() -> None:
     from atcon.attention.maps import select_targets
 
     logits = torch.zeros(2, 4)
-    with pytest.raises(TypeError, match="class indices .* got torch.float32"):
+    with pytest.raises(TypeError, match=r"class indices .* got torch\.float32"):
         select_targets(logits, torch.tensor([2.7, 1.0]))
-    with pytest.raises(TypeError, match="got torch.bool"):
+    with pytest.raises(TypeError, match=r"got torch\.bool"):
         select_targets(logits, torch.tensor([True, False]))
     with pytest.raises(TypeError, match="got float"):
         select_targets(logits, 1.5)  # type: ignore[arg-type]
