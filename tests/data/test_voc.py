@@ -184,3 +184,14 @@ def test_cached_datasets_share_decoded_images(voc_root: Path, monkeypatch: pytes
         uncached[0]
     decoded.clear()
     assert decoded.size() == 0
+
+
+def test_a_box_outside_the_image_names_the_annotation(voc_root: Path) -> None:
+    """img2 is 50 x 50: a box to x = 80 is refused, not scored against pixels that do not exist."""
+    xml = voc_root / "Annotations" / "img2.xml"
+    xml.write_text(xml.read_text().replace("<xmax>50</xmax>", "<xmax>80</xmax>"))
+    ds = VOCDataset(voc_root, "train", classes=VOC_CLASSES)
+    with pytest.raises(
+        DataError, match=r"img2\.xml: box 2 \(person\) \[20, 20, 80, 50\] lies outside the 50 x 50 image"
+    ):
+        ds[1]

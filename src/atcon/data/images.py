@@ -43,7 +43,7 @@ from atcon.data._common import (
     read_image_rgb,
     verify_image,
 )
-from atcon.data.voc import Target, VOCObject, avoid_boxes
+from atcon.data.voc import Target, VOCObject, avoid_boxes, outside_image
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
 """Names of the sets a source may assign its images to."""
@@ -302,7 +302,9 @@ class AnnotatedImageDataset(Dataset[tuple[torch.Tensor, Target]]):
 
     def _target(self, index: int, height: int, width: int) -> Target:
         r = self.records[index]
-        _check_inside(r, height, width)
+        problem = outside_image(r.objects, r.avoid, height, width)
+        if problem is not None:
+            raise r.error(problem)
         boxes = torch.tensor([o.box for o in r.objects], dtype=torch.float32).reshape(-1, 4)
         boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)  # within BOX_TOLERANCE of the border
         boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
@@ -362,23 +364,3 @@ class AnnotatedImageDataset(Dataset[tuple[torch.Tensor, Target]]):
         if self.skipped:
             lines.append(f"skipped: {len(self.skipped)} bad images")
         return "\n".join(lines)
-
-
-BOX_TOLERANCE = 1.0
-"""Pixels a box may reach past the image's border (rounding in annotation tools); such boxes are
-clipped to the image, anything further is refused."""
-
-
-def _check_inside(record: ImageRecord, height: int, width: int) -> None:
-    """Refuse a box or region to avoid that lies outside the ``width x height`` image (beyond
-    :data:`BOX_TOLERANCE`), naming the file and row: it would be scored against pixels that do
-    not exist (boxes are in the viewed image's pixel coordinates)."""
-    named = [(f"box {k} ({o.name})", o.box) for k, o in enumerate(record.objects, 1)]
-    named += [(f"avoid region {k}", box) for k, box in enumerate(record.avoid, 1)]
-    for what, (x1, y1, x2, y2) in named:
-        t = BOX_TOLERANCE
-        if x1 < -t or y1 < -t or x2 > width + t or y2 > height + t:
-            raise record.error(
-                f"{what} [{x1:g}, {y1:g}, {x2:g}, {y2:g}] lies outside the {width} x {height} image "
-                f"(pixel coordinates of the image as viewed, EXIF orientation applied)"
-            )

@@ -80,6 +80,29 @@ Region = tuple[float, float, float, float]
 """A region to avoid: 0-based continuous ``(x1, y1, x2, y2)`` pixels, like a box without a class."""
 
 
+BOX_TOLERANCE = 1.0
+"""Pixels a box may reach past the image's border (rounding in annotation tools); such boxes are
+clipped to the image, anything further is refused."""
+
+
+def outside_image(
+    objects: Sequence[VOCObject], avoid: Sequence[Region], height: int, width: int
+) -> str | None:
+    """What is wrong when a box or region to avoid lies outside the ``width x height`` image
+    (beyond :data:`BOX_TOLERANCE`), else None: it would be scored against pixels that do not
+    exist. Boxes are in the pixel coordinates of the image as viewed (EXIF orientation applied)."""
+    named = [(f"box {k} ({o.name})", o.box) for k, o in enumerate(objects, 1)]
+    named += [(f"avoid region {k}", box) for k, box in enumerate(avoid, 1)]
+    t = BOX_TOLERANCE
+    for what, (x1, y1, x2, y2) in named:
+        if x1 < -t or y1 < -t or x2 > width + t or y2 > height + t:
+            return (
+                f"{what} [{x1:g}, {y1:g}, {x2:g}, {y2:g}] lies outside the {width} x {height} image "
+                "(pixel coordinates of the image as viewed, EXIF orientation applied)"
+            )
+    return None
+
+
 def avoid_boxes(regions: Sequence[Region], height: int, width: int) -> tv_tensors.BoundingBoxes:
     """An item's regions to avoid as ``target["avoid"]``: XYXY ``BoundingBoxes`` ``(M, 4)`` that
     transforms move with the image (``M = 0`` when it has none)."""
@@ -366,7 +389,12 @@ class VOCDataset(Dataset[tuple[torch.Tensor, Target]]):
 
     def _target(self, ann: VOCAnnotation, height: int, width: int) -> Target:
         labels, ignore = self._labels(ann)
+        problem = outside_image(ann.objects, ann.avoid, height, width)
+        if problem is not None:
+            raise DataError(problem, self.root / "Annotations" / f"{ann.image_id}.xml")
         boxes = torch.tensor([o.box for o in ann.objects], dtype=torch.float32).reshape(-1, 4)
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)  # within BOX_TOLERANCE of the border
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
         return {
             "labels": labels,
             "ignore": ignore,
