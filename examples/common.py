@@ -8,6 +8,9 @@ the class, so the examples run anywhere in seconds.
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision
@@ -98,6 +101,30 @@ def arguments(description: str) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/example", help="where results go")
     return p
+
+
+def report(
+    model: nn.Module,
+    held_out: Dataset,
+    start_accuracy: float,
+    start: dict[str, Tensor],
+    selector: Any,
+    out: str | None,
+) -> dict[str, float]:
+    """What fine-tuning did (held-out accuracy before and after, which evaluation the selector kept,
+    how far the weights moved), written to ``out/result.json`` (None: not written) and printed."""
+    result = {
+        "start_accuracy": start_accuracy,
+        "final_accuracy": accuracy(model.cpu(), held_out),
+        "kept_evaluation": float(selector.best_index),
+        "moved": moved(model, start),
+        "evaluations": float(len(selector.history)),
+    }
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "result.json").write_text(json.dumps(result, indent=2))
+        print(json.dumps(result), flush=True)
+    return result
 
 
 def moved(model: nn.Module, start: dict[str, Tensor]) -> float:

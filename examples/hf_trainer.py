@@ -15,7 +15,6 @@ Grad-CAM layer is named (``target_layer=``) and its forward returns logits (or h
 from __future__ import annotations
 
 import copy
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import atcon
-from common import accuracy, arguments, classifier, datasets, moved, pretrain
+from common import accuracy, arguments, classifier, datasets, pretrain, report
 
 
 class PixelValues(Dataset):
@@ -113,16 +112,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     selection = LabelFreeSelection(trainer.loss_fn(net), DataLoader(held_out, batch_size=64))
     trainer.add_callback(selection)
     trainer.train()
-    result = {
-        "start_accuracy": start_accuracy,
-        "final_accuracy": accuracy(net.cpu(), held_out),
-        "kept_evaluation": float(selection.selector.best_index),
-        "moved": moved(net, start),
-        "evaluations": float(len(selection.selector.history)),
-    }
-    Path(args.out, "result.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps(result), flush=True)
-    return result
+    return report(net, held_out, start_accuracy, start, selection.selector, args.out)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ is logged to ``CSVLogger`` (``--out``/lightning/version_0/metrics.csv).
 from __future__ import annotations
 
 import copy
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import atcon
-from common import accuracy, arguments, classifier, datasets, moved, pretrain
+from common import accuracy, arguments, classifier, datasets, pretrain, report
 
 
 class ConsistencyFinetuning(L.LightningModule):
@@ -90,16 +89,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         log_every_n_steps=1,
     )
     trainer.fit(module, DataLoader(unlabelled, args.batch_size, shuffle=True))
-    result = {
-        "start_accuracy": start_accuracy,
-        "final_accuracy": accuracy(net.cpu(), held_out),
-        "kept_evaluation": float(module.selector.best_index),
-        "moved": moved(net, start),
-        "evaluations": float(len(module.selector.history)),
-    }
-    Path(args.out, "result.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps(result), flush=True)
-    return result
+    return report(net, held_out, start_accuracy, start, module.selector, args.out)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ held-out slice before and after is printed only because the synthetic data has l
 from __future__ import annotations
 
 import copy
-import json
 import os
 import sys
 from pathlib import Path
@@ -24,7 +23,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import atcon
-from common import accuracy, arguments, classifier, datasets, moved, pretrain
+from common import accuracy, arguments, classifier, datasets, pretrain, report
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -71,19 +70,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         if decision.stop:
             break
     net.load_state_dict(best)
-    result = {
-        "start_accuracy": start_accuracy,
-        "final_accuracy": accuracy(net, held_out),
-        "kept_evaluation": float(selector.best_index),
-        "moved": moved(net, start),
-        "evaluations": float(len(selector.history)),
-    }
+    result = report(net, held_out, start_accuracy, start, selector, args.out if rank == 0 else None)
     if rank == 0:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        torch.save(net.state_dict(), out / "finetuned.pt")
-        (out / "result.json").write_text(json.dumps(result, indent=2))
-        print(json.dumps(result), flush=True)
+        torch.save(net.state_dict(), Path(args.out) / "finetuned.pt")
     if distributed:
         dist.destroy_process_group()
     return result
