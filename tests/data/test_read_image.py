@@ -61,3 +61,17 @@ def test_a_datasets_sizes_are_the_viewed_ones(tmp_path: Path) -> None:
     assert ds.image_size(0) == (40, 20)
     image, _ = ds[0]
     assert tuple(image.shape[-2:]) == (40, 20)
+
+
+def test_check_reports_a_file_that_decodes_flat_though_its_pixels_vary(tmp_path: Path) -> None:
+    """A 16-bit image whose values all lie below 128 trains as a black square: --check says so."""
+    from atcon.data.check import check_files
+
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        Image.new("RGB", (8, 8), (10, 200, 30)).save(tmp_path / cls / "ok.png")
+    dim = np.tile(np.arange(0, 120, 15, dtype=np.uint16), (8, 1))  # 0-105 of 65535
+    Image.fromarray(dim).save(tmp_path / "b" / "dim16.png")
+    report = check_files(tmp_path)
+    assert [e.path.name for e in report.bad if e.path is not None] == ["dim16.png"]
+    assert "decodes to a constant image (0) though its stored uint16 pixels range 0-105" in str(report.bad[0])

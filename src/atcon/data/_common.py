@@ -213,6 +213,28 @@ def _bomb_message(err: Exception) -> str:
     )
 
 
+def flat_decode(path: Path) -> str | None:
+    """Why ``path`` decodes to one flat colour though its stored pixels vary, else None.
+
+    What the reader makes of a file (:func:`read_image_rgb`) can lose everything a file holds:
+    a 16-bit image whose values all lie below 128, or an unusual float range. ``atcon data info
+    --check`` reports such files, which otherwise train as blank images.
+    """
+    from PIL import Image
+
+    with Image.open(path) as im:
+        raw = np.asarray(im)
+    if raw.size == 0 or not np.issubdtype(raw.dtype, np.number) or np.ptp(raw) == 0:
+        return None  # nothing stored varies, or a palette/bilevel image Pillow expands itself
+    decoded = read_image_rgb(path)
+    if int(decoded.max()) != int(decoded.min()):
+        return None
+    return (
+        f"decodes to a constant image ({int(decoded.min())}) though its stored {raw.dtype} pixels range "
+        f"{raw.min():g}-{raw.max():g}: rescale it (e.g. to 8 or full-range 16 bits) before training"
+    )
+
+
 def _float_to_uint8(values: np.ndarray) -> np.ndarray:
     """A float greyscale image as uint8: ``[0, 1]`` data scaled by 255, anything else clipped to
     ``[0, 255]`` (Pillow's conversion truncates ``[0, 1]`` floats to black)."""

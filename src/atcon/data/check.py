@@ -11,7 +11,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from atcon.data._common import DataError
+from atcon.data._common import DataError, flat_decode
 
 
 @dataclass
@@ -62,7 +62,20 @@ def check_files(path: str | Path) -> FileCheck:
         ids = _voc_ids(found.path) if found.format == "voc" else None
         ds = open_image_dataset(found.path, ids=ids, on_error="skip")
         checked = len(ds) + len(ds.skipped)
-        return FileCheck(found.path, "images", checked, list(ds.skipped))
+        bad = list(ds.skipped)
+        for image in _image_paths(ds):
+            problem = flat_decode(image)
+            if problem is not None:
+                bad.append(DataError(problem, image))
+        return FileCheck(found.path, "images", checked, bad)
+
+
+def _image_paths(ds: object) -> list[Path]:
+    """The image files a dataset serves (every reader's records or annotations know them)."""
+    records = getattr(ds, "records", None)
+    if records is not None:
+        return [r.path for r in records]
+    return [ds.image_path(a) for a in ds.annotations]  # type: ignore[attr-defined]
 
 
 def _voc_ids(root: Path) -> list[str]:
