@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from atcon._json import to_json
+from atcon.train.config import GUARDED_RECIPE
 
-FINETUNE_DEFAULTS: dict[str, Any] = {"anchor_weight": 1.0, "select": "label-free"}
+FINETUNE_DEFAULTS: dict[str, Any] = dict(GUARDED_RECIPE)
 """``atcon finetune``'s own defaults: above the config fields' defaults, below a ``--config``
 TOML file and flags. The collapse guard (prediction anchor, lambda = 1) and label-free selection:
 measured safe on images and clips (README, "Does it help?"). ``--anchor-weight 0 --select labels``

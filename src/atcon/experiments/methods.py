@@ -20,7 +20,7 @@ from typing import Any
 
 from atcon.experiments.runner import Run
 from atcon.models import model_spec
-from atcon.train.config import TrainConfig
+from atcon.train.config import GUARDED_RECIPE, TrainConfig
 
 CONTROLS: dict[str, dict[str, Any]] = {
     "(a) Guided Backprop mask (method)": {},
@@ -119,8 +119,8 @@ def source_weights(cfg: TrainConfig, exp: ExperimentConfig, progress: bool) -> s
     return str(path)
 
 
-GUARDED: tuple[tuple[str, Any], ...] = (("anchor_weight", 1.0), ("select", "label-free"))
-"""The recommended fine-tuning settings: prediction anchor (lambda = 1) and label-free selection."""
+GUARDED: tuple[tuple[str, Any], ...] = tuple(GUARDED_RECIPE.items())
+"""The recommended fine-tuning settings (:data:`atcon.train.config.GUARDED_RECIPE`) as pairs."""
 
 
 def finetune_config(cfg: TrainConfig, exp: ExperimentConfig, **changes: Any) -> TrainConfig:

@@ -29,6 +29,10 @@ from atcon.data.transforms import Interpolation
 from atcon.guidance import BoxLoss
 from atcon.train.strategies import STRATEGIES, StrategyName, strategy_class
 
+GUARDED_RECIPE: Mapping[str, Any] = types.MappingProxyType({"anchor_weight": 1.0, "select": "label-free"})
+"""The measured-safe consistency fine-tuning recipe, ``atcon finetune``'s defaults and the
+experiments' guarded method: the prediction anchor (lambda = 1) and label-free selection."""
+
 MIN_IMAGE_SIZE = 16
 """The smallest input side a run accepts."""
 
