@@ -309,3 +309,17 @@ def test_cli_refuses_lr_inf_in_one_line(capsys: pytest.CaptureFixture[str], tmp_
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "lr must be a finite number" in err[0]
     assert not (tmp_path / "r").exists()
+
+
+def test_every_consistency_option_is_a_train_setting_of_the_same_name_type_and_default() -> None:
+    train = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    for f in dataclasses.fields(ConsistencyConfig):
+        assert f.name in train, f"ConsistencyConfig.{f.name} has no TrainConfig field"
+        assert train[f.name].default == f.default, f.name
+        assert str(train[f.name].type) == str(f.type), f.name
+    changed = {
+        "resolution": "gradcam_mask", "similarity": "ssim", "mask_scale": "none", "mask_center": 0.5,
+        "mask_sharpness": 8.0, "detach_mask": True, "fold_norm": False, "lean_conv_grad": True,
+    }  # fmt: skip
+    cfg = TrainConfig(data="x", **changed).consistency
+    assert {k: getattr(cfg, k) for k in changed} == changed

@@ -318,17 +318,9 @@ class TrainConfig:
     @property
     def consistency(self) -> ConsistencyConfig:
         """The consistency-loss variant these fields select (the trainer's one source of it)."""
-        return ConsistencyConfig(
-            resolution=self.resolution,
-            similarity=self.similarity,
-            mask_scale=self.mask_scale,
-            mask_center=self.mask_center,
-            mask_sharpness=self.mask_sharpness,
-            detach_mask=self.detach_mask,
-            mask_source=self.mask_source,
-            fold_norm=self.fold_norm,
-            lean_conv_grad=self.lean_conv_grad,
-        )
+        # Every ConsistencyConfig field is a TrainConfig field of the same name (a test holds the
+        # two sets, types and defaults equal), so a new option is a field here plus its use.
+        return ConsistencyConfig(**{f.name: getattr(self, f.name) for f in fields(ConsistencyConfig)})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
