@@ -81,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         results_table,
     )
     from atcon.explain import attention_examples
+    from atcon.train.checkpoint import atomic_write_text
 
     if args.resamples < 1:
         raise ValueError(f"--resamples must be >= 1, got {args.resamples}")
@@ -158,15 +159,15 @@ def run(args: argparse.Namespace) -> int:
             for name, c in comparisons.items()
         },
     }
-    (out / "results.json").write_text(to_json(info) + "\n")
+    atomic_write_text(out / "results.json", to_json(info) + "\n")
     markdown = [f"# Evaluation ({args.split})", "", table, "", note, ""]
     if has_loc:
         markdown += [str(protocol), ""]
     for comp in comparisons.values():
         markdown += [f"## {comp.name_a} vs. {comp.name_b}", "", comparison_table(comp), ""]
     markdown += ["## Per-class F1", "", per_class_table(results), ""]
-    (out / "results.md").write_text("\n".join(markdown))
-    (out / "results.csv").write_text(results_csv(results, comparisons))
+    atomic_write_text(out / "results.md", "\n".join(markdown))
+    atomic_write_text(out / "results.csv", results_csv(results, comparisons))
     for m, r in zip(models, results):
         r.save(out / f"evaluation-{slug(m.name, 'model')}.pt")
 
