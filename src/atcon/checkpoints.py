@@ -15,7 +15,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -115,18 +114,14 @@ def load_model(path: str | Path, name: str | None = None) -> LoadedModel:
         ValueError: the file is not an atcon training checkpoint, or its weights are not finite.
     """
     from atcon.models import build_model
-    from atcon.train.checkpoint import load_checkpoint
+    from atcon.train.checkpoint import load_checkpoint, non_finite_entries
 
     path = Path(path)
     ckpt = load_checkpoint(path)
     missing = [k for k in _REQUIRED if k not in ckpt]
     if missing:
         raise ValueError(f"{path} is not an atcon training checkpoint (missing {', '.join(missing)})")
-    bad = [
-        k
-        for k, v in ckpt["model"].items()
-        if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()
-    ]
+    bad = non_finite_entries(ckpt["model"])
     if bad:
         raise ValueError(
             f"{path} holds non-finite weights ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}): "

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from atcon.attention.hooks import LayerSpec, eval_mode, unwrap_model
 from atcon.consistency import ConsistencyConfig, attention_consistency
-from atcon.consistency.loss import finite_samples, touch_if_distributed
+from atcon.consistency.loss import finite_samples, mean_of_kept, touch_if_distributed
 from atcon.train.guard import prediction_anchor
 from atcon.train.labelfree import LabelFreeSelection, label_free_signals
 
@@ -138,7 +138,7 @@ class GuardedConsistencyLoss(nn.Module):
         kept = keep.sum().clamp(min=1)
         with eval_mode(self.model):
             result = attention_consistency(self.model, x, self.config, target_layer=self.target_layer)
-        consistency = torch.where(keep, result.loss, torch.zeros_like(result.loss)).sum() / kept
+        consistency = mean_of_kept(result.loss, keep)
         logits = result.logits
         with torch.no_grad(), eval_mode(self.reference):
             out = self.reference(x)

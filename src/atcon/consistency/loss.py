@@ -300,6 +300,12 @@ def finite_samples(x: Tensor) -> tuple[Tensor, Tensor]:
     return x, keep
 
 
+def mean_of_kept(loss: Tensor, keep: Tensor) -> Tensor:
+    """The mean of the per-sample ``loss`` over the samples :func:`finite_samples` kept (0 when
+    none); a left-out sample's value, whatever it is, reaches neither the mean nor the gradient."""
+    return torch.where(keep, loss, torch.zeros_like(loss)).sum() / keep.sum().clamp(min=1)
+
+
 class AttentionConsistencyLoss(nn.Module):
     """Unsupervised attention-consistency loss between Grad-CAM and Guided Backprop.
 
@@ -385,9 +391,10 @@ class AttentionConsistencyLoss(nn.Module):
             targets=targets,
             mask_model=self.mask_model,
         )
-        loss = torch.where(keep, out.loss, torch.zeros_like(out.loss))
         if self.reduction == "mean":
-            loss = loss.sum() / keep.sum().clamp(min=1)
+            loss = mean_of_kept(out.loss, keep)
+        else:
+            loss = torch.where(keep, out.loss, torch.zeros_like(out.loss))
         return touch_if_distributed(loss, self.model)
 
     def extra_repr(self) -> str:

@@ -147,6 +147,12 @@ def not_utf8(err: UnicodeDecodeError, path: Path, what: str = "file") -> DataErr
     )
 
 
+def bad_csv(err: Exception, path: Path, after_line: int | None = None) -> DataError:
+    """The one-line error of a file Python's csv module cannot parse (an unclosed quote, mostly)."""
+    where = f" after line {after_line}" if after_line is not None else ""
+    return DataError(f'not well-formed CSV{where} ({err}); an unclosed quote (") is the usual cause', path)
+
+
 def import_av() -> Any:
     """PyAV, which reading and writing clips needs (the ``[video]`` extra), or a one-line error
     saying how to install it."""
@@ -183,27 +189,48 @@ def read_image_rgb(path: Path) -> torch.Tensor:
         FileNotFoundError: The file does not exist.
         DataError: The file is not a readable image.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
-    if path.is_symlink() and not path.exists():
-        raise DataError(f"broken link: its target {os.readlink(path)} does not exist", path)
-    if not path.is_file():
-        raise not_found("image", path)
+    require_image_file(path)
     try:
         with Image.open(path) as opened:
-            im = ImageOps.exif_transpose(opened)  # as a viewer shows it (EXIF orientation)
-            if im.mode in _SIXTEEN_BIT_MODES:
-                grey = np.asarray(im).astype(np.float64).clip(0, 65535) / 257.0
-                arr = np.repeat(np.rint(grey).astype(np.uint8)[..., None], 3, axis=2)
-            elif im.mode == "F":
-                arr = np.repeat(_float_to_uint8(np.asarray(im))[..., None], 3, axis=2)
-            else:
-                arr = np.asarray(im.convert("RGB"))
+            arr = _viewed_rgb(opened)
     except Image.DecompressionBombError as err:
         raise DataError(_bomb_message(err), path) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(f"unreadable or corrupt image ({err})", path) from err
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+def broken_link(path: Path) -> str | None:
+    """What is wrong when ``path`` is a link whose target does not exist, else None."""
+    if path.is_symlink() and not path.exists():
+        return f"broken link: its target {os.readlink(path)} does not exist"
+    return None
+
+
+def require_image_file(path: Path) -> None:
+    """Raise unless ``path`` is an existing file: ``DataError`` for a broken link,
+    ``FileNotFoundError`` for nothing there."""
+    problem = broken_link(path)
+    if problem is not None:
+        raise DataError(problem, path)
+    if not path.is_file():
+        raise not_found("image", path)
+
+
+def _viewed_rgb(opened: Any) -> np.ndarray:
+    """An open Pillow image as a ``(H, W, 3)`` uint8 array, as a viewer shows it (EXIF
+    orientation) and with 16-bit and float greyscale scaled into range."""
+    from PIL import ImageOps
+
+    im = ImageOps.exif_transpose(opened)
+    if im.mode in _SIXTEEN_BIT_MODES:
+        grey = np.asarray(im).astype(np.float64).clip(0, 65535) / 257.0
+        return np.repeat(np.rint(grey).astype(np.uint8)[..., None], 3, axis=2)
+    if im.mode == "F":
+        return np.repeat(_float_to_uint8(np.asarray(im))[..., None], 3, axis=2)
+    return np.asarray(im.convert("RGB"))
 
 
 def _bomb_message(err: Exception) -> str:
@@ -224,9 +251,9 @@ def flat_decode(path: Path) -> str | None:
 
     with Image.open(path) as im:
         raw = np.asarray(im)
-    if raw.size == 0 or not np.issubdtype(raw.dtype, np.number) or np.ptp(raw) == 0:
-        return None  # nothing stored varies, or a palette/bilevel image Pillow expands itself
-    decoded = read_image_rgb(path)
+        if raw.size == 0 or not np.issubdtype(raw.dtype, np.number) or np.ptp(raw) == 0:
+            return None  # nothing stored varies, or a palette/bilevel image Pillow expands itself
+        decoded = _viewed_rgb(im)
     if int(decoded.max()) != int(decoded.min()):
         return None
     return (
@@ -252,10 +279,7 @@ def verify_image(path: Path) -> None:
     """
     from PIL import Image, UnidentifiedImageError
 
-    if path.is_symlink() and not path.exists():
-        raise DataError(f"broken link: its target {os.readlink(path)} does not exist", path)
-    if not path.is_file():
-        raise not_found("image", path)
+    require_image_file(path)
     try:
         with Image.open(path) as im:
             im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from atcon.data._common import DataError, OnError, not_utf8
+from atcon.data._common import DataError, OnError, bad_csv, not_utf8
 from atcon.data.files import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from atcon.data.images import AnnotatedImageDataset
 from atcon.data.voc import VOCDataset
@@ -86,9 +86,7 @@ def _csv_format(path: Path) -> DataFormat:
     except UnicodeDecodeError as err:
         raise not_utf8(err, path, "manifest") from None
     except csv.Error as err:
-        raise DataError(
-            f'not well-formed CSV ({err}); an unclosed quote (") is the usual cause', path
-        ) from None
+        raise bad_csv(err, path) from None
 
 
 def _csv_format_of(path: Path) -> DataFormat:

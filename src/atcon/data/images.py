@@ -22,7 +22,6 @@ dropped with one warning giving the count (``on_error="skip"``, which also test-
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -31,19 +30,19 @@ from typing import Any, ClassVar, Literal
 
 import torch
 from torch.utils.data import Dataset
-from torchvision import tv_tensors
 
 from atcon.data import decoded
 from atcon.data._common import (
     DataError,
     OnError,
+    broken_link,
     check_on_error,
     filter_bad,
     finish_item,
     read_image_rgb,
     verify_image,
 )
-from atcon.data.voc import Target, VOCObject, avoid_boxes, outside_image
+from atcon.data.voc import Target, VOCObject, avoid_boxes, object_boxes, outside_image
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
 """Names of the sets a source may assign its images to."""
@@ -225,8 +224,9 @@ class AnnotatedImageDataset(Dataset[tuple[torch.Tensor, Target]]):
                 "no label; a single-label image needs exactly one class (multi_label=True keeps images "
                 "without a class as negatives)"
             )
-        if record.path.is_symlink() and not record.path.exists():
-            raise record.error(f"broken link: its target {os.readlink(record.path)} does not exist")
+        link = broken_link(record.path)
+        if link is not None:
+            raise record.error(link)
         if not record.path.is_file():
             raise record.error(f"image not found: {record.path}")
         if self.on_error == "skip":
@@ -305,13 +305,10 @@ class AnnotatedImageDataset(Dataset[tuple[torch.Tensor, Target]]):
         problem = outside_image(r.objects, r.avoid, height, width)
         if problem is not None:
             raise r.error(problem)
-        boxes = torch.tensor([o.box for o in r.objects], dtype=torch.float32).reshape(-1, 4)
-        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)  # within BOX_TOLERANCE of the border
-        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
         target: Target = {
             "labels": self._label_matrix[index].clone(),
             "ignore": self._ignore[index].clone(),
-            "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(height, width)),
+            "boxes": object_boxes(r.objects, height, width),
             "box_labels": torch.tensor([self.class_to_index[o.name] for o in r.objects], dtype=torch.int64),
             "difficult": torch.tensor([o.difficult for o in r.objects], dtype=torch.bool),
             "avoid": avoid_boxes(r.avoid, height, width),

@@ -44,7 +44,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from atcon.data._common import DataError, OnError, not_found, not_utf8
+from atcon.data._common import DataError, OnError, bad_csv, not_found, not_utf8
 from atcon.data.images import AnnotatedImageDataset, ImageRecord, read_class_list, split_name
 from atcon.data.voc import Region, VOCObject
 
@@ -191,10 +191,7 @@ def _read_rows(path: Path, label_sep: str) -> list[ImageRecord]:
             for row in reader:
                 rows.append((reader.line_num, row))
         except csv.Error as err:
-            raise DataError(
-                f'not well-formed CSV after line {reader.line_num} ({err}); an unclosed quote (") is the usual cause',
-                path,
-            ) from None
+            raise bad_csv(err, path, reader.line_num) from None
         for line, row in rows:
             if not any(cell.strip() for cell in row):
                 continue  # blank line

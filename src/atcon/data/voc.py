@@ -103,6 +103,16 @@ def outside_image(
     return None
 
 
+def object_boxes(objects: Sequence[VOCObject], height: int, width: int) -> tv_tensors.BoundingBoxes:
+    """An item's object boxes as ``target["boxes"]``: XYXY ``BoundingBoxes`` ``(N, 4)`` clipped to
+    the image (boxes past it by more than :data:`BOX_TOLERANCE` are refused before, by
+    :func:`outside_image`)."""
+    boxes = torch.tensor([o.box for o in objects], dtype=torch.float32).reshape(-1, 4)
+    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
+    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
+    return tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(height, width))
+
+
 def avoid_boxes(regions: Sequence[Region], height: int, width: int) -> tv_tensors.BoundingBoxes:
     """An item's regions to avoid as ``target["avoid"]``: XYXY ``BoundingBoxes`` ``(M, 4)`` that
     transforms move with the image (``M = 0`` when it has none)."""
@@ -392,13 +402,10 @@ class VOCDataset(Dataset[tuple[torch.Tensor, Target]]):
         problem = outside_image(ann.objects, ann.avoid, height, width)
         if problem is not None:
             raise DataError(problem, self.root / "Annotations" / f"{ann.image_id}.xml")
-        boxes = torch.tensor([o.box for o in ann.objects], dtype=torch.float32).reshape(-1, 4)
-        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)  # within BOX_TOLERANCE of the border
-        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
         return {
             "labels": labels,
             "ignore": ignore,
-            "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(height, width)),
+            "boxes": object_boxes(ann.objects, height, width),
             "box_labels": torch.tensor([self.class_to_index[o.name] for o in ann.objects], dtype=torch.int64),
             "difficult": torch.tensor([o.difficult for o in ann.objects], dtype=torch.bool),
             "avoid": avoid_boxes(ann.avoid, height, width),

@@ -108,6 +108,15 @@ def _sigint_held() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
+def non_finite_entries(state: dict[str, Any]) -> list[str]:
+    """Names of the floating-point tensors of ``state`` holding a NaN or infinite value (one host
+    sync when all are finite)."""
+    floats = {k: v for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point()}
+    if not floats or bool(torch.stack([torch.isfinite(v).all() for v in floats.values()]).all()):
+        return []
+    return [k for k, v in floats.items() if not torch.isfinite(v).all()]
+
+
 def rng_state() -> dict[str, Any]:
     """Capture the Python, NumPy, torch CPU and CUDA RNG states (weights-only serialisable)."""
     py = random.getstate()

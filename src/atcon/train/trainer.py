@@ -31,7 +31,7 @@ from atcon.evaluate import classification_metrics
 from atcon.guidance import boxed_ids
 from atcon.models import build_model, randomized_copy
 from atcon.train import distributed as dist_utils
-from atcon.train.checkpoint import atomic_save, rng_state, set_rng_state
+from atcon.train.checkpoint import atomic_save, non_finite_entries, rng_state, set_rng_state
 from atcon.train.config import TrainConfig
 from atcon.train.data import TaskData
 from atcon.train.engine import autocast, optimizer_step, predict, touch_parameters
@@ -429,11 +429,10 @@ class Trainer:
     def check_finite_weights(self, state: dict[str, Tensor]) -> None:
         """Raise :class:`NonFiniteLossError` when a weight is NaN or infinite, so that no such
         checkpoint is ever written (one sync per save)."""
-        floats = [v for v in state.values() if v.is_floating_point()]
-        if floats and not bool(torch.stack([torch.isfinite(v).all() for v in floats]).all()):
-            bad = next(k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all())
+        bad = non_finite_entries(state)
+        if bad:
             msg = (
-                f"the network's weights became non-finite ({bad}, ...) by step {self.state.global_step}; stopped "
+                f"the network's weights became non-finite ({bad[0]}, ...) by step {self.state.global_step}; stopped "
                 f"without saving them. The last good checkpoint is {self.run_dir / 'checkpoints' / 'last.pt'}"
                 f"{'' if (self.run_dir / 'checkpoints' / 'last.pt').exists() else ' (none was saved)'}. "
                 "Try a lower --lr or --clip-grad."
