@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -123,6 +125,37 @@ def prepare_out(out: str | Path) -> Path:
         raise FileExistsError(f"output folder is not empty: {out} (choose another, or delete it first)")
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def publish_build(
+    out: Path, build: Callable[[Path], object], finished: Callable[[], bool], *, replace: bool = False
+) -> None:
+    """Build a generated folder in a temporary folder of this process's own beside ``out``, then
+    rename it into place, so an interrupted build never looks complete and two processes building
+    at once (shards of an experiment) both succeed.
+
+    Args:
+        out: the folder to publish.
+        build: writes the folder's content into the path it is given.
+        finished: whether ``out`` already holds a complete build (another process's, finished
+            meanwhile: that copy is kept, it may be in use).
+        replace: replace ``out`` even when it is complete (a forced rebuild).
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        build(tmp / "data")
+        if not replace and finished():
+            return
+        if out.exists():
+            shutil.rmtree(out)
+        try:
+            os.replace(tmp / "data", out)
+        except OSError:
+            if replace or not finished():
+                raise  # not a copy another process renamed into place first
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_meta(out: Path, name: str, seed: int, params: dict[str, Any]) -> None:

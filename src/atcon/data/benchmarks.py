@@ -17,16 +17,13 @@ checked against a build found there.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from atcon.data._common import GENERATOR_VERSION, default_data_dir, not_found
+from atcon.data._common import GENERATOR_VERSION, default_data_dir, not_found, publish_build
 from atcon.data.cluttered_fashion import ClutteredFashionConfig, generate_cluttered_fashion
 from atcon.data.fashion import load_fashion_mnist
 from atcon.data.fashion_events import FashionEventsConfig, generate_fashion_events
@@ -158,23 +155,17 @@ def build_benchmark(
         )
     if out.exists() and any(out.iterdir()) and not (force and meta_path.is_file()):
         raise FileExistsError(f"output folder is not empty: {out}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
-        kwargs: dict[str, Any] = {"config": config, "seed": seed, "progress": progress}
+    kwargs: dict[str, Any] = {"config": config, "seed": seed, "progress": progress}
+
+    def generate(folder: Path) -> None:
         if spec.test_objects:
             kwargs["train_source"] = load_fashion_mnist("train", source_root)
             kwargs["test_source"] = load_fashion_mnist("test", source_root)
         else:
             kwargs["source"] = load_fashion_mnist("train", source_root)
-        spec.generate(tmp / "data", **kwargs)
-        if not force and meta_path.is_file() and complete():
-            return out  # another process built the same meanwhile: keep its copy, which may be in use
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp / "data", out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        spec.generate(folder, **kwargs)
+
+    publish_build(out, generate, lambda: meta_path.is_file() and complete(), replace=force)
     return out
 
 

@@ -16,13 +16,11 @@ weights pass them with ``--weights`` instead.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,6 +31,7 @@ from atcon.data import (
     generate_cluttered_fashion,
     load_benchmark,
 )
+from atcon.data._common import publish_build
 from atcon.data.fashion import load_fashion_mnist
 from atcon.train.config import TrainConfig
 from atcon.train.run import RunLockedError, train
@@ -46,26 +45,19 @@ def fashion_singles(root: Path | None = None, seed: int = 0, size: float = 1.0) 
     out = base / (f"fashion-singles-seed{seed}" + ("" if size == 1 else f"-size{size:g}"))
     if (out / "meta.json").is_file():
         return out
-    base.mkdir(parents=True, exist_ok=True)
-    # A folder of this process's own, renamed into place: two processes building at once (two
-    # shards of an experiment) each finish, and the first rename wins.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=base))
-    try:
-        train_src = load_fashion_mnist("train")
-        # Objects only from the training split; the single test image it needs comes from there too.
-        generate_cluttered_fashion(
-            tmp / "data",
+    train_src = load_fashion_mnist("train")
+    # Objects only from the training split; the single test image it needs comes from there too.
+    publish_build(
+        out,
+        lambda folder: generate_cluttered_fashion(
+            folder,
             config=SINGLES.scaled(size),
             seed=seed + 1000,
             train_source=train_src,
             test_source=train_src,
-        )
-        if not (out / "meta.json").is_file():
-            shutil.rmtree(out, ignore_errors=True)
-            with contextlib.suppress(OSError):  # another process renamed its copy first
-                os.replace(tmp / "data", out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        ),
+        lambda: (out / "meta.json").is_file(),
+    )
     return out
 
 
