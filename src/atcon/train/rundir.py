@@ -91,14 +91,16 @@ def _holder(run_dir: Path) -> dict[str, Any] | None:
     return holder
 
 
-def check_unlocked(run_dir: Path) -> None:
-    """Raise :class:`RunLockedError` when another live process holds ``run_dir``."""
+def check_unlocked(run_dir: Path) -> dict[str, Any] | None:
+    """Raise :class:`RunLockedError` when another live process holds ``run_dir``; else return
+    the lock's holder (this process) or None (no lock, or a stale one)."""
     holder = _holder(run_dir)
     if holder is not None and not (holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()):
         raise RunLockedError(
             f"{run_dir} is in use by process {holder['pid']} on {holder['host']} (since {holder.get('since', '?')}); "
             f"wait for it to finish, or, if that process is gone, delete {run_dir / LOCK}"
         )
+    return holder
 
 
 @contextlib.contextmanager
@@ -115,9 +117,8 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / LOCK
     for _ in range(2):
-        check_unlocked(run_dir)
-        with contextlib.suppress(FileNotFoundError):
-            if _holder(run_dir) is None:
+        if check_unlocked(run_dir) is None:
+            with contextlib.suppress(FileNotFoundError):
                 path.unlink()  # stale (or unfinished) lock
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
