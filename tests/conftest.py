@@ -181,3 +181,23 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         train(cfg, root / name, progress=False)
         out[name] = root / name / "checkpoints" / "best.pt"
     return out
+
+
+def _rank_main(rank: int, fn: Callable[[int], object], store: str, out: str, world: int) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        torch.save(fn(rank), f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def run_ranks(fn: Callable[[int], object], folder: Path, world: int = 2) -> list[object]:
+    """``fn(rank)`` in ``world`` processes joined in a gloo process group; each rank's return
+    value (tensors and plain values, saved by ``torch.save``), in rank order. ``fn`` must be a
+    module-level function (it is pickled into the processes)."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_rank_main, args=(fn, str(folder / "store"), str(folder), world), nprocs=world, join=True)
+    return [torch.load(folder / f"rank{r}.pt", weights_only=True) for r in range(world)]

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from tests.conftest import TinyCNN, randomize_bn
+from tests.conftest import TinyCNN, randomize_bn, run_ranks
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -31,43 +30,35 @@ def snippet() -> str:
     return match.group(1)
 
 
-def worker(rank: int, store: str, out: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+def worker(rank: int) -> dict[str, object]:
+    torch.manual_seed(0)
+    net = randomize_bn(TinyCNN(classes=4, width=6))
+    model = nn.parallel.DistributedDataParallel(net)
+    g = torch.Generator().manual_seed(10 + rank)  # each rank its own data
+    unlabelled = [torch.randn(4, 3, 16, 16, generator=g) for _ in range(3)]
+    held_out = [(torch.randn(4, 3, 16, 16, generator=g), torch.zeros(4)) for _ in range(2)]
+    steps: list[torch.Tensor] = []
+
+    def record(_opt: torch.optim.Optimizer, _args: object, _kwargs: object) -> None:
+        steps.append(torch.cat([p.detach().flatten() for p in net.parameters()]).clone())
+
+    handle = register_optimizer_step_post_hook(record)
+    namespace = {"model": model, "unlabelled": unlabelled, "held_out": held_out}
     try:
-        torch.manual_seed(0)
-        net = randomize_bn(TinyCNN(classes=4, width=6))
-        model = nn.parallel.DistributedDataParallel(net)
-        g = torch.Generator().manual_seed(10 + rank)  # each rank its own data
-        unlabelled = [torch.randn(4, 3, 16, 16, generator=g) for _ in range(3)]
-        held_out = [(torch.randn(4, 3, 16, 16, generator=g), torch.zeros(4)) for _ in range(2)]
-        steps: list[torch.Tensor] = []
-
-        def record(_opt: torch.optim.Optimizer, _args: object, _kwargs: object) -> None:
-            steps.append(torch.cat([p.detach().flatten() for p in net.parameters()]).clone())
-
-        handle = register_optimizer_step_post_hook(record)
-        namespace = {"model": model, "unlabelled": unlabelled, "held_out": held_out}
-        try:
-            exec(compile(snippet(), "README.md:own-loop", "exec"), namespace)
-        finally:
-            handle.remove()
-        selector = namespace["selector"]
-        torch.save(
-            {
-                "steps": torch.stack(steps),
-                "final": torch.cat([p.detach().flatten() for p in net.parameters()]),
-                "history": [(h["selection"], h["best"]) for h in selector.history],  # type: ignore[attr-defined]
-            },
-            f"{out}/rank{rank}.pt",
-        )
+        exec(compile(snippet(), "README.md:own-loop", "exec"), namespace)
     finally:
-        dist.destroy_process_group()
+        handle.remove()
+    selector = namespace["selector"]
+    return {
+        "steps": torch.stack(steps),
+        "final": torch.cat([p.detach().flatten() for p in net.parameters()]),
+        "history": [(h["selection"], h["best"]) for h in selector.history],  # type: ignore[attr-defined]
+    }
 
 
 @pytest.mark.timeout(240)
 def test_readme_snippet_runs_under_ddp(tmp_path: Path) -> None:
-    mp.spawn(worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
-    got = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    got: list[Any] = run_ranks(worker, tmp_path)
     assert len(got[0]["steps"]) >= 3  # at least one epoch of 3 steps ran
     torch.testing.assert_close(got[0]["steps"], got[1]["steps"], rtol=0, atol=1e-6)
     torch.testing.assert_close(got[0]["final"], got[1]["final"], rtol=0, atol=1e-6)

@@ -9,18 +9,17 @@ in eval mode in the supervised case too: in training mode its batch statistics a
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 from atcon.consistency import ConsistencyConfig
 from atcon.guidance import box_guided_forward
 from atcon.train.engine import consistency_loss, output_loss, supervised_loss, touch_parameters
 from atcon.train.simclr import NTXentLoss, SimCLRNet
-from tests.conftest import TinyCNN, randomize_bn
+from tests.conftest import TinyCNN, randomize_bn, run_ranks
 
 KINDS = ("supervised", "consistency", "simclr", "box_gradcam", "box_input_gradient")
 
@@ -77,27 +76,22 @@ def loss_of(
     return NTXentLoss(0.5)(model(x), model(x2))
 
 
-def worker(rank: int, store: str, out: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
-    try:
-        x, x2, y = batch()
-        part = slice(4 * rank, 4 * rank + 4)
-        grads = {}
-        for kind in KINDS:
-            net = make_model(kind)
-            ddp = nn.parallel.DistributedDataParallel(net)
-            loss = touch_parameters(loss_of(kind, ddp, x[part], x2[part], y[part], part), net)
-            loss.backward()  # one ordinary backward; DDP averages over the 2 processes
-            grads[kind] = {n: p.grad.clone() for n, p in net.named_parameters()}
-        torch.save(grads, f"{out}/grads{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+def worker(rank: int) -> dict[str, dict[str, torch.Tensor]]:
+    x, x2, y = batch()
+    part = slice(4 * rank, 4 * rank + 4)
+    grads = {}
+    for kind in KINDS:
+        net = make_model(kind)
+        ddp = nn.parallel.DistributedDataParallel(net)
+        loss = touch_parameters(loss_of(kind, ddp, x[part], x2[part], y[part], part), net)
+        loss.backward()  # one ordinary backward; DDP averages over the 2 processes
+        grads[kind] = {n: p.grad.clone() for n, p in net.named_parameters()}
+    return grads
 
 
 @pytest.mark.timeout(240)
 def test_two_processes_equal_one(tmp_path: Path) -> None:
-    mp.spawn(worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
-    got = [torch.load(tmp_path / f"grads{r}.pt", weights_only=True) for r in range(2)]
+    got: list[Any] = run_ranks(worker, tmp_path)
     x, x2, y = batch()
     for kind in KINDS:
         net = make_model(kind)
