@@ -59,28 +59,33 @@ MASK_SOURCES: tuple[MaskSource, ...] = get_args(MaskSource)
 class ConsistencyConfig:
     """How the two attention maps are brought to a common resolution and compared.
 
+    Each field is also a setting of :class:`~atcon.train.config.TrainConfig` (which inherits
+    them), so a new consistency option is one field here, its documentation and its use.
+
     Attributes:
-        resolution: ``"gb_mask"`` (Algorithm 1: Grad-CAM of ``x`` vs Grad-CAM of ``P * x`` with
-            ``P`` from Guided Backprop); ``"gradcam_mask"`` (``P`` from Grad-CAM upsampled to the
-            input, then ``S(x)`` vs ``S(P * x)``); ``"gradcam_upsample"`` (Grad-CAM upsampled to
-            the input with (bi/tri)linear interpolation vs ``S``); ``"gb_pool"`` (``S``
-            max-pooled to the Grad-CAM resolution vs Grad-CAM).
-        similarity: ``"pearson"`` (loss ``-r``), ``"cross_correlation"`` (loss ``-cc``) or
-            ``"ssim"`` (loss ``1 - SSIM``); see :mod:`atcon.consistency.similarity`.
-        mask_scale, mask_center, mask_sharpness: the mask of Eq. 6, see
-            :mod:`atcon.consistency.masking`. ``("none", 0.5, 8.0)`` reproduces the published
-            reference code.
-        detach_mask: stop gradients at the mask ``P``.
-        mask_source: where the saliency behind ``P`` comes from (``gb_mask`` only):
-            ``"guided_backprop"`` (the method), or the controls ``"random_network"`` (Guided
-            Backprop of a randomly re-initialised copy of the network, passed as ``mask_model``),
-            ``"sobel"`` (edge magnitude of the input) and ``"random_smooth"`` (a random smooth
-            map, :func:`~atcon.consistency.masking.random_smooth_saliency`). The controls' masks
-            carry no gradient.
-        fold_norm, lean_conv_grad: speed levers that leave the loss and its gradients unchanged
-            up to rounding: eval-mode BatchNorm folded into the convolution before it
-            (:func:`atcon.attention.fold.folded_batchnorm`), and convolutions with a direct
-            second-order backward (:func:`atcon.attention.convgrad.lean_conv_grads`).
+        resolution: How the two attention maps are brought together: gb_mask (Algorithm 1:
+            Grad-CAM of x vs Grad-CAM of the masked input P * x, P from Guided Backprop),
+            gradcam_mask (P from Grad-CAM upsampled to the input, then S(x) vs S(P * x)),
+            gradcam_upsample (Grad-CAM upsampled to the input vs S) or gb_pool (S max-pooled
+            to the Grad-CAM resolution vs Grad-CAM).
+        similarity: How the two maps are compared: pearson (loss -r), cross_correlation (loss
+            -cc) or ssim (loss 1 - SSIM); see atcon.consistency.similarity.
+        mask_scale: Scale of the soft mask of Eq. 6: std, variance (the paper's wording) or
+            none (the published reference code); see atcon.consistency.masking.
+        mask_center: Mask threshold, in standard deviations above the saliency's mean (the
+            reference code: 0.5 with mask_scale none and mask_sharpness 8).
+        mask_sharpness: Slope of the mask's sigmoid (must be > 0).
+        detach_mask: Stop gradients at the mask (cheaper; the method lets them flow).
+        mask_source: Where the mask's saliency comes from (gb_mask only): guided_backprop (the
+            method), or the controls random_network (Guided Backprop of a randomly
+            re-initialised copy of the network, passed as mask_model), sobel (edge magnitude
+            of the input) and random_smooth (a random smooth map). The controls' masks carry
+            no gradient.
+        fold_norm: Speed: fold eval-mode BatchNorm into the convolution before it in the
+            consistency passes (atcon.attention.fold; same loss and gradients up to rounding).
+        lean_conv_grad: Speed: convolutions with a direct second-order backward in the
+            consistency passes (atcon.attention.convgrad; same loss and gradients up to
+            rounding).
     """
 
     resolution: Resolution = "gb_mask"

@@ -14,17 +14,16 @@ for the commented TOML reference (:func:`atcon.train.config_toml.toml_reference`
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
-import re
 import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from functools import cache
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal
 
-from atcon.consistency import ConsistencyConfig, MaskScale, MaskSource, Resolution, SimilarityName
+from atcon import settings
+from atcon.consistency import ConsistencyConfig
+from atcon.settings import check_type, toml_value
 from atcon.data.transforms import Interpolation
 from atcon.guidance import BoxLoss
 from atcon.train.strategies import STRATEGIES, StrategyName, strategy_class
@@ -40,8 +39,12 @@ __all__ = ["STRATEGIES", "TrainConfig", "check_defaults", "field_docs", "pool_si
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(ConsistencyConfig):
     """Everything that defines a run. The attribute docs below are also the ``--help`` text.
+
+    The consistency loss's settings (resolution, similarity, mask_*, detach_mask, mask_source,
+    fold_norm, lean_conv_grad) are inherited from :class:`~atcon.consistency.ConsistencyConfig`
+    and documented there: a new consistency option is a field of that class and its use.
 
     Attributes:
         data: What to train on: a built-in benchmark (cluttered-fashion, fashion-events,
@@ -105,22 +108,6 @@ class TrainConfig:
         consistency_weight: Weight of the consistency loss in the combined strategy.
         alternate_alpha: Alternated strategy: weight of a labelled sample against an unlabelled
             one when drawing the kind of each step.
-        resolution: How the two attention maps are brought together: gb_mask (Algorithm 1:
-            Grad-CAM of x vs Grad-CAM of the masked input), gradcam_mask, gradcam_upsample or
-            gb_pool (see atcon.consistency.ConsistencyConfig).
-        similarity: How the two maps are compared: pearson, cross_correlation or ssim.
-        mask_scale: Scale of the soft mask of Eq. 6: std, variance (the paper's
-            wording) or none (the published reference code).
-        mask_center: Mask threshold, in standard deviations above the saliency's mean (the
-            reference code: 0.5 with mask_scale none and mask_sharpness 8).
-        mask_sharpness: Slope of the mask's sigmoid (must be > 0).
-        detach_mask: Stop gradients at the mask (cheaper; the method lets them flow).
-        mask_source: Where the mask's saliency comes from: guided_backprop (the method), or
-            the controls random_network, sobel and random_smooth.
-        fold_norm: Speed: fold eval-mode BatchNorm into the convolution before it in the
-            consistency passes (same loss and gradients up to rounding).
-        lean_conv_grad: Speed: convolutions with a direct second-order backward in the
-            consistency passes (same loss and gradients up to rounding).
         target_layer: Dotted name of the Grad-CAM layer (e.g. layer4); unset: the model's
             default.
         temperature: SimCLR's NT-Xent temperature.
@@ -178,8 +165,8 @@ class TrainConfig:
     data_size: float = 1.0
     unlabeled: str | None = None
     image_size: int | None = None
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
     interpolation: Interpolation | None = None
     on_bad_file: Literal["raise", "skip"] = "raise"
     augment: bool = True
@@ -197,16 +184,6 @@ class TrainConfig:
     clip_grad: float = 0.0
     consistency_weight: float = 1.0
     alternate_alpha: float = 1.0
-    # consistency loss (atcon.consistency.ConsistencyConfig)
-    resolution: Resolution = "gb_mask"
-    similarity: SimilarityName = "pearson"
-    mask_scale: MaskScale = "std"
-    mask_center: float = 0.0
-    mask_sharpness: float = 1.0
-    detach_mask: bool = False
-    mask_source: MaskSource = "guided_backprop"
-    fold_norm: bool = True
-    lean_conv_grad: bool = False
     target_layer: str | None = None
     temperature: float = 0.5
     # collapse guards (atcon.train.guard)
@@ -353,95 +330,26 @@ def pool_size(unlabeled: str | None) -> int | None:
     return n
 
 
-@cache
 def field_types() -> dict[str, Any]:
-    """Each field's type, resolved once (``get_type_hints`` is slow, and every config builds one)."""
-    return typing.get_type_hints(TrainConfig)
+    """Each :class:`TrainConfig` field's type (:func:`atcon.settings.field_types`)."""
+    return settings.field_types(TrainConfig)
 
 
-def allowed_values(tp: Any) -> tuple[Any, ...]:
-    """Flatten ``X | None`` and Literal into the tuple of accepted types/values."""
-    origin = get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        return tuple(a for arg in get_args(tp) for a in allowed_values(arg))
-    if origin is Literal:
-        return tuple(("literal", v) for v in get_args(tp))
-    if origin is tuple:
-        return (tuple,)  # three numbers (RGB statistics)
-    return (tp,)
-
-
-def check_type(name: str, value: Any, tp: Any) -> None:
-    allowed = allowed_values(tp)
-    literals = [v for a in allowed if isinstance(a, tuple) for v in a[1:]]
-    types_ = [a for a in allowed if not isinstance(a, tuple)]
-    if literals and value in literals:
-        return
-    for t in types_:
-        if t is type(None) and value is None:
-            return
-        if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return
-        if t is int and isinstance(value, int) and not isinstance(value, bool):
-            return
-        if t in (str, bool) and isinstance(value, t):
-            return
-        if t is tuple and is_triple(value):
-            return
-    names = ["three numbers" if t is tuple else getattr(t, "__name__", str(t)) for t in types_]
-    expected = " | ".join([*(repr(v) for v in literals), *names])
-    raise ValueError(f"config key {name!r} must be {expected}; got {value!r}")
-
-
-@cache
 def field_docs() -> dict[str, str]:
-    """Each :class:`TrainConfig` field's documentation, read from the class docstring.
+    """Each :class:`TrainConfig` field's documentation, read from the class docstrings (the
+    consistency fields' from :class:`~atcon.consistency.ConsistencyConfig`'s).
 
     Returns:
-        ``{field name: one-paragraph text}`` for every documented field, in docstring order.
+        ``{field name: one-paragraph text}`` for every field, in field order.
     """
-    doc = inspect.cleandoc(TrainConfig.__doc__ or "")
-    section = doc.split("Attributes:\n", 1)[1] if "Attributes:\n" in doc else ""
-    docs: dict[str, str] = {}
-    name = None
-    for line in section.splitlines():
-        entry = re.match(r"^    (\w+): (.*)$", line)
-        if entry:
-            name = entry.group(1)
-            docs[name] = entry.group(2).strip()
-        elif name is not None and line.startswith("        "):
-            docs[name] += " " + line.strip()
-        elif line.strip():
-            break  # the section ended
-    return docs
+    return settings.field_docs(TrainConfig)
+
+
+def train_settings(exclude: tuple[str, ...] = ()) -> tuple[settings.Setting, ...]:
+    """:class:`TrainConfig`'s settings (flags, TOML keys), less ``exclude``."""
+    return settings.settings_of(TrainConfig, exclude)
 
 
 def check_defaults(defaults: Mapping[str, Any] | None) -> dict[str, Any]:
     """A command's defaults, checked like TOML values (known keys, right types)."""
-    own = dict(defaults or {})
-    hints = field_types()
-    unknown = sorted(set(own) - set(hints))
-    if unknown:
-        raise ValueError(f"unknown config key(s) in command defaults: {', '.join(unknown)}")
-    for key, value in own.items():
-        check_type(key, value, hints[key])
-    return own
-
-
-def is_triple(value: Any) -> bool:
-    """Whether ``value`` is three numbers (a list or tuple): an RGB statistic."""
-    return (
-        isinstance(value, (list, tuple))
-        and len(value) == 3
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-    )
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return settings.check_values(train_settings(), defaults or {}, "command defaults")
