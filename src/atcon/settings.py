@@ -37,8 +37,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 __all__ = [
-    "TupleOf",
     "Setting",
+    "TupleOf",
     "allowed_values",
     "build",
     "check_type",
@@ -145,14 +145,17 @@ def settings_of(cls: type, exclude: Iterable[str] = ()) -> tuple[Setting, ...]:
     keys = [r.key for r in rows]
     twice = sorted({k for k in keys if keys.count(k) > 1})
     if twice:
-        raise TypeError(f"{cls.__name__}: settings share the key(s) {', '.join(twice)}; name one with metadata")
+        raise TypeError(
+            f"{cls.__name__}: settings share the key(s) {', '.join(twice)}; name one with metadata"
+        )
     skip = set(exclude)
     return tuple(r for r in rows if r.key not in skip)
 
 
 @cache
 def _settings(cls: type, path: tuple[str, ...]) -> tuple[Setting, ...]:
-    docs, hints, rows = field_docs(cls), field_types(cls), []
+    docs, hints = field_docs(cls), field_types(cls)
+    rows: list[Setting] = []
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         if not f.init:
             continue
@@ -189,6 +192,21 @@ def literals(allowed: tuple[Any, ...]) -> list[Any]:
     return [v for a in allowed if isinstance(a, tuple) for v in a[1:]]
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_SCALARS: dict[Any, Any] = {
+    float: _number,
+    int: lambda v: _number(v) and isinstance(v, int),
+    Path: lambda v: isinstance(v, (str, Path)),
+    str: lambda v: isinstance(v, str),
+    bool: lambda v: isinstance(v, bool),
+    Any: lambda v: True,
+}
+"""How a TOML value is checked against each scalar type (a TOML int is also a float)."""
+
+
 def _matches(value: Any, allowed: tuple[Any, ...]) -> bool:
     if value in literals(allowed):
         return True
@@ -205,15 +223,7 @@ def _matches(value: Any, allowed: tuple[Any, ...]) -> bool:
                 and all(_matches(v, t.items) for v in value)
             ):
                 return True
-        elif t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return True
-        elif t is int and isinstance(value, int) and not isinstance(value, bool):
-            return True
-        elif t is Path and isinstance(value, (str, Path)):
-            return True
-        elif t in (str, bool) and isinstance(value, t):
-            return True
-        elif t is Any:
+        elif t in _SCALARS and _SCALARS[t](value):
             return True
     return False
 
@@ -291,7 +301,9 @@ def read_toml(path: str | Path, settings: Iterable[Setting]) -> dict[str, Any]:
     return check_values(settings, data, str(path))
 
 
-def toml_reference(settings: Iterable[Setting], defaults: Mapping[str, Any] | None = None, title: str = "") -> str:
+def toml_reference(
+    settings: Iterable[Setting], defaults: Mapping[str, Any] | None = None, title: str = ""
+) -> str:
     """A TOML file documenting every setting, each set to its default (unset ones commented out).
 
     The result parses (``tomllib``) to the defaults, so it is a starting point for ``--config``.

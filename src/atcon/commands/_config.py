@@ -163,7 +163,9 @@ def given_keys(args: argparse.Namespace, *groups: Group) -> dict[str, Any]:
     return values
 
 
-def read_settings(args: argparse.Namespace, *groups: Group, forced: Mapping[str, Any] | None = None) -> list[Any]:
+def read_settings(
+    args: argparse.Namespace, *groups: Group, forced: Mapping[str, Any] | None = None
+) -> list[Any]:
     """One instance per group from a parsed command line.
 
     Precedence: field defaults < each group's ``defaults`` < ``--config`` TOML < flags given on

@@ -23,9 +23,9 @@ from typing import Any, Literal
 
 from atcon import settings
 from atcon.consistency import ConsistencyConfig
-from atcon.settings import check_type, toml_value
 from atcon.data.transforms import Interpolation
 from atcon.guidance import BoxLoss
+from atcon.settings import check_type, toml_value
 from atcon.train.strategies import STRATEGIES, StrategyName, strategy_class
 
 GUARDED_RECIPE: Mapping[str, Any] = types.MappingProxyType({"anchor_weight": 1.0, "select": "label-free"})
