@@ -3,7 +3,11 @@
 :class:`Trainer` holds the network, optimizer, scheduler, data streams and :class:`RunState`;
 what a step trains on and its loss come from the run's :class:`~atcon.train.strategies.Strategy`,
 which checkpoint is the best from its :class:`~atcon.train.selection.SelectionRule`.
-:func:`atcon.train.train` drives it.
+:func:`atcon.train.train` drives it. Its collaborators are built elsewhere, each from the settings
+it reads: the loss's parts in :mod:`atcon.train.loss_setup`, the loaders in
+:mod:`atcon.train.streams`; checkpoints are written and read by :mod:`atcon.train.snapshot`,
+evaluation rows measured and written by :mod:`atcon.train.validation`, and the network answers
+for its own saving (:mod:`atcon.train.network`).
 
 ``checkpoints/last.pt`` is the resume point (model, optimizer, scheduler, scaler, epoch, batch
 within the epoch, RNG states). Augmentations and sampling are pure functions of
