@@ -89,7 +89,7 @@ def test_finetune_from_checkpoint_changes_weights(tiny_voc: Path, tmp_path: Path
 def test_finetune_keeps_the_starting_model_when_validation_only_gets_worse(
     tiny_voc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from atcon.train import trainer as run_module
+    from atcon.train import validation as run_module
 
     train(config(tiny_voc, epochs=1), tmp_path / "sup", progress=False)
     init = tmp_path / "sup" / "checkpoints" / "best.pt"

@@ -53,3 +53,26 @@ def test_simclr_net_restores_classifier() -> None:
     assert net(torch.randn(3, 3, 32, 32)).shape == (3, 8)
     assert net.classifier().fc is fc
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 4)
+
+
+def test_simclr_net_classifier_state_round_trips_as_the_plain_classifier() -> None:
+    torch.manual_seed(0)
+    model = build_model("small", 4)
+    expected = {k: v.clone() for k, v in model.state_dict().items()}
+    net = SimCLRNet(model, hidden=32, out_features=8)
+    assert not net.has_validation_metrics
+    state = net.classifier_state()
+    assert state.keys() == expected.keys()  # the encoder's keys plus the set-aside head's fc.*
+    assert all(torch.equal(state[k], expected[k]) for k in expected)
+    assert net.extra_state().keys() == net.projection.state_dict().keys()
+    # Into a second network: the same classifier and projection weights.
+    torch.manual_seed(1)
+    other = SimCLRNet(build_model("small", 4), hidden=32, out_features=8)
+    other.load_classifier_state(state)
+    other.load_extra_state(net.extra_state())
+    assert all(torch.equal(v, expected[k]) for k, v in other.classifier_state().items())
+    assert all(torch.equal(v, net.projection.state_dict()[k]) for k, v in other.extra_state().items())
+    plain = build_model("small", 4)
+    plain.load_state_dict(state)  # a SimCLR checkpoint's "model" loads as the classifier
+    with pytest.raises(ValueError, match="projection"):
+        other.load_extra_state(None)

@@ -7,6 +7,9 @@ projection head.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -75,11 +78,17 @@ class SimCLRNet(nn.Module):
     """A classifier's encoder (everything before ``fc``) followed by a projection head.
 
     The classifier's ``fc`` is set aside (not a submodule here, so DistributedDataParallel sees
-    only parameters that receive gradients) and put back by :meth:`classifier`.
+    only parameters that receive gradients) and put back by :meth:`classifier`. Checkpoints hold
+    the classifier (:meth:`classifier_state`, encoder and set-aside head, loadable as the plain
+    classifier) and, to resume, the projection head (:meth:`extra_state`); this class is the one
+    place that knows how its parts map onto them.
 
     Shape:
         x: ``(B, C, *spatial)``. Returns ``(B, out_features)``.
     """
+
+    has_validation_metrics: ClassVar[bool] = False
+    """Its outputs are embeddings, not class scores: no validation metric applies."""
 
     def __init__(self, model: nn.Module, hidden: int = 512, out_features: int = 128) -> None:
         super().__init__()
@@ -98,7 +107,35 @@ class SimCLRNet(nn.Module):
         feats = getattr(feats, "logits", feats)  # inception in train mode
         return self.projection(feats)
 
+    @property
+    def head(self) -> nn.Linear:
+        """The classifier's set-aside ``fc`` head (trained by none of SimCLR's steps)."""
+        fc: nn.Linear = self.__dict__["_fc"]
+        return fc
+
     def classifier(self) -> nn.Module:
         """Return the wrapped classifier with its ``fc`` head restored."""
-        self.encoder.fc = self.__dict__["_fc"]
+        self.encoder.fc = self.head
         return self.encoder
+
+    def classifier_state(self) -> dict[str, Tensor]:
+        """The classifier's weights: the encoder's with the set-aside head's as ``fc.*``, the keys
+        of the plain classifier (so a SimCLR checkpoint loads as one)."""
+        state = dict(self.encoder.state_dict())
+        state.update({f"fc.{k}": v for k, v in self.head.state_dict().items()})
+        return state
+
+    def load_classifier_state(self, state: Mapping[str, Tensor]) -> None:
+        """Load weights written by :meth:`classifier_state`."""
+        self.head.load_state_dict({k[3:]: v for k, v in state.items() if k.startswith("fc.")})
+        self.encoder.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")})
+
+    def extra_state(self) -> dict[str, Tensor]:
+        """The projection head's weights: what a resume needs besides the classifier."""
+        return self.projection.state_dict()
+
+    def load_extra_state(self, state: Mapping[str, Tensor] | None) -> None:
+        """Load weights written by :meth:`extra_state`."""
+        if state is None:
+            raise ValueError("the checkpoint has no projection head to resume SimCLR from")
+        self.projection.load_state_dict(state)
