@@ -81,6 +81,10 @@ class ConsistencyConfig:
             up to rounding: eval-mode BatchNorm folded into the convolution before it
             (:func:`atcon.attention.fold.folded_batchnorm`), and convolutions with a direct
             second-order backward (:func:`atcon.attention.convgrad.lean_conv_grads`).
+        lean_grouped_conv: the same lean convolutions for grouped and depthwise convolutions
+            only (``groups > 1``), whatever ``lean_conv_grad`` says: on by default, since
+            PyTorch's own double backward runs one convolution per group there (see
+            :mod:`atcon.attention.convgrad`). Same loss and gradients up to rounding.
     """
 
     resolution: Resolution = "gb_mask"
@@ -92,6 +96,7 @@ class ConsistencyConfig:
     mask_source: MaskSource = "guided_backprop"
     fold_norm: bool = True
     lean_conv_grad: bool = False
+    lean_grouped_conv: bool = True
 
     def __post_init__(self) -> None:
         for field, allowed in (
@@ -177,7 +182,7 @@ def _pass(model: nn.Module, x: Tensor, config: ConsistencyConfig, name: str) -> 
     with (
         torch.profiler.record_function(f"atcon.{name}"),
         folded_batchnorm(model, x, enabled=config.fold_norm),
-        lean_conv_grads(config.lean_conv_grad),
+        lean_conv_grads(config.lean_conv_grad, grouped=config.lean_grouped_conv),
     ):
         yield
 

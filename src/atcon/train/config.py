@@ -121,6 +121,9 @@ class TrainConfig:
             consistency passes (same loss and gradients up to rounding).
         lean_conv_grad: Speed: convolutions with a direct second-order backward in the
             consistency passes (same loss and gradients up to rounding).
+        lean_grouped_conv: Speed: the same for grouped and depthwise convolutions only, on
+            even when lean_conv_grad is off (PyTorch's own double backward runs one convolution
+            per group there).
         target_layer: Dotted name of the Grad-CAM layer (e.g. layer4); unset: the model's
             default.
         temperature: SimCLR's NT-Xent temperature.
@@ -207,6 +210,7 @@ class TrainConfig:
     mask_source: MaskSource = "guided_backprop"
     fold_norm: bool = True
     lean_conv_grad: bool = False
+    lean_grouped_conv: bool = True
     target_layer: str | None = None
     temperature: float = 0.5
     # collapse guards (atcon.train.guard)
