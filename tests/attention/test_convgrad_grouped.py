@@ -28,7 +28,9 @@ GROUPED = [
 
 def _conv_fn(case: tuple[object, ...]) -> tuple[object, tuple[Tensor, Tensor, Tensor]]:
     dims, cin, cout, k, stride, padding, dilation, groups = case
-    assert isinstance(dims, int) and isinstance(cin, int) and isinstance(cout, int) and isinstance(groups, int)
+    assert (
+        isinstance(dims, int) and isinstance(cin, int) and isinstance(cout, int) and isinstance(groups, int)
+    )
     kernel = (k,) * dims if isinstance(k, int) else k
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, cin, *(9,) * dims, dtype=torch.float64, generator=g).requires_grad_()

@@ -103,8 +103,9 @@ def _batch_as_channels_wgrad(gy: Tensor, x: Tensor, w: Tensor, conf: tuple[Any, 
         b * c,
     )
     out = out.view(b, w.shape[0], *out.shape[2:]).sum(0)
-    crop = tuple(slice(0, k) for k in w.shape[2:])
-    return out[(slice(None), *crop)].unsqueeze(1)
+    for dim, k in enumerate(w.shape[2:], start=1):
+        out = out.narrow(dim, 0, k)
+    return out.unsqueeze(1)
 
 
 def _weight_grad(gy: Tensor, x: Tensor, w: Tensor, conf: tuple[Any, ...]) -> Tensor:
