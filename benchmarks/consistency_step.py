@@ -6,6 +6,8 @@ the rounds, ratios medians of the per-round ratios. A variant is a ``+``-joined 
 
     fold            eval-mode BatchNorm folded into the convolutions (consistency passes only)
     lean_conv       convolutions with the direct second-order backward (consistency passes only)
+    native_grouped  grouped / depthwise convolutions with PyTorch's own double backward: the state
+                    before the lean grouped path became the default (``lean_grouped_conv=False``)
     channels_last   model and input in channels-last memory format
     bf16, fp16      autocast
     detach_mask     stop the gradient at the mask (cheaper, not the full method; for reference)
@@ -18,7 +20,8 @@ peak memory a step adds on top of what was allocated before it) and optionally w
     python benchmarks/consistency_step.py --threads 1 --variants base,fold,channels_last,bf16,detach_mask
     python benchmarks/consistency_step.py --model resnet50 --batch 32 --size 256 --device cuda \\
         --variants base,fold,channels_last,fold+channels_last,bf16,fold+channels_last+bf16 --json out.json
-    python benchmarks/consistency_step.py --model timm:efficientnet_b0 --batch 4 --size 96
+    python benchmarks/consistency_step.py --model timm:efficientnet_b0 --batch 4 --size 96 \\
+        --threads 1 --variants native_grouped,base,fold+native_grouped,fold
 
 ``--model`` takes any atcon model name (:func:`atcon.models.model_spec`): the curated ones, any
 torchvision classification or video model, or ``timm:NAME``; weights are random.
@@ -48,7 +51,7 @@ def build(name: str, classes: int) -> nn.Module:
     return build_model(name, classes)
 
 
-LEVERS = ("fold", "lean_conv", "channels_last", "bf16", "fp16", "detach_mask", "compile")
+LEVERS = ("fold", "lean_conv", "native_grouped", "channels_last", "bf16", "fp16", "detach_mask", "compile")
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ class Variant:
     name: str
     fold: bool = False
     lean_conv: bool = False
+    native_grouped: bool = False
     channels_last: bool = False
     amp: str = "none"
     detach_mask: bool = False
@@ -83,6 +87,7 @@ def parse_variants(spec: str, amp: str = "none", detach_mask: bool = False) -> l
                 name=name,
                 fold="fold" in levers,
                 lean_conv="lean_conv" in levers,
+                native_grouped="native_grouped" in levers,
                 channels_last="channels_last" in levers,
                 amp=precision,
                 detach_mask=detach_mask or "detach_mask" in levers,
@@ -236,7 +241,12 @@ def compare(
 
     def consistency(v: Variant) -> Callable[[], None]:
         _, run, opt, x = model_for(v)
-        config = ConsistencyConfig(fold_norm=v.fold, lean_conv_grad=v.lean_conv, detach_mask=v.detach_mask)
+        config = ConsistencyConfig(
+            fold_norm=v.fold,
+            lean_conv_grad=v.lean_conv,
+            lean_grouped_conv=not v.native_grouped,
+            detach_mask=v.detach_mask,
+        )
 
         def step() -> None:
             run.eval()  # normalisation frozen, as in consistency fine-tuning

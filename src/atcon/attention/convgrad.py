@@ -21,6 +21,25 @@ functional forms, with numeric padding) runs as a custom autograd function whose
 Values and gradients equal those of the plain convolution up to floating-point rounding (every
 derivative is still exact). Autocast is honoured: the operands are cast to the autocast dtype
 before the function, as the autocast convolution would.
+
+**Grouped and depthwise convolutions** (``groups > 1``) are where PyTorch's generic double
+backward is slowest: it splits the batch-transposed convolution into one convolution per group,
+so a depthwise layer with ``C`` channels runs ``C`` tiny convolutions (cuDNN's double backward of
+a depthwise convolution is 10-40x a supervised step on GPU). The lean function avoids that path
+altogether, and :func:`lean_conv_grads` takes ``grouped=True`` to apply it to ``groups > 1``
+calls only. The consistency passes turn that on by default (``ConsistencyConfig.lean_grouped_conv``)
+even while ``lean_conv_grad`` is off: for grouped convolutions the gain was measured on every
+depthwise network tried (README, Speed), while for ``groups == 1`` the lean path is within a few
+percent of PyTorch's own and stays opt-in.
+
+Each depthwise weight gradient (one input channel per group, ``C_out = m * C_in``) picks its
+formulation, measured per case on CPU (``benchmarks/depthwise_conv.py``): oneDNN's depthwise
+weight-gradient kernel is fast for 3x3 kernels but 10-40x slower for 5x5 and 7x7, where
+:func:`_batch_as_channels_wgrad` (the same sum written as one depthwise convolution of the batch
+laid out as channels) is fastest. Elsewhere (GPU, other kernel sizes, ``C_in / groups > 1``) the
+direct weight-gradient kernel is used, the one a supervised step calls. The input gradient is
+the direct kernel (``conv_transpose`` with groups) in every case: it measured as fast as the
+alternatives.
 """
 
 from __future__ import annotations
@@ -51,6 +70,56 @@ def _needed(ctx: Any, i: int) -> bool:
         return bool(ctx.needs_input_grad[i])
 
 
+def _batch_as_channels(x: Tensor, w: Tensor) -> bool:
+    """Whether the weight gradient is faster as a convolution of the batch laid out as channels:
+    a depthwise(-multiplier) convolution on CPU with a kernel larger than 3x3 (see the module
+    docstring; ``benchmarks/depthwise_conv.py`` measures the cases)."""
+    return x.device.type == "cpu" and x.ndim >= 4 and w.shape[1] == 1 and w[0, 0].numel() > 9
+
+
+def _batch_as_channels_wgrad(gy: Tensor, x: Tensor, w: Tensor, conf: tuple[Any, ...]) -> Tensor:
+    """The weight gradient of a depthwise convolution (one input channel per group, ``m`` outputs
+    per input channel) as one convolution: the batch becomes channels.
+
+    ``dW[c m + j, 0, k] = sum_{b, q} x_pad[b, c, q s + k d] g_y[b, c m + j, q]`` is, for each
+    ``(b, c)``, a convolution of ``x[b, c]`` (padded as in the forward) with the kernel
+    ``g_y[b, c m + j]``, dilated by the forward's stride and strided by its dilation. Laying the
+    batch out as channels makes all of them one grouped convolution (``groups = B C``); the sum
+    over the batch and a crop to the kernel size (the last positions exist only when the strides
+    leave input unread) follow.
+    """
+    stride, padding, dilation, _ = conf
+    b, c = x.shape[:2]
+    zeros = [0] * len(stride)
+    out = torch.ops.aten.convolution(
+        x.reshape(1, b * c, *x.shape[2:]),
+        gy.reshape(b * w.shape[0], 1, *gy.shape[2:]),
+        None,
+        dilation,
+        padding,
+        stride,
+        False,
+        zeros,
+        b * c,
+    )
+    out = out.view(b, w.shape[0], *out.shape[2:]).sum(0)
+    for dim, k in enumerate(w.shape[2:], start=1):
+        out = out.narrow(dim, 0, k)
+    return out.unsqueeze(1)
+
+
+def _weight_grad(gy: Tensor, x: Tensor, w: Tensor, conf: tuple[Any, ...]) -> Tensor:
+    """``wgrad(x, g_y)``, by the formulation measured fastest for the case."""
+    if _batch_as_channels(x, w):
+        return _batch_as_channels_wgrad(gy, x, w, conf)
+    stride, padding, dilation, groups = conf
+    zeros = [0] * len(stride)
+    _, gw, _ = torch.ops.aten.convolution_backward(
+        gy, x, w, None, stride, padding, dilation, False, zeros, groups, [False, True, False]
+    )
+    return gw
+
+
 class _ConvInputGrad(torch.autograd.Function):
     """``g_x = conv_transpose(g_y, W)`` (the input gradient), with a direct-kernel backward."""
 
@@ -78,11 +147,7 @@ class _ConvInputGrad(torch.autograd.Function):
             if _needed(ctx, 0)
             else None
         )
-        d_w = None
-        if _needed(ctx, 1):
-            _, d_w, _ = torch.ops.aten.convolution_backward(
-                gy, u, w, None, stride, padding, dilation, False, zeros, groups, [False, True, False]
-            )
+        d_w = _weight_grad(gy, u, w, ctx.conf) if _needed(ctx, 1) else None
         return d_gy, d_w, None, None
 
 
@@ -109,13 +174,10 @@ class _Conv(torch.autograd.Function):
         need_b = ctx.has_bias and _needed(ctx, 2)
         if torch.is_grad_enabled():  # create_graph=True: the result is differentiated again
             gx = _ConvInputGrad.apply(gy, w, x, ctx.conf) if need_x else None
-            gw = None
-            if need_w:
-                _, gw, _ = torch.ops.aten.convolution_backward(
-                    gy, x, w, None, stride, padding, dilation, False, zeros, groups, [False, True, False]
-                )
+            gw = _weight_grad(gy, x, w, ctx.conf) if need_w else None
             gb = gy.sum(dim=[0, *range(2, gy.ndim)]) if need_b else None
             return gx, gw, gb, None
+        own_w = need_w and _batch_as_channels(x, w)
         gx, gw, gb = torch.ops.aten.convolution_backward(
             gy,
             x,
@@ -127,8 +189,10 @@ class _Conv(torch.autograd.Function):
             False,
             zeros,
             groups,
-            [need_x, need_w, need_b],
+            [need_x, need_w and not own_w, need_b],
         )
+        if own_w:
+            gw = _batch_as_channels_wgrad(gy, x, w, ctx.conf)
         return gx, gw, gb, None
 
 
@@ -150,6 +214,10 @@ def _node_input(t: Tensor | None) -> Tensor | None:
 
 
 class _LeanConvMode(TorchFunctionMode):
+    def __init__(self, grouped_only: bool) -> None:
+        super().__init__()
+        self.grouped_only = grouped_only
+
     def __torch_function__(
         self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
     ) -> Any:
@@ -162,13 +230,16 @@ class _LeanConvMode(TorchFunctionMode):
         call.update(kwargs)
         x, w, b = call["input"], call["weight"], call.get("bias")
         padding = call.get("padding", 0)
+        groups = int(call.get("groups", 1))
         if isinstance(padding, str) or x.ndim != dims + 2 or not torch.is_grad_enabled():
             return func(*args, **kwargs)  # "same"/"valid", unbatched input or no autograd: as is
+        if self.grouped_only and groups == 1:
+            return func(*args, **kwargs)
         conf = (
             _tuple(call.get("stride", 1), dims),
             _tuple(padding, dims),
             _tuple(call.get("dilation", 1), dims),
-            int(call.get("groups", 1)),
+            groups,
         )
         dtype = _autocast_dtype(x.device.type)
         if dtype is not None:
@@ -178,13 +249,15 @@ class _LeanConvMode(TorchFunctionMode):
 
 
 @contextlib.contextmanager
-def lean_conv_grads(enabled: bool = True) -> Iterator[None]:
+def lean_conv_grads(enabled: bool = True, *, grouped: bool = False) -> Iterator[None]:
     """Inside the block, convolutions run with the lean first and second-order backward.
 
-    Graphs built inside keep it after the block. ``enabled=False`` makes the block a no-op.
+    ``enabled`` covers every convolution; ``grouped=True`` covers those with ``groups > 1`` even
+    when ``enabled`` is False (the consistency passes' default, see the module docstring). With
+    both False the block is a no-op. Graphs built inside keep it after the block.
     """
-    if not enabled:
+    if not enabled and not grouped:
         yield
         return
-    with _LeanConvMode():
+    with _LeanConvMode(grouped_only=not enabled):
         yield

@@ -86,6 +86,10 @@ class ConsistencyConfig:
         lean_conv_grad: Speed: convolutions with a direct second-order backward in the
             consistency passes (atcon.attention.convgrad; same loss and gradients up to
             rounding).
+        lean_grouped_conv: Speed: the same lean convolutions for grouped and depthwise
+            convolutions only (groups > 1), whatever lean_conv_grad says: on by default, since
+            PyTorch's own double backward runs one convolution per group there (same loss and
+            gradients up to rounding).
     """
 
     resolution: Resolution = "gb_mask"
@@ -97,6 +101,7 @@ class ConsistencyConfig:
     mask_source: MaskSource = "guided_backprop"
     fold_norm: bool = True
     lean_conv_grad: bool = False
+    lean_grouped_conv: bool = True
 
     def __post_init__(self) -> None:
         for field, allowed in (
@@ -182,7 +187,7 @@ def _pass(model: nn.Module, x: Tensor, config: ConsistencyConfig, name: str) -> 
     with (
         torch.profiler.record_function(f"atcon.{name}"),
         folded_batchnorm(model, x, enabled=config.fold_norm),
-        lean_conv_grads(config.lean_conv_grad),
+        lean_conv_grads(config.lean_conv_grad, grouped=config.lean_grouped_conv),
     ):
         yield
 
