@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from atcon._json import to_json
 from atcon.train.checkpoint import atomic_write_text
@@ -27,12 +27,36 @@ from atcon.train.checkpoint import atomic_write_text
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Sizes of a demo run (see :data:`PRESETS`).
+    """Sizes of a demo run (see :data:`PRESETS`); each field is also an ``atcon demo`` flag.
 
-    ``lr`` is the supervised learning rate (None: the paper's 1e-3). The CPU image preset uses
-    1e-4 and fine-tunes at 2e-5: chosen on the validation set, where 1e-3 overfits the few
-    samples within a few epochs and 1e-4 for fine-tuning ends in a degenerate, perfectly
-    "consistent" model.
+    The CPU image preset's learning rates (1e-4, fine-tuning 2e-5) were chosen on the validation
+    set, where 1e-3 overfits the few samples within a few epochs and 1e-4 for fine-tuning ends in
+    a degenerate, perfectly "consistent" model.
+
+    Attributes:
+        benchmark: Built-in benchmark the demo builds and trains on.
+        model: Architecture of every run.
+        image_size: Input size in pixels (clips: frame size).
+        per_class: Labelled training samples per class.
+        source_epochs: Epochs of source pretraining (supervised on single objects for images,
+            SimCLR for clips).
+        epochs: Epochs of the supervised few-shot baseline.
+        lr: Supervised learning rate (unset: the paper's 1e-3).
+        finetune_epochs: Epochs of consistency fine-tuning.
+        finetune_lr: Its learning rate.
+        pool: Fine-tune on an unlabelled pool of this many training-pool items (0: the labelled
+            training samples, without their labels).
+        anchor_weight: Collapse guard of the fine-tuning (prediction anchor weight; 0: off).
+        select: Which fine-tuning checkpoint is kept: labels (best validation metric), last, or
+            label-free.
+        finetune_eval_every: Evaluate fine-tuning every this many steps (0: every epoch).
+        batch_size: Training batch size.
+        resamples: Bootstrap resamples of the test-set intervals and paired tests.
+        figures: Test images shown with their attention maps in the report.
+        seed: Seed of the benchmark, the split and every run.
+        device: auto, cpu, cuda or cuda:N.
+        workers: DataLoader worker processes.
+        data_size: Share of the benchmark's images generated (1.0: all).
     """
 
     benchmark: str = "cluttered-fashion"
@@ -46,7 +70,7 @@ class DemoConfig:
     finetune_lr: float = 2e-5
     pool: int = 0
     anchor_weight: float = 0.0
-    select: str = "labels"
+    select: Literal["labels", "last", "label-free"] = "labels"
     finetune_eval_every: int = 0
     batch_size: int = 4
     resamples: int = 1000
@@ -186,7 +210,7 @@ def run_demo(config: DemoConfig, out: str | Path, *, progress: bool = True) -> d
                 lr=c.finetune_lr,
                 unlabeled=f"pool:{c.pool}" if c.pool else None,
                 anchor_weight=c.anchor_weight,
-                select=c.select,  # type: ignore[arg-type]
+                select=c.select,
                 eval_every=c.finetune_eval_every,
             ),
         )

@@ -109,7 +109,10 @@ def add_settings(parser: argparse.ArgumentParser, *groups: Group, title: str = "
 
 def _flag_kind(tp: Any) -> dict[str, Any]:
     """argparse's ``action``/``type``/``choices``/``nargs`` for a setting of type ``tp``."""
-    allowed = allowed_values(tp)
+    return _kind(allowed_values(tp))
+
+
+def _kind(allowed: tuple[Any, ...]) -> dict[str, Any]:
     base = [a for a in allowed if not isinstance(a, tuple) and a is not type(None)]
     if base == [bool]:
         return {"action": argparse.BooleanOptionalAction}
@@ -119,7 +122,7 @@ def _flag_kind(tp: Any) -> dict[str, Any]:
         seq = base[0]
         if seq.length is not None:
             return {"type": _comma_numbers(seq.length), "metavar": ",".join(["N"] * seq.length)}
-        kind = _flag_kind(seq.items[0] if len(seq.items) == 1 else Any)
+        kind = _kind(seq.items)
         return {**kind, "nargs": "+"}
     if set(base) == {int, float}:
         return {"type": count_or_fraction}

@@ -39,10 +39,10 @@ def register(subparsers: Any) -> None:
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION")
 
     build = sub.add_parser("build", help="generate a built-in benchmark")
-    build.add_argument("name", choices=list(BENCHMARKS))
+    build.add_argument("name", choices=list(BENCHMARKS), help="the built-in benchmark to generate")
     build.add_argument("--out", type=Path, default=None, help="output folder (default: cache folder)")
     build.add_argument("--size", type=float, default=1.0, help="multiplies the default counts (default 1)")
-    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--seed", type=int, default=0, help="generator seed of the benchmark (default 0)")
     build.add_argument("--source", type=Path, default=None, help="folder of the Fashion-MNIST IDX files")
     build.add_argument("--force", action="store_true", help="regenerate a previous build in place")
     build.add_argument(
@@ -64,7 +64,12 @@ def register(subparsers: Any) -> None:
     split = sub.add_parser("split", help="write a few-shot split file (JSON)")
     kinds = split.add_subparsers(dest="split_kind", metavar="KIND", required=True)
     voc = kinds.add_parser("voc", help="VOC-layout images: val drawn from the train split, N per class")
-    voc.add_argument("--root", type=Path, required=True)
+    voc.add_argument(
+        "--root",
+        type=Path,
+        required=True,
+        help="VOC folder (with Annotations/, ImageSets/Main/, JPEGImages/)",
+    )
     voc.add_argument(
         "--val-size",
         type=count_or_fraction,
@@ -72,9 +77,15 @@ def register(subparsers: Any) -> None:
         help="validation images drawn from the train split: a count or a fraction (default: "
         f"{DEFAULT_VAL_SIZE}, 500 on VOC2012)".replace("%", "%%"),
     )
-    voc.add_argument("--train-split", default="train")
+    voc.add_argument(
+        "--train-split",
+        default="train",
+        help="ImageSets/Main list the training pool is drawn from (default train)",
+    )
     voc.add_argument("--val-split", default=None, help="use this split as validation instead of drawing")
-    voc.add_argument("--test-split", default="val")
+    voc.add_argument(
+        "--test-split", default="val", help="ImageSets/Main list used as the test set (default val)"
+    )
     images = kinds.add_parser(
         "images",
         help="your images (class folders, CSV manifest, COCO file, VOC folder): the split `atcon train` draws",
@@ -99,11 +110,11 @@ def register(subparsers: Any) -> None:
     clips = kinds.add_parser("clips", help="video clips: three subject-disjoint sets, N per class")
     clips.add_argument("--manifest", type=Path, required=True, help="CSV manifest or folder-per-class tree")
     bench = kinds.add_parser("benchmark", help="a built-in benchmark (generated if needed)")
-    bench.add_argument("name", choices=list(BENCHMARKS))
+    bench.add_argument("name", choices=list(BENCHMARKS), help="the built-in benchmark to split")
     bench.add_argument("--root", type=Path, default=None, help="benchmark folder (default: cache folder)")
     for p in (voc, images, clips, bench):
-        p.add_argument("--per-class", type=int, required=True)
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--per-class", type=int, required=True, help="labelled training samples per class")
+        p.add_argument("--seed", type=int, default=0, help="seed of the drawn split (default 0)")
         p.add_argument("--out", type=Path, required=True, help="split file to write")
         p.set_defaults(func=cmd_split)
 

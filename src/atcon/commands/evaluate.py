@@ -8,6 +8,13 @@ from pathlib import Path
 
 from atcon._json import to_json
 from atcon.commands._common import slug
+from atcon.commands._config import Group, add_settings, given_keys, read_settings
+from atcon.evaluate.results import EvalSpec
+
+SPEC = Group(
+    EvalSpec, exclude=("task", "classes", "target_layer", "localization", "device", "eps", "chunk_size")
+)
+"""The evaluation settings (the checkpoint gives the task, classes and Grad-CAM layer)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -31,39 +38,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--data", default=None, help="evaluate on this data source's --split list instead of the run's"
     )
     p.add_argument("--out", type=Path, default=None, help="output folder (default: RUN/evaluation-SPLIT)")
-    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default: 1000)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    p.add_argument(
-        "--iou-threshold",
-        type=float,
-        default=None,
-        help="localization: a pixel of the rescaled map is in the IoU mask at or above it (default 0.5, "
-        "the paper's)",
-    )
     # The IoU threshold's former name, kept working (it said nothing of which threshold it was).
     p.add_argument("--threshold", dest="old_threshold", type=float, default=None, help=argparse.SUPPRESS)
-    p.add_argument(
-        "--decision-threshold",
-        type=float,
-        default=0.5,
-        help="multi-label F1: a class is predicted when its probability is above it; also decides "
-        "which (item, class) pairs are true positives for localization (default 0.5)",
-    )
-    p.add_argument(
-        "--measure-at",
-        choices=("input", "original"),
-        default="input",
-        help="image size localization is measured at: input (the network's input size, boxes resized "
-        "with the image) or original (each image's own size, boxes as annotated) (default: input)",
-    )
-    p.add_argument("--tolerance", type=float, default=15.0, help="pointing-game tolerance in pixels")
-    p.add_argument("--faithfulness", action="store_true", help="also deletion/insertion AUC of the maps")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=0, help="data-loading workers")
     p.add_argument(
         "--figures", type=int, default=4, help="items shown in the report's attention figure (0: none)"
     )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    add_settings(p, SPEC, title="atcon evaluate settings")
     p.set_defaults(func=run)
 
 
@@ -72,8 +53,6 @@ def run(args: argparse.Namespace) -> int:
     from atcon.checkpoints import checkpoint_dataset, evaluate_checkpoint, load_model
     from atcon.devices import resolve_device
     from atcon.evaluate import (
-        EvalSpec,
-        LocalizationProtocol,
         comparison_table,
         comparisons_against,
         per_class_table,
@@ -83,8 +62,6 @@ def run(args: argparse.Namespace) -> int:
     from atcon.explain import attention_examples
     from atcon.train.checkpoint import atomic_write_text
 
-    if args.resamples < 1:
-        raise ValueError(f"--resamples must be >= 1, got {args.resamples}")
     device = resolve_device(args.device)
     main = load_model(args.checkpoint)
     models = [main]
@@ -96,25 +73,12 @@ def run(args: argparse.Namespace) -> int:
             main.name, ref.name = f"{main.name} (A)", f"{ref.name} (B)"
         models = [ref, main]
     dataset = checkpoint_dataset(main, args.split, args.data)
-    iou_threshold = args.iou_threshold
+    forced = {"device": device}
     if args.old_threshold is not None:
         print("atcon evaluate: --threshold is now --iou-threshold", file=sys.stderr)
-        iou_threshold = args.old_threshold if iou_threshold is None else iou_threshold
-    protocol = LocalizationProtocol(
-        threshold=0.5 if iou_threshold is None else iou_threshold,
-        pointing_tolerance=args.tolerance,
-        measure_at=args.measure_at,
-    )
-    spec = EvalSpec(
-        threshold=args.decision_threshold,
-        protocol=protocol,
-        faithfulness=args.faithfulness,
-        n_resamples=args.resamples,
-        seed=args.seed,
-        device=device,
-        batch_size=args.batch_size,
-        num_workers=args.workers,
-    )
+        if "iou_threshold" not in given_keys(args, SPEC):
+            forced["iou_threshold"] = args.old_threshold
+    (spec,) = read_settings(args, SPEC, forced=forced)
     results = []
     for m in models:
         print(f"evaluating {m.name} ({m.path}) on {len(dataset)} {args.split} items, device {device} ...")  # type: ignore[arg-type]
@@ -124,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
     table = results_table(results, reference=reference, comparisons=comparisons)
     level = f"{round(100 * results[0].confidence)}%"
     note = (
-        f"Values in %, {level} bootstrap CIs ({args.resamples} resamples of the {results[0].n_items} "
-        f"{args.split} items, seed {args.seed})"
+        f"Values in %, {level} bootstrap CIs ({spec.n_resamples} resamples of the {results[0].n_items} "
+        f"{args.split} items, seed {spec.seed})"
         + (f"; F1 at decision threshold {spec.threshold:g}" if main.task == "multilabel" else "")
         + (f"; * p < 0.05, paired bootstrap test vs. {reference}." if reference else ".")
     )
@@ -134,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     print(table)
     print(note)
     if has_loc:
-        print(protocol)
+        print(spec.protocol)
     else:
         print("No boxes in the data: localization not evaluated.")
     for comp in comparisons.values():
@@ -162,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_text(out / "results.json", to_json(info) + "\n")
     markdown = [f"# Evaluation ({args.split})", "", table, "", note, ""]
     if has_loc:
-        markdown += [str(protocol), ""]
+        markdown += [str(spec.protocol), ""]
     for comp in comparisons.values():
         markdown += [f"## {comp.name_a} vs. {comp.name_b}", "", comparison_table(comp), ""]
     markdown += ["## Per-class F1", "", per_class_table(results), ""]
@@ -173,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
 
     sections = [report.table(table, "Results", caption=note)]
     if has_loc:
-        sections.append(report.protocol(protocol))
+        sections.append(report.protocol(spec.protocol))
     for comp in comparisons.values():
         sections.append(
             report.table(comparison_table(comp), f"{comp.name_a} vs. {comp.name_b} (paired bootstrap)")

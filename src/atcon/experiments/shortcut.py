@@ -210,6 +210,7 @@ def _finetune_exp(exp: ExperimentConfig, net: Network, pool: bool) -> Experiment
         pool=exp.pool if pool else 0,
         finetune_eval_every=exp.finetune_eval_every if pool else 0,
         finetune=(),
+        guarded=False,
     )
 
 
@@ -246,7 +247,7 @@ def grid_runs(
 ) -> dict[tuple[str, str, float], list[Run]]:
     """The weight grid: ``(network, form, W) -> runs`` (one per seed), all boxes, the first rho."""
     grids = {"gradcam": exp.cam_weights, "input_gradient": exp.gradient_weights}
-    out = {}
+    out: dict[tuple[str, str, float], list[Run]] = {}
     for name in exp.networks:
         for form, grid in grids.items():
             for w in grid:
@@ -512,7 +513,7 @@ def run_shortcut(base: TrainConfig, exp: ExperimentConfig, store: Store) -> Outc
         )
     folders = {rho: _data(rho, exp.cue, base) for rho in exp.rhos}
     extra = Extra(store, folders)
-    weights_of = {name: _weights(NETWORKS[name], exp, store) for name in exp.networks}
+    weights_of: dict[str, str | None] = {name: _weights(NETWORKS[name], exp, store) for name in exp.networks}
     cells = [Cell(rho, NETWORKS[name], folders[rho]) for rho in exp.rhos for name in exp.networks]
     for cell in cells:
         base_runs(cell, base, exp, weights_of[cell.network.name])

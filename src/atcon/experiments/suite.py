@@ -35,7 +35,6 @@ from atcon.viz import metric_curves_figure
 __all__ = [
     "CONTROLS",
     "REFERENCES",
-    "RUNNERS",
     "ExperimentConfig",
     "Outcome",
     "method_runs",
@@ -242,35 +241,6 @@ def run_controls(base: TrainConfig, exp: ExperimentConfig, store: Store) -> Outc
     )  # fmt: skip
 
 
-def _regimes(base: TrainConfig, exp: ExperimentConfig, store: Store) -> Outcome:
-    from atcon.experiments.regimes import run_regimes
-
-    return run_regimes(base, exp, store)
-
-
-def _safety(base: TrainConfig, exp: ExperimentConfig, store: Store) -> Outcome:
-    from atcon.experiments.regimes import run_safety
-
-    return run_safety(base, exp, store)
-
-
-def _shortcut(base: TrainConfig, exp: ExperimentConfig, store: Store) -> Outcome:
-    from atcon.experiments.shortcut import run_shortcut
-
-    return run_shortcut(base, exp, store)
-
-
-RUNNERS: dict[str, Callable[[TrainConfig, ExperimentConfig, Store], Outcome]] = {
-    "classification": run_classification,
-    "localization": run_localization,
-    "strategies": run_strategies,
-    "controls": run_controls,
-    "safety": _safety,
-    "regimes": _regimes,
-    "shortcut": _shortcut,
-}
-
-
 def run_experiment(
     name: str,
     base: TrainConfig,
@@ -281,8 +251,8 @@ def run_experiment(
     shard: tuple[int, int] = (0, 1),
 ) -> Outcome:
     """Run one experiment into ``out`` (finished runs there are reused); ``shard=(K, N)``: as
-    process K of N sharing the folder (:class:`~atcon.experiments.runner.Store`)."""
-    if name not in RUNNERS:
-        raise ValueError(f"unknown experiment {name!r}; choose one of {', '.join(RUNNERS)} or ablation")
-    store = Store(out, device=exp.device, n_resamples=exp.resamples, progress=progress, shard=shard)
-    return RUNNERS[name](base, exp, store)
+    process K of N sharing the folder (:class:`~atcon.experiments.runner.Store`). ``name``: one of
+    :data:`atcon.experiments.registry.NAMES`."""
+    from atcon.experiments.registry import experiment
+
+    return experiment(name).run(base, exp, out, progress=progress, shard=shard)
