@@ -9,12 +9,28 @@ GIF. The raw signed maps go to ``maps.pt`` with their metadata.
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from atcon.commands._common import slug
+from atcon.commands._config import Group, add_settings, read_settings
+
+
+@dataclass(frozen=True)
+class ExplainSettings:
+    """What ``atcon explain`` draws (its flags and TOML keys).
+
+    Attributes:
+        target: Class of the maps: each model's top-1 prediction (pred), or the first
+            ground-truth class (gt).
+        frames: Frames shown in the per-frame grid of clips.
+    """
+
+    target: Literal["pred", "gt"] = "pred"
+    frames: int = 8
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -33,15 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--checkpoint", type=Path, required=True, help="checkpoint (e.g. RUN/checkpoints/best.pt)")
     p.add_argument("--compare", type=Path, default=None, help="a second checkpoint, shown side by side")
-    p.add_argument(
-        "--target",
-        choices=("pred", "gt"),
-        default="pred",
-        help="class of the maps: each model's top-1 prediction, or the (first) ground-truth class",
-    )
     p.add_argument("--out", type=Path, default=Path("runs/explain"), help="output folder")
-    p.add_argument("--frames", type=int, default=8, help="frames shown in the per-frame grid of clips")
     p.add_argument("--device", default="cpu", help="cpu, cuda, ... (default: cpu)")
+    add_settings(p, Group(ExplainSettings), title="atcon explain settings")
     p.set_defaults(func=run)
 
 
@@ -50,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from atcon.explain import compute_maps, load_inputs, to_model_maps
     from atcon.viz import clip_frames_figure, clip_gif, comparison_figure, save_figure
 
+    (opts,) = read_settings(args, Group(ExplainSettings))
     models = [load_model(args.checkpoint)]
     if args.compare is not None:
         other = load_model(args.compare)
@@ -60,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         models.append(other)
     inputs = load_inputs(list(args.inputs), models[0])
     targets = None
-    if args.target == "gt":
+    if opts.target == "gt":
         assert inputs.truth_index is not None
         if bool((inputs.truth_index < 0).any()):
             raise ValueError("--target gt needs ground truth: use test:N inputs")
@@ -87,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
                 if s.scores is not None:
                     title += f", r={float(s.scores[0]):+.2f}"
                 grid = clip_frames_figure(
-                    x[0], s.cams[0], s.gbs[0], title, mean=mean, std=std, max_frames=args.frames
+                    x[0], s.cams[0], s.gbs[0], title, mean=mean, std=std, max_frames=opts.frames
                 )
                 written.append(save_figure(grid, out / f"{stem}{suffix}-frames.png"))
                 written.append(clip_gif(x[0], s.cams[0], out / f"{stem}{suffix}.gif", mean=mean, std=std))

@@ -4,10 +4,39 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import Tensor
+
+from atcon.commands._config import Group, add_settings, read_settings
+
+
+@dataclass(frozen=True)
+class MapsSettings:
+    """The network ``atcon maps`` explains and how images reach it (its flags and TOML keys;
+    ``--mean``/``--std`` are flags of three numbers).
+
+    Attributes:
+        model: Architecture: small, a torchvision model name (resnet50, efficientnet_b0, ...)
+            or timm:NAME.
+        weights: Checkpoint path or torchvision weights name (unset: random weights).
+        classes: Number of classes of the model's head.
+        size: Input side in pixels (unset: the model's).
+        layer: Grad-CAM layer, a dotted module name (unset: discovered).
+        interpolation: Resize interpolation (unset: the network's own).
+        seed: Seed of the untrained model's weights and the drawn sample images.
+    """
+
+    model: str = "small"
+    weights: str | None = None
+    classes: int = 10
+    size: int | None = None
+    layer: str | None = None
+    interpolation: Literal["bilinear", "bicubic", "nearest"] | None = None
+    seed: int = 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -19,17 +48,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "maps (maps.pt) and a figure (maps.png). Without images, a built-in synthetic sample is used.",
     )
     p.add_argument("images", nargs="*", type=Path, help="image files or folders (default: a built-in sample)")
-    p.add_argument(
-        "--model",
-        default="small",
-        help="architecture: small, a torchvision model name (resnet50, efficientnet_b0, ...) or timm:NAME",
-    )
-    p.add_argument(
-        "--weights", default=None, help="checkpoint path or torchvision weights name (default: random)"
-    )
-    p.add_argument("--classes", type=int, default=10, help="number of classes of the model's head")
-    p.add_argument("--size", type=int, default=None, help="input side in pixels (default: the model's)")
-    p.add_argument("--layer", default=None, help="Grad-CAM layer (default: discovered)")
     p.add_argument(
         "--mean",
         type=float,
@@ -46,19 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         metavar=("R", "G", "B"),
         help="normalisation std (as --mean)",
     )
-    p.add_argument(
-        "--interpolation",
-        choices=("bilinear", "bicubic", "nearest"),
-        default=None,
-        help="resize interpolation (default: the network's own)",
-    )
     p.add_argument("--out", type=Path, default=Path("runs/maps"), help="output folder")
-    p.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="seed of the untrained model's weights and the drawn images (default 0)",
-    )
+    add_settings(p, Group(MapsSettings), title="atcon maps settings")
     p.set_defaults(func=run)
 
 
@@ -87,19 +94,20 @@ def run(args: argparse.Namespace) -> int:
     from atcon.models import build_model, model_preprocess, model_spec
     from atcon.viz import attention_figure, save_figure
 
-    spec = model_spec(args.model)
+    (opts,) = read_settings(args, Group(MapsSettings))
+    spec = model_spec(opts.model)
     if spec.video:
-        raise ValueError(f"{args.model} is a video model; `atcon maps` takes images")
-    torch.manual_seed(args.seed)
-    size = args.size or spec.input_size
-    model = build_model(args.model, args.classes, args.weights).eval()
+        raise ValueError(f"{opts.model} is a video model; `atcon maps` takes images")
+    torch.manual_seed(opts.seed)
+    size = opts.size or spec.input_size
+    model = build_model(opts.model, opts.classes, opts.weights).eval()
     # The network's own normalisation and interpolation (ImageNet's by default), flags over them.
-    pre = model_preprocess(args.model)
+    pre = model_preprocess(opts.model)
     pre = dataclasses.replace(
         pre,
         mean=tuple(args.mean) if args.mean else pre.mean,
         std=tuple(args.std) if args.std else pre.std,
-        interpolation=args.interpolation or pre.interpolation,
+        interpolation=opts.interpolation or pre.interpolation,
     )
     if args.images:
         raw, names = load_images(args.images, size, pre.interpolation)
@@ -108,11 +116,11 @@ def run(args: argparse.Namespace) -> int:
             shown = ", ".join(f.name for f in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
             print(f"skipped {len(skipped)} non-image file(s) in the given folder(s): {shown}")
     else:
-        raw, names = sample_images(2, size, args.seed), ["sample-0", "sample-1"]
+        raw, names = sample_images(2, size, opts.seed), ["sample-0", "sample-1"]
     x = (raw - torch.tensor(pre.mean)[:, None, None]) / torch.tensor(pre.std)[:, None, None]
 
-    cam, gb, targets = gradcam_and_guided_backprop(model, x, args.layer)
-    result = attention_consistency(model, x, target_layer=args.layer)
+    cam, gb, targets = gradcam_and_guided_backprop(model, x, opts.layer)
+    result = attention_consistency(model, x, target_layer=opts.layer)
     score = (-result.loss).detach()
     logits = result.logits.detach()
     prob = logits.softmax(1).gather(1, targets.reshape(-1, 1)).squeeze(1)
@@ -134,10 +142,10 @@ def run(args: argparse.Namespace) -> int:
             "logits": logits,
             "consistency": score,
             "layer": result.layer,
-            "model": args.model,
-            "weights": args.weights,
+            "model": opts.model,
+            "weights": opts.weights,
             "weights_sha256": (
-                file_sha256(args.weights) if args.weights and Path(args.weights).is_file() else None
+                file_sha256(opts.weights) if opts.weights and Path(opts.weights).is_file() else None
             ),
         },
         args.out / "maps.pt",
@@ -146,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     fig = attention_figure(x, upsample_to_input(cam, x), gb, mask, titles, mean=pre.mean, std=pre.std)
     png = save_figure(fig, args.out / "maps.png")
     print(
-        f"model={args.model} layer={result.layer} input={size}px mean={pre.mean} std={pre.std} "
+        f"model={opts.model} layer={result.layer} input={size}px mean={pre.mean} std={pre.std} "
         f"interpolation={pre.interpolation}"
     )
     for n, t, p, s in zip(names, targets.tolist(), prob.tolist(), score.tolist()):

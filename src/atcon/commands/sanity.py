@@ -9,9 +9,27 @@ block down, with those of the trained network (see :mod:`atcon.evaluate.sanity`)
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from atcon._json import to_json
+from atcon.commands._config import Group, add_settings, read_settings
+
+
+@dataclass(frozen=True)
+class SanitySettings:
+    """Which items ``atcon sanity`` checks, and how (its flags and TOML keys).
+
+    Attributes:
+        split: Which items: the run's test or validation set.
+        n: Number of items, the first of the split.
+        seed: Seed of the re-initialisations (step k uses seed + k).
+    """
+
+    split: Literal["test", "val"] = "test"
+    n: int = 16
+    seed: int = 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -25,11 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "sanity.json, sanity.md, sanity.png and report.html to --out.",
     )
     p.add_argument("--checkpoint", type=Path, required=True, help="checkpoint (e.g. RUN/checkpoints/best.pt)")
-    p.add_argument("--split", choices=("test", "val"), default="test", help="which items (default: test)")
-    p.add_argument("--n", type=int, default=16, help="number of items, the first of the split (default: 16)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the re-initialisations (default: 0)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: RUN/sanity)")
+    add_settings(p, Group(SanitySettings), title="atcon sanity settings")
     p.set_defaults(func=run)
 
 
@@ -42,25 +58,26 @@ def run(args: argparse.Namespace) -> int:
     from atcon.train.checkpoint import atomic_write_text
     from atcon.viz import sanity_figure, save_figure
 
-    if args.n < 1:
-        raise ValueError(f"--n must be >= 1, got {args.n}")
+    (opts,) = read_settings(args, Group(SanitySettings))
+    if opts.n < 1:
+        raise ValueError(f"--n must be >= 1, got {opts.n}")
     device = resolve_device(args.device)
     loaded = load_model(args.checkpoint)
-    dataset = checkpoint_dataset(loaded, args.split)
-    n = min(args.n, len(dataset))  # type: ignore[arg-type]
+    dataset = checkpoint_dataset(loaded, opts.split)
+    n = min(opts.n, len(dataset))  # type: ignore[arg-type]
     if n < 1:
-        raise ValueError(f"the {args.split} set of {loaded.path} is empty")
+        raise ValueError(f"the {opts.split} set of {loaded.path} is empty")
     x, _ = collate([dataset[i] for i in range(n)])
-    print(f"sanity check of {loaded.name} ({loaded.path}) on {n} {args.split} items, device {device} ...")
+    print(f"sanity check of {loaded.name} ({loaded.path}) on {n} {opts.split} items, device {device} ...")
     result = cascading_randomization(
-        loaded.model.to(device), x.to(device), target_layer=loaded.target_layer, seed=args.seed
+        loaded.model.to(device), x.to(device), target_layer=loaded.target_layer, seed=opts.seed
     )
     table = result.to_markdown()
     note = (
-        f"Mean over {n} {args.split} items of the similarity to the trained model's maps (Grad-CAM at "
+        f"Mean over {n} {opts.split} items of the similarity to the trained model's maps (Grad-CAM at "
         f"`{result.layer}`, ReLU'd and upsampled; Guided Backprop as sum of |GB| over channels; the "
         "consistency mask of it). Each row re-initialises one more block, from the top down (seeds "
-        f"{args.seed}+step); target classes stay the trained model's top-1. A map that passes the check "
+        f"{opts.seed}+step); target classes stay the trained model's top-1. A map that passes the check "
         "drops towards 0 as the weights are randomised."
     )
     print()
@@ -73,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         "checkpoint": str(loaded.path),
         "checkpoint_sha256": loaded.sha256,
         "model_name": loaded.checkpoint["model_name"],
-        "split": args.split,
+        "split": opts.split,
         "classes": list(loaded.classes),
         **result.to_dict(),
     }
@@ -94,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
             report.figure(png, "Similarity per randomisation step", caption="Band: +-1 std over items."),
             report.text(f"`{loaded.path}` (sha256 `{loaded.sha256[:16]}...`)", "Checkpoint"),
         ],
-        subtitle=f"{n} {args.split} items, seed {args.seed}",
+        subtitle=f"{n} {opts.split} items, seed {opts.seed}",
     )
     print(f"\nresults: {out / 'sanity.json'}, {out / 'sanity.md'}, {png}\nreport:  {html}")
     return 0
