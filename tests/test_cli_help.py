@@ -56,3 +56,33 @@ def test_experiment_help_lists_every_experiment(capsys: pytest.CaptureFixture[st
     text = " ".join(capsys.readouterr().out.split())
     for name in NAMES:
         assert f"{name}:" in text, name
+
+
+SETTINGS_COMMANDS = [
+    "train",
+    "finetune",
+    "pretrain",
+    "experiment",
+    "evaluate",
+    "demo",
+    "maps",
+    "explain",
+    "sanity",
+]
+
+
+@pytest.mark.parametrize("command", SETTINGS_COMMANDS)
+def test_print_config_is_toml_of_the_setting_flags(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
+    import tomllib
+
+    parser = COMMANDS[(command,)]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([command, "--print-config"])
+    text = capsys.readouterr().out
+    tomllib.loads(text)
+    keys = set(re.findall(r"^(?:# )?([a-z_0-9]+) =", text, flags=re.M))  # set, or commented out as unset
+    options = {o for a in parser._actions for o in a.option_strings}
+    assert len(keys) >= 2
+    assert {f"--{k.replace('_', '-')}" for k in keys} <= options
