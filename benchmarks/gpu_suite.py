@@ -1,7 +1,7 @@
 """One GPU session's speed measurements, in priority order, each section guarded and time-capped.
 
     PYTHONPATH=src python benchmarks/gpu_suite.py --out $OUT/gpu                  # on the GPU machine
-    PYTHONPATH=src python benchmarks/gpu_suite.py --out /tmp/smoke --smoke        # any device, checks the script
+    PYTHONPATH=src python benchmarks/gpu_suite.py --smoke                         # any device, checks the script
 
 Sections (one that fails or runs out of time is recorded as such, and the next one runs):
 
@@ -10,15 +10,27 @@ Sections (one that fails or runs out of time is recorded as such, and the next o
    256 px, batch 32, fp32 and bf16, levers on and off (see ``consistency_step.py``): images/s,
    ratio, peak step memory of each side.
 3. ``r3d_18``: the same for r3d_18, 16 frames of 112 px, batch 12, fewer variants.
-4. ``commands``: shell commands (``--shell NAME=CMD``, or :data:`COMMANDS`), each with a timeout;
+4. ``depthwise``: efficientnet_b0, mobilenet_v3_large and (with timm) convnext_atto, 224 px,
+   batch 32, fp32, before (``native_grouped``: PyTorch's own double backward of grouped
+   convolutions) and after (the lean grouped path, the default), fold off and on.
+5. ``commands``: shell commands (``--shell NAME=CMD``, or :data:`COMMANDS`), each with a timeout;
    wall time, exit status and output are recorded.
-5. ``profile``: the top kernels of one consistency step (ResNet-50 bf16), fold off and on.
-6. ``compile``: ``torch.compile`` of the supervised step, then an attempt on the consistency step.
+6. ``profile``: the top kernels of one consistency step (ResNet-50 bf16), fold off and on.
+7. ``compile``: ``torch.compile`` of the supervised step, then an attempt on the consistency step.
+8. ``demo``: ``atcon demo --full`` to its end (``--demo-timeout``), wall time of every stage.
+
+``--skip`` leaves sections out, so one session can run the benchmarks and the next the demo::
+
+    PYTHONPATH=src python benchmarks/gpu_suite.py --out $OUT/gpu --skip demo
+    PYTHONPATH=src python benchmarks/gpu_suite.py --out $OUT/demo --budget 590 \\
+        --skip resnet50,r3d_18,depthwise,profile,compile
 
 Everything goes to ``--out`` (one JSON per measurement, ``summary.md``, logs) as soon as it is
 measured, and a short table to stdout, flushed, so a run cut short keeps what it finished; a
-recap of the key figures is printed last. ``--smoke`` runs every section with tiny atcon
-networks standing in for ResNet-50 and r3d_18, one round each and the ``eager`` compile backend.
+recap of the key figures is printed last. ``--smoke`` runs every section on the same networks
+with tiny inputs (batch 2, 32 px; r3d_18 2 frames of 16 px), one round each, the ``eager``
+compile backend and a tiny demo (one epoch per stage, 3% of the benchmark): about a minute on
+two CPU cores.
 """
 
 from __future__ import annotations
@@ -33,6 +45,7 @@ import platform
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -68,26 +81,25 @@ class Shape:
 class Plan:
     resnet: Shape
     video: Shape
+    depthwise: tuple[Shape, ...]
     warmup: int
     repeats: int
     builder: Callable[[str, int], nn.Module]
     compile_backend: str
+    smoke: bool = False
 
 
 RESNET_VARIANTS = "base,fold,channels_last,fold+channels_last,fold+channels_last+lean_conv,detach_mask"
 VIDEO_VARIANTS = "base,fold,fold+channels_last,fold+lean_conv"
-
-
-def smoke_builder(name: str, classes: int) -> nn.Module:
-    """Tiny stand-ins with the same structure (conv-BN-ReLU residual blocks, 2D or 3D)."""
-    from atcon.models import SmallResNet
-
-    return SmallResNet(classes, width=4, dims=3 if name == "r3d_18" else 2)
+# Before (PyTorch's double backward of grouped convolutions) and after (the lean grouped path).
+DEPTHWISE_VARIANTS = "native_grouped,base,fold+native_grouped,fold"
+DEPTHWISE_MODELS = ("efficientnet_b0", "mobilenet_v3_large", "timm:convnext_atto")
 
 
 FULL = Plan(
     Shape("resnet50", 32, 256, 16, RESNET_VARIANTS),
     Shape("r3d_18", 12, 112, 16, VIDEO_VARIANTS),
+    tuple(Shape(m, 32, 224, 16, DEPTHWISE_VARIANTS, ("none",)) for m in DEPTHWISE_MODELS),
     warmup=3,
     repeats=10,
     builder=build,
@@ -96,10 +108,12 @@ FULL = Plan(
 SMOKE = Plan(
     Shape("resnet50", 2, 32, 2, RESNET_VARIANTS),
     Shape("r3d_18", 2, 16, 2, VIDEO_VARIANTS),
+    tuple(Shape(m, 2, 32, 2, DEPTHWISE_VARIANTS, ("none",)) for m in DEPTHWISE_MODELS),
     warmup=0,
     repeats=1,
-    builder=smoke_builder,
+    builder=build,
     compile_backend="eager",
+    smoke=True,
 )
 
 
@@ -214,7 +228,12 @@ def env_section(suite: Suite, device: torch.device) -> None:
 
 
 def benchmark_shape(
-    suite: Suite, plan: Plan, shape: Shape, device: torch.device, per_precision: float
+    suite: Suite,
+    plan: Plan,
+    shape: Shape,
+    device: torch.device,
+    per_precision: float,
+    builder: Callable[[str, int], nn.Module] | None = None,
 ) -> None:
     """One :func:`compare` call per precision, saved and printed as soon as it is done."""
     for amp in shape.precisions:
@@ -229,10 +248,10 @@ def benchmark_shape(
             warmup=plan.warmup,
             repeats=plan.repeats,
             max_seconds=per_precision,
-            builder=plan.builder,
+            builder=builder or plan.builder,
         )
         precision = "fp32" if amp == "none" else amp
-        suite.save(f"{shape.model}_{precision}", rows)
+        suite.save(f"{shape.model.replace(':', '_')}_{precision}", rows)
         dims = "x".join(str(n) for n in input_shape(shape.model, shape.batch, shape.size, shape.frames)[2:])
         suite.say(
             f"\n{shape.model} {dims} batch {shape.batch} {precision} "
@@ -267,6 +286,56 @@ def run_command(suite: Suite, name: str, command: str, timeout: float) -> dict[s
     suite.say(f"{name}: rc={rc} wall {wall:.0f} s (log {log.name})\n```\n{tail[-600:]}\n```")
     suite.recap.append(f"command {name}: rc={rc}, {wall:.0f} s")
     return result
+
+
+def depthwise_section(suite: Suite, plan: Plan, device: torch.device, cap: float) -> None:
+    """The depthwise networks before and after the lean grouped path; a network that cannot be
+    built (timm not installed) is recorded and skipped."""
+    per_model = cap / (1.3 * max(1, len(plan.depthwise)))
+    for shape in plan.depthwise:
+        try:
+            benchmark_shape(suite, plan, shape, device, per_model, builder=build)
+        except Exception as e:
+            line = f"{shape.model}: not measured ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+            suite.say(line)
+            suite.recap.append(line)
+
+
+def demo_section(suite: Suite, plan: Plan, timeout: float) -> None:
+    """``atcon demo --full`` to its end in a subprocess (smoke: a tiny demo in this process)."""
+    if plan.smoke:
+        from dataclasses import replace
+
+        from atcon.demo import PRESETS, run_demo
+
+        os.environ.setdefault("ATCON_DATA_DIR", str(suite.out / "demo_data"))
+        config = replace(
+            PRESETS["small"],
+            image_size=32,
+            per_class=1,
+            source_epochs=1,
+            epochs=1,
+            finetune_epochs=1,
+            resamples=50,
+            figures=2,
+            workers=0,
+            device="cpu",
+            data_size=0.03,
+        )
+        t0 = time.monotonic()
+        summary = run_demo(config, suite.out / "demo_smoke", progress=False)
+        seconds = {k: round(v, 1) for k, v in summary["seconds"].items()}
+        suite.save("demo_smoke", {"wall_s": round(time.monotonic() - t0, 1), "seconds": seconds})
+    else:
+        out = suite.out / "demo_full"
+        command = f"{sys.executable} -m atcon.cli demo --full --no-progress --out {out}"
+        result = run_command(suite, "demo_full", command, timeout)
+        if result["returncode"] != 0:
+            raise RuntimeError(f"demo --full: rc={result['returncode']}")
+        seconds = json.loads((out / "demo.json").read_text()).get("seconds", {})
+    line = "demo stages (s): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items())
+    suite.say(line)
+    suite.recap.append(line)
 
 
 def commands_section(suite: Suite, commands: list[tuple[str, str, float]]) -> None:
@@ -338,7 +407,7 @@ def compile_section(suite: Suite, plan: Plan, device: torch.device) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, default=None, help="results folder (--smoke: a temporary one)")
     p.add_argument("--smoke", action="store_true", help="tiny networks, one round: checks the script")
     p.add_argument("--budget", type=float, default=420.0, help="seconds for the whole suite")
     p.add_argument("--resnet-cap", type=float, default=150.0, help="seconds for the ResNet-50 section")
@@ -347,11 +416,17 @@ def main() -> None:
         "--resnet-variants", default=RESNET_VARIANTS, help="ResNet-50 variants (consistency_step.py syntax)"
     )
     p.add_argument("--video-variants", default=VIDEO_VARIANTS, help="r3d_18 variants")
+    p.add_argument("--depthwise-cap", type=float, default=120.0, help="seconds for the depthwise section")
+    p.add_argument("--demo-timeout", type=float, default=3600.0, help="seconds for atcon demo --full")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--shell", action="append", default=[], metavar="NAME=CMD", help="a command to run")
     p.add_argument("--shell-timeout", type=float, default=240.0)
     p.add_argument("--skip", default="", help="comma-separated sections to skip")
     args = p.parse_args()
+    if args.out is None:
+        if not args.smoke:
+            p.error("--out is required (except with --smoke)")
+        args.out = Path(tempfile.mkdtemp(prefix="gpu_suite_smoke_"))
 
     commands = list(COMMANDS)
     for spec in args.shell:
@@ -371,9 +446,12 @@ def main() -> None:
         resnet=dataclasses.replace(plan.resnet, variants=args.resnet_variants),
         video=dataclasses.replace(plan.video, variants=args.video_variants),
     )
+    scale = 4.0 if args.smoke else 1.0  # a smoke run checks, not measures: room for a shared CPU
+    for cap in ("budget", "resnet_cap", "video_cap", "depthwise_cap"):
+        setattr(args, cap, scale * getattr(args, cap))
     suite = Suite(args.out, args.budget)
     sections: list[tuple[str, float, Callable[[], None]]] = [
-        ("env", 30, lambda: env_section(suite, device)),
+        ("env", 30 * scale, lambda: env_section(suite, device)),
         (
             "resnet50",
             args.resnet_cap,
@@ -384,9 +462,11 @@ def main() -> None:
             args.video_cap,
             lambda: benchmark_shape(suite, plan, plan.video, device, args.video_cap / 2.4),
         ),
+        ("depthwise", args.depthwise_cap, lambda: depthwise_section(suite, plan, device, args.depthwise_cap)),
         ("commands", 1e9, lambda: commands_section(suite, commands)),
-        ("profile", 45, lambda: profile_section(suite, plan, device)),
-        ("compile", 150, lambda: compile_section(suite, plan, device)),
+        ("profile", 45 * scale, lambda: profile_section(suite, plan, device)),
+        ("compile", 150 * scale, lambda: compile_section(suite, plan, device)),
+        ("demo", 1e9, lambda: demo_section(suite, plan, args.demo_timeout)),
     ]
     skip = set(args.skip.split(","))
     for name, cap, fn in sections:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -99,11 +100,17 @@ def test_gpu_suite_smoke_run(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    for section in ("env", "resnet50", "r3d_18", "commands", "profile", "compile"):
+    for section in ("env", "resnet50", "r3d_18", "depthwise", "commands", "profile", "compile", "demo"):
         assert f"-> {section}: ok" in proc.stdout, section
-    for name in ("resnet50_fp32", "resnet50_bf16", "r3d_18_fp32", "r3d_18_bf16"):
+    depthwise = ["efficientnet_b0_fp32", "mobilenet_v3_large_fp32"]
+    depthwise += ["timm_convnext_atto_fp32"] * (importlib.util.find_spec("timm") is not None)
+    for name in ("resnet50_fp32", "resnet50_bf16", "r3d_18_fp32", "r3d_18_bf16", *depthwise):
         rows = json.loads((out / f"{name}.json").read_text())
         assert rows and all(r["error"] == "" and r["ratio"] > 0 for r in rows), name
+    assert [r["name"] for r in json.loads((out / "efficientnet_b0_fp32.json").read_text())] == [
+        "native_grouped", "base", "fold+native_grouped", "fold"
+    ]  # fmt: skip
+    assert set(json.loads((out / "demo_smoke.json").read_text())["seconds"]) >= {"evaluation"}
     assert json.loads((out / "env.json").read_text())["torch"] == torch.__version__
     assert json.loads((out / "cmd_smoke_echo.json").read_text())["returncode"] == 0
     assert (out / "profile_fold1.txt").stat().st_size > 0
