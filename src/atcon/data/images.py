@@ -42,7 +42,8 @@ from atcon.data._common import (
     read_image_rgb,
     verify_image,
 )
-from atcon.data.voc import Target, VOCObject, avoid_boxes, object_boxes, outside_image
+from atcon.data.item import Target
+from atcon.data.voc import VOCObject, avoid_boxes, object_boxes, outside_image
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
 """Names of the sets a source may assign its images to."""

@@ -28,7 +28,7 @@ objects in an image are difficult is neither positive nor negative for that imag
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,7 @@ from atcon.data._common import (
     require_dir,
     verify_image,
 )
+from atcon.data.item import Target as Target  # re-exported: the item type was first defined here
 
 VOC_CLASSES: tuple[str, ...] = (
     "aeroplane",
@@ -74,7 +75,6 @@ VOC_CLASSES: tuple[str, ...] = (
 )
 """The 20 PASCAL VOC classes in the official (alphabetical) order."""
 
-Target = dict[str, Any]
 
 Region = tuple[float, float, float, float]
 """A region to avoid: 0-based continuous ``(x1, y1, x2, y2)`` pixels, like a box without a class."""
@@ -434,7 +434,7 @@ class VOCDataset(Dataset[tuple[torch.Tensor, Target]]):
         return decoded.get_or_decode(("image", str(path)), lambda: read_image_rgb(path))
 
 
-def collate(batch: Sequence[tuple[torch.Tensor, Target]]) -> tuple[torch.Tensor, dict[str, Any]]:
+def collate(batch: Sequence[tuple[torch.Tensor, Mapping[str, Any]]]) -> tuple[torch.Tensor, dict[str, Any]]:
     """Batch ``(image, target)`` items whose number of boxes differs.
 
     Images are stacked; a target entry is stacked when it is a tensor of the same shape in every item
