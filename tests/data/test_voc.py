@@ -163,8 +163,7 @@ def test_collate_keeps_variable_boxes_as_lists(voc_root: Path) -> None:
 
 
 def test_cached_datasets_share_decoded_images(voc_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from atcon.data import decoded
-    from atcon.data import reading
+    from atcon.data import decoded, reading
 
     decoded.clear()
     first = VOCDataset(voc_root, "train", cache=True)
