@@ -139,9 +139,7 @@ def open_images(cfg: TrainConfig, **kwargs: Any) -> D.AnnotatedImageDataset:
         **kwargs: passed to :func:`atcon.data.open_image_dataset` (``ids``, ``classes``,
             ``transform``, ...).
     """
-    ds = D.open_image_dataset(data_path(cfg), multi_label=cfg.multi_label, **kwargs)
-    assert isinstance(ds, D.AnnotatedImageDataset)  # VOC folders are read as "voc", not here
-    return ds
+    return UserImages(data_path(cfg), multi_label=cfg.multi_label).open(**kwargs)
 
 
 def _split(cfg: TrainConfig, source: DataSource) -> D.Split:
