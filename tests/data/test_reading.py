@@ -60,3 +60,11 @@ def test_preload_fills_the_shared_store_for_both_kinds(voc_root: Path, tmp_path:
     folders.preload()
     assert decoded.size() == len(voc) + len(folders)
     decoded.clear()
+
+
+def test_keywords_and_options_name_the_same_settings() -> None:
+    from dataclasses import fields
+
+    from atcon.data.reading import ReaderKeywords
+
+    assert list(ReaderKeywords.__annotations__) == [f.name for f in fields(ReaderOptions)]
