@@ -215,13 +215,15 @@ def build_task_data(cfg: TrainConfig, split: D.Split | None = None) -> TaskData:
         cfg: the run's config (``data``, ``split``/``per_class``, ``model``, ``augment``, ...).
         split: use this split instead of reading or drawing one.
     """
+    source = data_source(cfg)  # the config is checked against the data before the model is looked up
     video = model_spec(cfg.model).video
-    size = image_size_for(cfg)
-    source = data_source(cfg, frame_size=(size, size))
     split = split or _split(cfg, source)
     n_pool = pool_size(cfg.unlabeled)
     if n_pool is not None and len(split.unlabeled) != n_pool:
         split = D.with_unlabeled_pool(split, source.pool_ids(split), n_pool, seed=cfg.split_seed)
+    size = image_size_for(cfg)
+    if isinstance(source, (BenchmarkClips, UserClips)):
+        source.frame_size = (size, size)
     if source.clips != video:
         raise ValueError(
             f"model {cfg.model!r} is {'a video' if video else 'an image'} model but data {cfg.data!r} holds "
