@@ -163,8 +163,7 @@ def test_collate_keeps_variable_boxes_as_lists(voc_root: Path) -> None:
 
 
 def test_cached_datasets_share_decoded_images(voc_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from atcon.data import decoded
-    from atcon.data import voc as voc_module
+    from atcon.data import decoded, reading
 
     decoded.clear()
     first = VOCDataset(voc_root, "train", cache=True)
@@ -175,7 +174,7 @@ def test_cached_datasets_share_decoded_images(voc_root: Path, monkeypatch: pytes
     def fail(path: object) -> None:
         raise AssertionError(f"decoded again: {path}")
 
-    monkeypatch.setattr(voc_module, "read_image_rgb", fail)
+    monkeypatch.setattr(reading, "read_image_rgb", fail)  # where every reader decodes
     # Another dataset over the same files, with another transform: no decoding.
     other = VOCDataset(voc_root, "train", cache=True, transform=lambda img, tgt: (img.flip(-1), tgt))
     assert torch.equal(other[0][0], tv_tensors.Image((expected * 255).round().to(torch.uint8)).flip(-1))

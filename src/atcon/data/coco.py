@@ -28,13 +28,17 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from atcon.data._common import DataError, OnError, not_found, not_utf8
+from atcon.data._common import DataError, not_found, not_utf8
 from atcon.data.images import AnnotatedImageDataset, ImageRecord, split_name
+from atcon.data.reading import ReaderKeywords, ReaderOptions, reader_options
 from atcon.data.voc import VOCObject
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -219,13 +223,13 @@ class COCODataset(AnnotatedImageDataset):
     Args:
         path: The ``instances_*.json`` file.
         image_root: Folder of the image files (default: found as the module docstring says).
-        ids: Image ids (``file_name`` s) to serve, in this order; default all images.
-        classes: Class names in label order; default the categories ordered by id.
-        multi_label: Force multi- or single-label; default: multi-label if any image has several classes,
-            single-label otherwise (then an image without annotations is a bad item: pass
-            ``multi_label=True`` to keep such images as negatives).
-        transform, on_error, difficult_as_positive, cache: As for
-            :class:`~atcon.data.images.AnnotatedImageDataset` (``iscrowd`` boxes are the difficult ones).
+        options: :class:`~atcon.data.reading.ReaderOptions`, as for
+            :class:`~atcon.data.images.AnnotatedImageDataset` (``iscrowd`` boxes are the difficult
+            ones): ``ids`` are ``file_name`` s; ``classes`` default to the categories ordered by id;
+            ``multi_label`` defaults to multi-label if any image has several classes, single-label
+            otherwise (then an image without annotations is a bad item: pass ``multi_label=True`` to
+            keep such images as negatives).
+        **keywords: Fields of ``options`` (:class:`~atcon.data.reading.ReaderKeywords`), overriding it.
     """
 
     format = "coco"
@@ -235,24 +239,14 @@ class COCODataset(AnnotatedImageDataset):
         path: str | Path,
         *,
         image_root: str | Path | None = None,
-        ids: Sequence[str] | None = None,
-        classes: Sequence[str] | None = None,
-        multi_label: bool | None = None,
-        transform: Callable[..., Any] | None = None,
-        on_error: OnError = "raise",
-        difficult_as_positive: bool = False,
-        cache: bool = False,
+        options: ReaderOptions | None = None,
+        **keywords: Unpack[ReaderKeywords],
     ) -> None:
+        opts = reader_options(options, keywords)
         path = Path(path).expanduser()
         categories, records = read_coco(path, image_root=image_root)
         super().__init__(
             records,
             source=path,
-            ids=ids,
-            classes=categories if classes is None else classes,
-            multi_label=multi_label,
-            transform=transform,
-            on_error=on_error,
-            difficult_as_positive=difficult_as_positive,
-            cache=cache,
+            options=opts if opts.classes is not None else replace(opts, classes=categories),
         )

@@ -15,13 +15,17 @@ to ``root`` (``cat/001.png``), so split files stay valid when the folder moves.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from atcon.data._common import DataError, OnError, require_dir
+from atcon.data._common import DataError, require_dir
 from atcon.data.files import IMAGE_SUFFIXES
 from atcon.data.images import AnnotatedImageDataset, ImageRecord, read_class_list, split_name
+from atcon.data.reading import ReaderKeywords, ReaderOptions, reader_options
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 def _visible_dirs(folder: Path) -> list[Path]:
@@ -102,9 +106,11 @@ class ImageFolderDataset(AnnotatedImageDataset):
 
     Args:
         root: See :func:`scan_image_folders`.
-        ids: Image ids (paths relative to ``root``) to serve, in this order; default all.
-        classes: Class names in label order; default ``root/classes.txt``, else the sorted folder names.
-        transform, on_error, cache: As for :class:`~atcon.data.images.AnnotatedImageDataset`.
+        options: :class:`~atcon.data.reading.ReaderOptions`, as for
+            :class:`~atcon.data.images.AnnotatedImageDataset`: ``ids`` are paths relative to ``root``;
+            ``classes`` default to ``root/classes.txt``, else the sorted folder names; the data are
+            single-label (``multi_label=True`` is an error).
+        **keywords: Fields of ``options`` (:class:`~atcon.data.reading.ReaderKeywords`), overriding it.
 
     Items have no boxes (``target["boxes"]`` has shape ``(0, 4)``).
     """
@@ -115,23 +121,14 @@ class ImageFolderDataset(AnnotatedImageDataset):
         self,
         root: str | Path,
         *,
-        ids: Sequence[str] | None = None,
-        classes: Sequence[str] | None = None,
-        transform: Callable[..., Any] | None = None,
-        on_error: OnError = "raise",
-        cache: bool = False,
+        options: ReaderOptions | None = None,
+        **keywords: Unpack[ReaderKeywords],
     ) -> None:
+        opts = reader_options(options, keywords)
+        if opts.multi_label:
+            raise DataError("class folders hold single-label images; leave multi_label unset", root)
         self.root = Path(root).expanduser()
         records = scan_image_folders(self.root)
-        if classes is None:
-            classes = read_class_list(self.root / "classes.txt")
-        super().__init__(
-            records,
-            source=self.root,
-            ids=ids,
-            classes=classes,
-            multi_label=False,
-            transform=transform,
-            on_error=on_error,
-            cache=cache,
-        )
+        if opts.classes is None:
+            opts = replace(opts, classes=read_class_list(self.root / "classes.txt"))
+        super().__init__(records, source=self.root, options=replace(opts, multi_label=False))

@@ -20,15 +20,18 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
-from atcon.data._common import DataError, OnError, bad_csv, not_utf8
+from atcon.data._common import DataError, bad_csv, not_utf8
 from atcon.data.files import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from atcon.data.images import AnnotatedImageDataset
+from atcon.data.reading import ReaderKeywords, ReaderOptions, reader_options
 from atcon.data.voc import VOCDataset
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 DataFormat = Literal["voc", "folders", "csv", "coco", "clips-csv", "clip-folders"]
 
@@ -203,26 +206,20 @@ def detect_format(path: str | Path) -> DataFormat:
 def open_image_dataset(
     path: str | Path,
     *,
-    ids: Sequence[str] | None = None,
-    classes: Sequence[str] | None = None,
-    multi_label: bool | None = None,
-    transform: Callable[..., Any] | None = None,
-    on_error: OnError = "raise",
-    difficult_as_positive: bool = False,
-    cache: bool = False,
+    options: ReaderOptions | None = None,
     split: str = "train",
     label_sep: str = "|",
     image_root: str | Path | None = None,
+    **keywords: Unpack[ReaderKeywords],
 ) -> VOCDataset | AnnotatedImageDataset:
     """Open images in any of :data:`IMAGE_FORMATS` as a dataset of VOC-format items.
 
     Args:
         path: A VOC folder, class folders, a CSV manifest (or a folder holding ``manifest.csv``), or a
             COCO file.
-        ids, classes, transform, on_error, cache: As for every image dataset.
-        multi_label: Force multi- or single-label (CSV, COCO); VOC data are multi-label and class
-            folders single-label, and asking otherwise is an error.
-        difficult_as_positive: VOC, CSV, COCO: count difficult-only classes as positive.
+        options: :class:`~atcon.data.reading.ReaderOptions`, as for every image dataset;
+            ``multi_label`` forces multi- or single-label (CSV, COCO): VOC data are multi-label and
+            class folders single-label, and asking otherwise is an error.
         split: VOC only: the ``ImageSets/Main`` list to read when ``ids`` is not given.
         label_sep: CSV only: separator of several labels in a cell.
         image_root: COCO only: folder of the image files.
@@ -235,27 +232,25 @@ def open_image_dataset(
         DataError: The path holds video clips or no known format, or ``multi_label`` contradicts it.
     """
     found = detect_data(path)
-    common: dict[str, Any] = {"ids": ids, "classes": classes, "transform": transform, "on_error": on_error}
-    common["cache"] = cache
+    opts = reader_options(options, keywords)
     if found.video:
         raise DataError(
             f"holds video clips ({found.description}), not images; read it with VideoClipDataset", path
         )
     if found.format == "voc":
-        if multi_label is False:
+        if opts.multi_label is False:
             raise DataError("VOC-layout data are multi-label; leave multi_label unset", path)
-        return VOCDataset(found.path, split, difficult_as_positive=difficult_as_positive, **common)
+        return VOCDataset(found.path, split, options=opts)
     if found.format == "folders":
-        if multi_label:
+        if opts.multi_label:
             raise DataError("class folders hold single-label images; leave multi_label unset", path)
         from atcon.data.folders import ImageFolderDataset
 
-        return ImageFolderDataset(found.path, **common)
-    common.update(multi_label=multi_label, difficult_as_positive=difficult_as_positive)
+        return ImageFolderDataset(found.path, options=opts)
     if found.format == "csv":
         from atcon.data.manifest import ImageManifestDataset
 
-        return ImageManifestDataset(found.path, label_sep=label_sep, **common)
+        return ImageManifestDataset(found.path, label_sep=label_sep, options=opts)
     from atcon.data.coco import COCODataset
 
-    return COCODataset(found.path, image_root=image_root, **common)
+    return COCODataset(found.path, image_root=image_root, options=opts)

@@ -23,26 +23,27 @@ dropped with one warning giving the count (``on_error="skip"``, which also test-
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 from torch.utils.data import Dataset
 
-from atcon.data import decoded
 from atcon.data._common import (
     DataError,
-    OnError,
     broken_link,
-    check_on_error,
     filter_bad,
     finish_item,
-    read_image_rgb,
     verify_image,
 )
-from atcon.data.voc import Target, VOCObject, avoid_boxes, object_boxes, outside_image
+from atcon.data.item import Target
+from atcon.data.reading import DecodedImages, ReaderKeywords, ReaderOptions, reader_options
+from atcon.data.voc import VOCObject, avoid_boxes, object_boxes, outside_image
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
 """Names of the sets a source may assign its images to."""
@@ -116,7 +117,7 @@ def read_class_list(path: Path) -> tuple[str, ...] | None:
     return tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
 
 
-class AnnotatedImageDataset(Dataset[tuple[torch.Tensor, Target]]):
+class AnnotatedImageDataset(DecodedImages, Dataset[tuple[torch.Tensor, Target]]):
     """Labelled images, optionally with boxes, subjects and given splits, as VOC-format items.
 
     Readers subclass it (:class:`~atcon.data.folders.ImageFolderDataset`,
@@ -127,17 +128,11 @@ class AnnotatedImageDataset(Dataset[tuple[torch.Tensor, Target]]):
     Args:
         records: Every image of the source, in source order.
         source: The file or folder the records come from (for messages and ``describe``).
-        ids: Image ids to serve, in this order (e.g. from a split file); default all.
-        classes: Class names in label order; default the sorted names used by the records. Any other
-            name in a record is an error ("unknown class").
-        multi_label: Force multi-label (``True``) or single-label (``False``); default decided from the
-            records (see the module docstring).
-        transform: Called as ``transform(image, target)`` with a ``uint8`` ``tv_tensors.Image`` and the
-            target dict; must return the pair (see :mod:`atcon.data.transforms`).
-        on_error: ``"raise"`` stops at the first bad item with an error naming its file and row;
-            ``"skip"`` drops bad items (images are then test-decoded) with one warning.
-        difficult_as_positive: Count a class present only through difficult boxes as positive.
-        cache: Keep decoded images in the process-wide store (:mod:`atcon.data.decoded`).
+        options: :class:`~atcon.data.reading.ReaderOptions`: ``ids`` to serve (default all),
+            ``classes`` (default the sorted names used by the records), ``multi_label`` (default
+            decided from the records, see the module docstring), ``transform``, ``on_error``,
+            ``difficult_as_positive``, ``cache``.
+        **keywords: Fields of ``options`` (:class:`~atcon.data.reading.ReaderKeywords`), overriding it.
 
     Items are ``(image, target)``, ``image`` ``float32`` ``(3, H, W)`` in ``[0, 1]`` without a transform;
     ``target`` holds exactly the keys of :class:`~atcon.data.voc.VOCDataset` (``labels``, ``ignore``,
@@ -161,15 +156,13 @@ class AnnotatedImageDataset(Dataset[tuple[torch.Tensor, Target]]):
         records: Sequence[ImageRecord],
         *,
         source: str | Path | None = None,
-        ids: Sequence[str] | None = None,
-        classes: Sequence[str] | None = None,
-        multi_label: bool | None = None,
-        transform: Callable[..., Any] | None = None,
-        on_error: OnError = "raise",
-        difficult_as_positive: bool = False,
-        cache: bool = False,
+        options: ReaderOptions | None = None,
+        **keywords: Unpack[ReaderKeywords],
     ) -> None:
-        self.on_error = check_on_error(on_error)
+        opts = reader_options(options, keywords)
+        ids, classes, multi_label = opts.ids, opts.classes, opts.multi_label
+        self.options = opts
+        self.on_error = opts.on_error
         self.source = None if source is None else Path(source)
         self.classes: tuple[str, ...] = tuple(classes) if classes is not None else record_classes(records)
         if len(set(self.classes)) != len(self.classes):
@@ -180,9 +173,9 @@ class AnnotatedImageDataset(Dataset[tuple[torch.Tensor, Target]]):
         self.multi_label = (
             any(len(r.positives) > 1 for r in clean) if multi_label is None else bool(multi_label)
         )
-        self.transform = transform
-        self.difficult_as_positive = difficult_as_positive
-        self.cache = cache
+        self.transform = opts.transform
+        self.difficult_as_positive = opts.difficult_as_positive
+        self.cache = opts.cache
         self._sizes: dict[int, tuple[int, int]] = {}
         served = self._select(records, ids)
         self.records, self.skipped = filter_bad(served, self._check, self.on_error, "images")
@@ -326,16 +319,8 @@ class AnnotatedImageDataset(Dataset[tuple[torch.Tensor, Target]]):
         target = self._target(index, height, width)
         return finish_item(image, target, self.transform)
 
-    def preload(self) -> None:
-        """Decode every image into the process-wide store now (turns ``cache`` on)."""
-        self.cache = True
-        for r in self.records:
-            self._read(r.path)
-
-    def _read(self, path: Path) -> torch.Tensor:
-        if not self.cache:
-            return read_image_rgb(path)
-        return decoded.get_or_decode(("image", str(path)), lambda: read_image_rgb(path))
+    def _image_paths(self) -> Iterator[Path]:
+        return (r.path for r in self.records)
 
     def describe(self) -> str:
         """A few lines saying what was found: format, counts, label mode, subjects, given splits, boxes."""

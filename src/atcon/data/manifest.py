@@ -40,13 +40,18 @@ import csv
 import json
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from atcon.data._common import DataError, OnError, bad_csv, not_found, not_utf8
+from atcon.data._common import DataError, bad_csv, not_found, not_utf8
 from atcon.data.images import AnnotatedImageDataset, ImageRecord, read_class_list, split_name
+from atcon.data.reading import ReaderKeywords, ReaderOptions, reader_options
 from atcon.data.voc import Region, VOCObject
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 LABEL_SEP = "|"
 """Default separator of several labels in one ``labels`` cell."""
@@ -267,11 +272,11 @@ class ImageManifestDataset(AnnotatedImageDataset):
     Args:
         path: The CSV file.
         label_sep: Separator of several labels in one cell (``|``).
-        ids: Image ids (``path`` cells as written) to serve, in this order; default all rows.
-        classes: Class names in label order; default ``classes.txt`` beside the manifest, else sorted.
-        multi_label: Force multi- or single-label; default: multi-label if any row has several labels.
-        transform, on_error, difficult_as_positive, cache: As for
-            :class:`~atcon.data.images.AnnotatedImageDataset`.
+        options: :class:`~atcon.data.reading.ReaderOptions`, as for
+            :class:`~atcon.data.images.AnnotatedImageDataset`: ``ids`` are ``path`` cells as written;
+            ``classes`` default to ``classes.txt`` beside the manifest, else sorted; ``multi_label``
+            defaults to multi-label if any row has several labels.
+        **keywords: Fields of ``options`` (:class:`~atcon.data.reading.ReaderKeywords`), overriding it.
     """
 
     format = "csv"
@@ -281,26 +286,16 @@ class ImageManifestDataset(AnnotatedImageDataset):
         path: str | Path,
         *,
         label_sep: str = LABEL_SEP,
-        ids: Sequence[str] | None = None,
-        classes: Sequence[str] | None = None,
-        multi_label: bool | None = None,
-        transform: Callable[..., Any] | None = None,
-        on_error: OnError = "raise",
-        difficult_as_positive: bool = False,
-        cache: bool = False,
+        options: ReaderOptions | None = None,
+        **keywords: Unpack[ReaderKeywords],
     ) -> None:
+        opts = reader_options(options, keywords)
         path = Path(path).expanduser()
         records = read_image_manifest(path, label_sep=label_sep)
-        if classes is None:
-            classes = read_class_list(path.parent / "classes.txt")
+        if opts.classes is None:
+            opts = replace(opts, classes=read_class_list(path.parent / "classes.txt"))
         super().__init__(
             records,
             source=path,
-            ids=ids,
-            classes=classes,
-            multi_label=multi_label,
-            transform=transform,
-            on_error=on_error,
-            difficult_as_positive=difficult_as_positive,
-            cache=cache,
+            options=opts,
         )

@@ -28,27 +28,28 @@ objects in an image are difficult is neither positive nor negative for that imag
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from atcon.data import decoded
 from atcon.data._common import (
     DataError,
-    OnError,
-    check_on_error,
     filter_bad,
     finish_item,
     not_found,
-    read_image_rgb,
     require_dir,
     verify_image,
 )
+from atcon.data.item import Target as Target  # re-exported: the item type was first defined here
+from atcon.data.reading import DecodedImages, ReaderKeywords, ReaderOptions, reader_options
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 VOC_CLASSES: tuple[str, ...] = (
     "aeroplane",
@@ -74,7 +75,6 @@ VOC_CLASSES: tuple[str, ...] = (
 )
 """The 20 PASCAL VOC classes in the official (alphabetical) order."""
 
-Target = dict[str, Any]
 
 Region = tuple[float, float, float, float]
 """A region to avoid: 0-based continuous ``(x1, y1, x2, y2)`` pixels, like a box without a class."""
@@ -269,7 +269,7 @@ def read_vocabulary(root: str | Path) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
-class VOCDataset(Dataset[tuple[torch.Tensor, Target]]):
+class VOCDataset(DecodedImages, Dataset[tuple[torch.Tensor, Target]]):
     """Multi-label images with boxes from a VOC-layout folder.
 
     Annotations are parsed once at construction (fast); images are decoded on access.
@@ -277,18 +277,11 @@ class VOCDataset(Dataset[tuple[torch.Tensor, Target]]):
     Args:
         root: VOC folder (see :func:`find_voc_root`).
         split: Name of an ``ImageSets/Main`` file; ignored when ``ids`` is given.
-        ids: Explicit image ids (e.g. from a few-shot split file), in the order to serve them.
-        classes: Class names in label order; default :func:`read_vocabulary`. Any other name in an
-            annotation is an error ("unknown class").
-        transform: Called as ``transform(image, target)`` with a ``uint8`` ``tv_tensors.Image`` and the
-            target dict below; must return the pair (every ``torchvision.transforms.v2`` transform
-            does, moving ``target["boxes"]`` with the image). See :mod:`atcon.data.transforms`.
-        on_error: ``"raise"`` stops at the first bad file with an error naming it; ``"skip"`` drops
-            images whose annotation is malformed, has an unknown class, or whose image is missing or
-            corrupt (images are then test-decoded at construction), with one warning giving the count.
-        difficult_as_positive: Count a class present only through difficult objects as positive.
-        cache: Keep decoded images in memory, shared with every other cached dataset of the
-            process (:mod:`atcon.data.decoded`, :meth:`preload`).
+        options: :class:`~atcon.data.reading.ReaderOptions` (``ids``, ``classes``, ``transform``,
+            ``on_error``, ``difficult_as_positive``, ``cache``); each may be given as a keyword instead.
+            ``ids`` are served in their order, ``classes`` default to :func:`read_vocabulary`, and
+            ``multi_label=False`` is an error (VOC data are multi-label).
+        **keywords: Fields of ``options`` (:class:`~atcon.data.reading.ReaderKeywords`), overriding it.
 
     Items are ``(image, target)``. Without a transform ``image`` is ``float32`` in ``[0, 1]``, shape
     ``(3, H, W)``; ``target`` holds:
@@ -310,24 +303,25 @@ class VOCDataset(Dataset[tuple[torch.Tensor, Target]]):
         root: str | Path,
         split: str = "train",
         *,
-        ids: Sequence[str] | None = None,
-        classes: Sequence[str] | None = None,
-        transform: Callable[..., Any] | None = None,
-        on_error: OnError = "raise",
-        difficult_as_positive: bool = False,
-        cache: bool = False,
+        options: ReaderOptions | None = None,
+        **keywords: Unpack[ReaderKeywords],
     ) -> None:
-        self.on_error = check_on_error(on_error)
+        opts = reader_options(options, keywords)
+        if opts.multi_label is False:
+            raise DataError("VOC-layout data are multi-label; leave multi_label unset", root)
+        ids, classes = opts.ids, opts.classes
+        self.options = opts
+        self.on_error = opts.on_error
         # Experiments revisit the same images in many runs: keep them decoded (atcon.data.decoded).
-        self.cache = cache
+        self.cache = opts.cache
         self.root = find_voc_root(root)
         self.split = split if ids is None else None
         self.classes: tuple[str, ...] = tuple(classes) if classes is not None else read_vocabulary(self.root)
         if len(set(self.classes)) != len(self.classes):
             raise ValueError(f"duplicate class names in {self.classes}")
         self.class_to_index = {c: i for i, c in enumerate(self.classes)}
-        self.transform = transform
-        self.difficult_as_positive = difficult_as_positive
+        self.transform = opts.transform
+        self.difficult_as_positive = opts.difficult_as_positive
         wanted = list(ids) if ids is not None else read_image_set(self.root, split)
 
         def load(image_id: str) -> VOCAnnotation:
@@ -422,19 +416,11 @@ class VOCDataset(Dataset[tuple[torch.Tensor, Target]]):
         target = self._target(ann, height, width)
         return finish_item(image, target, self.transform)
 
-    def preload(self) -> None:
-        """Decode every image into the process-wide store now (turns ``cache`` on; forked workers share it)."""
-        self.cache = True
-        for ann in self.annotations:
-            self._read(self.image_path(ann))
-
-    def _read(self, path: Path) -> torch.Tensor:
-        if not self.cache:
-            return read_image_rgb(path)
-        return decoded.get_or_decode(("image", str(path)), lambda: read_image_rgb(path))
+    def _image_paths(self) -> Iterator[Path]:
+        return (self.image_path(ann) for ann in self.annotations)
 
 
-def collate(batch: Sequence[tuple[torch.Tensor, Target]]) -> tuple[torch.Tensor, dict[str, Any]]:
+def collate(batch: Sequence[tuple[torch.Tensor, Mapping[str, Any]]]) -> tuple[torch.Tensor, dict[str, Any]]:
     """Batch ``(image, target)`` items whose number of boxes differs.
 
     Images are stacked; a target entry is stacked when it is a tensor of the same shape in every item

@@ -16,14 +16,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset, Subset
 
 from atcon import data as D
+from atcon.data.sources import (
+    DEFAULT_FRAME_SIZE,
+    BenchmarkClips,
+    BenchmarkImages,
+    DataSource,
+    Kind,
+    ManifestBenchmark,
+    UserClips,
+    UserImages,
+    VOCFolder,
+)
 from atcon.data.unlabeled import UnlabeledFolder
-from atcon.data.voc import find_voc_root
 from atcon.evaluate.metrics import Task
 from atcon.models import model_preprocess, model_spec
 from atcon.train.config import TrainConfig, pool_size
@@ -45,10 +55,6 @@ class TaskData:
     holdout: Dataset[Any] | None = None  # label-free selection's held-out slice (labels never read)
 
 
-Kind = Literal["benchmark", "voc", "images", "video"]
-"""Where a run's data come from: a built-in benchmark, a VOC-layout folder, the user's own images
-(class folders, CSV manifest, COCO file), or video clips (manifest or class folders)."""
-
 _SUBJECT_SOURCES = (
     "a CSV manifest's subject column, class folders <class>/<subject>/<image>, or a COCO image's "
     "'subject' key"
@@ -63,12 +69,27 @@ def data_path(cfg: TrainConfig) -> str:
     return cfg.data
 
 
-def _kind(cfg: TrainConfig) -> Kind:
-    """Which reader ``cfg.data`` needs (the format is detected, :func:`atcon.data.detect_data`)."""
-    if cfg.data in D.BENCHMARKS and D.BENCHMARKS[cfg.data].layout == "manifest":
-        kind: Kind = "images"
-    elif cfg.data in D.BENCHMARKS:
-        kind = "benchmark"
+def data_source(cfg: TrainConfig, *, frame_size: tuple[int, int] = DEFAULT_FRAME_SIZE) -> DataSource:
+    """The source ``cfg.data`` names (the format is detected, :func:`atcon.data.detect_data`),
+    with the config's options checked against it.
+
+    Args:
+        cfg: the run's config (``data``, ``data_seed``, ``data_size``, ``multi_label``,
+            ``on_bad_file``; ``val_size`` and ``group_by`` are checked here).
+        frame_size: clips' ``(H, W)`` (clip sources only).
+    """
+    source: DataSource
+    if cfg.data in D.BENCHMARKS:
+        name, seed, size = cfg.data, cfg.data_seed, cfg.data_size
+        layout = D.BENCHMARKS[name].layout
+        if layout == "manifest":
+            source = ManifestBenchmark(
+                name, data_seed=seed, size=size, multi_label=cfg.multi_label, on_error=cfg.on_bad_file
+            )
+        elif layout == "clips":
+            source = BenchmarkClips(name, data_seed=seed, size=size, frame_size=frame_size)
+        else:
+            source = BenchmarkImages(name, data_seed=seed, size=size)
     else:
         path = Path(cfg.data).expanduser()
         if not path.exists():
@@ -77,7 +98,18 @@ def _kind(cfg: TrainConfig) -> Kind:
                 "existing path"
             )
         found = D.detect_data(path)
-        kind = "video" if found.video else "voc" if found.format == "voc" else "images"
+        if found.video:
+            source = UserClips(cfg.data, on_error=cfg.on_bad_file, frame_size=frame_size)
+        elif found.format == "voc":
+            source = VOCFolder(cfg.data, on_error=cfg.on_bad_file)
+        else:
+            source = UserImages(cfg.data, multi_label=cfg.multi_label, on_error=cfg.on_bad_file)
+    _check_options(cfg, source.kind)
+    return source
+
+
+def _check_options(cfg: TrainConfig, kind: Kind) -> None:
+    """Refuse config options that do not apply to a source of ``kind``."""
     if cfg.multi_label is not None and kind != "images":
         what = {"benchmark": "built-in benchmarks", "voc": "VOC-layout data", "video": "clips"}[kind]
         raise ValueError(
@@ -97,7 +129,6 @@ def _kind(cfg: TrainConfig) -> Kind:
             "--group-by, or write a manifest with a subject column",
             None if kind == "benchmark" else cfg.data,
         )
-    return kind
 
 
 def open_images(cfg: TrainConfig, **kwargs: Any) -> D.AnnotatedImageDataset:
@@ -108,59 +139,19 @@ def open_images(cfg: TrainConfig, **kwargs: Any) -> D.AnnotatedImageDataset:
         **kwargs: passed to :func:`atcon.data.open_image_dataset` (``ids``, ``classes``,
             ``transform``, ...).
     """
-    ds = D.open_image_dataset(data_path(cfg), multi_label=cfg.multi_label, **kwargs)
-    assert isinstance(ds, D.AnnotatedImageDataset)  # VOC folders are read as "voc", not here
-    return ds
+    return UserImages(data_path(cfg), multi_label=cfg.multi_label).open(**kwargs)
 
 
-def _split(cfg: TrainConfig, kind: Kind) -> D.Split:
+def _split(cfg: TrainConfig, source: DataSource) -> D.Split:
     if cfg.split is not None:
         return D.Split.load(cfg.split)
-    if kind == "benchmark":
-        return D.benchmark_split(
-            cfg.data, cfg.per_class, cfg.split_seed, size=cfg.data_size, data_seed=cfg.data_seed
-        )
-    if kind == "voc":
-        # A folder with its own test list (VOC2007, generated benchmarks) keeps its test set, and its
-        # val list when it has one; otherwise (VOC2012) the paper's protocol: validation drawn from
-        # train, val as test.
-        main = find_voc_root(cfg.data) / "ImageSets" / "Main"
-        if (main / "test.txt").is_file():
-            has_val = (main / "val.txt").is_file()
-            return D.voc_fewshot_split(
-                cfg.data,
-                cfg.per_class,
-                cfg.split_seed,
-                val_size=cfg.val_size,
-                val_split="val" if has_val else None,
-                test_split="test",
-            )
-        return D.voc_fewshot_split(cfg.data, cfg.per_class, cfg.split_seed, val_size=cfg.val_size)
-    if kind == "images":
-        images = open_images(cfg)
-        return D.image_fewshot_split(
-            images,
-            cfg.per_class,
-            cfg.split_seed,
-            val_size=cfg.val_size,
-            group_by=cfg.group_by,
-            meta={"task": images.task},
-        )
-    full = D.VideoClipDataset(cfg.data, probe=False)
-    return D.clip_fewshot_split(
-        list(full.ids),
-        list(full.labels),
-        full.subjects,
-        cfg.per_class,
-        cfg.split_seed,
-        classes=full.classes,
-    )
+    return source.split(cfg.per_class, cfg.split_seed, val_size=cfg.val_size, group_by=cfg.group_by)
 
 
 def task_split(cfg: TrainConfig) -> D.Split:
     """The split ``cfg`` trains on: its ``split`` file, or drawn from ``per_class``/``split_seed``
     (and ``val_size``, ``group_by``)."""
-    return _split(cfg, _kind(cfg))
+    return _split(cfg, data_source(cfg))
 
 
 def training_pool_ids(cfg: TrainConfig, split: D.Split) -> list[str]:
@@ -172,23 +163,7 @@ def training_pool_ids(cfg: TrainConfig, split: D.Split) -> list[str]:
     third of a subject-disjoint split); clips: every clip of the manifest. This is where an
     experiment's unlabelled pool is drawn from (:func:`atcon.data.with_unlabeled_pool`).
     """
-    kind = _kind(cfg)
-    held = set(split.val) | set(split.test)
-    if kind == "benchmark" and cfg.data == "fashion-events":
-        folder = D.build_benchmark(cfg.data, seed=cfg.data_seed, size=cfg.data_size)
-        ids = (folder / "splits" / "train.txt").read_text().split()
-    elif kind == "video":
-        ids = list(D.VideoClipDataset(cfg.data, probe=False).ids)
-    elif kind == "images":
-        ids = list(open_images(cfg).ids)
-    else:
-        root = (
-            D.build_benchmark(cfg.data, seed=cfg.data_seed, size=cfg.data_size)
-            if kind == "benchmark"
-            else cfg.data
-        )
-        ids = D.read_image_set(root, str(split.meta.get("train_split", "train")))
-    return [i for i in ids if i not in held]
+    return data_source(cfg).pool_ids(split)
 
 
 def _holdout_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -240,19 +215,30 @@ def build_task_data(cfg: TrainConfig, split: D.Split | None = None) -> TaskData:
         cfg: the run's config (``data``, ``split``/``per_class``, ``model``, ``augment``, ...).
         split: use this split instead of reading or drawing one.
     """
-    kind = _kind(cfg)
+    source = data_source(cfg)  # the config is checked against the data before the model is looked up
     video = model_spec(cfg.model).video
-    split = split or _split(cfg, kind)
+    split = split or _split(cfg, source)
     n_pool = pool_size(cfg.unlabeled)
     if n_pool is not None and len(split.unlabeled) != n_pool:
-        split = D.with_unlabeled_pool(split, training_pool_ids(cfg, split), n_pool, seed=cfg.split_seed)
+        split = D.with_unlabeled_pool(split, source.pool_ids(split), n_pool, seed=cfg.split_seed)
     size = image_size_for(cfg)
-    is_clips = (kind == "benchmark" and cfg.data == "fashion-events") or kind == "video"
-    if is_clips != video:
+    if isinstance(source, (BenchmarkClips, UserClips)):
+        source.frame_size = (size, size)
+    if source.clips != video:
         raise ValueError(
             f"model {cfg.model!r} is {'a video' if video else 'an image'} model but data {cfg.data!r} holds "
-            f"{'clips' if is_clips else 'images'}; choose e.g. --model {'small3d' if is_clips else 'small'}"
+            f"{'clips' if source.clips else 'images'}; choose e.g. --model {'small3d' if source.clips else 'small'}"
         )
+
+    def make(ids: Sequence[str], tf: Any) -> Dataset[Any]:
+        return source.dataset(ids, tf, classes=split.classes)
+
+    train_tf, eval_tf = _transforms(cfg, size, video)
+    return _assemble(cfg, split, make, train_tf, eval_tf, video=video, size=size)
+
+
+def _transforms(cfg: TrainConfig, size: int, video: bool) -> tuple[Any, Any]:
+    """``(training, evaluation)`` transforms of the run's images or clips."""
     if not video:
         pre = input_preprocess(cfg)
         train_tf = (
@@ -260,22 +246,7 @@ def build_task_data(cfg: TrainConfig, split: D.Split | None = None) -> TaskData:
             if cfg.augment
             else D.image_eval_transform(size, pre)
         )
-        eval_tf = D.image_eval_transform(size, pre)
-
-        def images(ids: Sequence[str], tf: Any) -> Dataset[Any]:
-            if kind == "benchmark":
-                return D.load_benchmark(
-                    cfg.data, ids=list(ids), seed=cfg.data_seed, size=cfg.data_size, transform=tf
-                )
-            if kind == "images":
-                return open_images(
-                    cfg, ids=list(ids), classes=split.classes, transform=tf, on_error=cfg.on_bad_file
-                )
-            return D.VOCDataset(
-                cfg.data, ids=list(ids), classes=split.classes, transform=tf, on_error=cfg.on_bad_file
-            )
-
-        return _assemble(cfg, split, images, train_tf, eval_tf, video=False, size=size)
+        return train_tf, D.image_eval_transform(size, pre)
 
     from atcon.train.strategies import strategy_class
 
@@ -285,17 +256,7 @@ def build_task_data(cfg: TrainConfig, split: D.Split | None = None) -> TaskData:
         clip_train = D.clip_simclr_transform(size)
     else:
         clip_train = D.clip_train_transform()
-    clip_eval = D.clip_eval_transform()
-
-    def clips(ids: Sequence[str], tf: Any) -> Dataset[Any]:
-        kw = {"transform": tf, "cache": True, "frame_size": (size, size)}
-        if kind == "benchmark":
-            return D.load_benchmark(cfg.data, ids=list(ids), seed=cfg.data_seed, size=cfg.data_size, **kw)
-        return D.VideoClipDataset(
-            cfg.data, ids=list(ids), classes=split.classes, on_error=cfg.on_bad_file, **kw
-        )
-
-    return _assemble(cfg, split, clips, clip_train, clip_eval, video=True, size=size)
+    return clip_train, D.clip_eval_transform()
 
 
 def _assemble(
