@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from atcon._json import to_json
-from atcon.train.checkpoint import atomic_write_text
+from atcon.results_io import write_json, write_markdown
 
 
 @dataclass(frozen=True)
@@ -243,8 +243,8 @@ def run_demo(config: DemoConfig, out: str | Path, *, progress: bool = True) -> d
         "seconds": times,
         "report": str(path),
     }
-    atomic_write_text(out / "demo.json", to_json(summary))
-    (out / "results.md").write_text(
-        table + "\n\n" + comparison_table(comparison) + "\n\n" + str(protocol) + "\n"
+    write_json(out / "demo.json", summary)
+    write_markdown(
+        out / "results.md", table + "\n\n" + comparison_table(comparison) + "\n\n" + str(protocol) + "\n"
     )
     return summary

@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from atcon._json import to_json
-
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
@@ -39,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from atcon.data import collate
     from atcon.devices import resolve_device
     from atcon.evaluate.sanity import cascading_randomization
-    from atcon.train.checkpoint import atomic_write_text
+    from atcon.results_io import write_json, write_markdown
     from atcon.viz import sanity_figure, save_figure
 
     if args.n < 1:
@@ -77,8 +75,8 @@ def run(args: argparse.Namespace) -> int:
         "classes": list(loaded.classes),
         **result.to_dict(),
     }
-    atomic_write_text(out / "sanity.json", to_json(info) + "\n")
-    atomic_write_text(out / "sanity.md", f"# Sanity check: {loaded.name}\n\n{table}\n\n{note}\n")
+    write_json(out / "sanity.json", info, newline=True)
+    write_markdown(out / "sanity.md", f"# Sanity check: {loaded.name}\n\n{table}\n\n{note}\n")
     png = save_figure(sanity_figure(result), out / "sanity.png")
     html = report.write_report(
         out / "report.html",

@@ -32,7 +32,7 @@ from typing import Any
 
 from atcon._json import to_json
 from atcon.evaluate import EvalSpec, EvaluationResult, LocalizationProtocol
-from atcon.train.checkpoint import atomic_write_text
+from atcon.results_io import atomic_write_text
 from atcon.train.config import TrainConfig
 from atcon.train.data import TaskData, build_task_data, task_split
 from atcon.train.strategies import strategy_class

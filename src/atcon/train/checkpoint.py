@@ -1,8 +1,8 @@
-"""Atomic files and resumable checkpoints.
+"""Resumable training checkpoints, written atomically.
 
-Every file is written to a temporary sibling and renamed over the target (``os.replace`` is
-atomic on POSIX and Windows), so a crash -- SIGKILL included -- leaves either the old file or the
-new one, never a truncated file that looks valid.
+Every file is written to a temporary sibling and renamed over the target
+(:func:`atcon.results_io.atomic_open`), so a crash -- SIGKILL included -- leaves either the old
+file or the new one, never a truncated file that looks valid.
 
 A checkpoint holds what is needed to continue a run bit-for-bit: model, optimizer and scheduler
 state, epoch and step, the position inside the epoch, every RNG state, and the resolved config.
@@ -17,45 +17,25 @@ import os
 import random
 import shutil
 import signal
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import torch
 
+from atcon.results_io import atomic_open, atomic_write_text
 
-@contextlib.contextmanager
-def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[Any]]:
-    """Open a temporary file next to ``path``; on success fsync it and rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results should be as readable as open()'s
-    try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` atomically."""
-    with atomic_open(path, "w") as f:
-        f.write(text)
+__all__ = [
+    "atomic_open",
+    "atomic_save",
+    "atomic_write_text",
+    "load_checkpoint",
+    "non_finite_entries",
+    "rng_state",
+    "set_rng_state",
+]
 
 
 def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:

@@ -25,8 +25,9 @@ import torch
 from atcon._json import to_json
 from atcon._progress import interactive, line
 from atcon.data import Split
+from atcon.results_io import atomic_write_text
 from atcon.train import distributed as dist_utils
-from atcon.train.checkpoint import atomic_write_text, load_checkpoint
+from atcon.train.checkpoint import load_checkpoint
 from atcon.train.config import TrainConfig, pool_size
 from atcon.train.data import TaskData, build_task_data, with_preprocess
 from atcon.train.rundir import (
