@@ -105,7 +105,6 @@ def run_demo(config: DemoConfig, out: str | Path, *, progress: bool = True) -> d
     Finished stages are reused when ``out`` already holds them (a killed demo resumes).
     """
     from atcon import report
-    from atcon.checkpoints import checkpoint_dataset, evaluate_checkpoint, load_model
     from atcon.data import build_benchmark
     from atcon.devices import resolve_device
     from atcon.evaluate import EvalSpec, compare, comparison_table, results_table
@@ -113,6 +112,7 @@ def run_demo(config: DemoConfig, out: str | Path, *, progress: bool = True) -> d
     from atcon.train.config import TrainConfig
     from atcon.train.run import train
     from atcon.train.source import source_checkpoint
+    from atcon.trained_models import checkpoint_dataset, evaluate_checkpoint, load_model
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -68,7 +68,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run(args: argparse.Namespace) -> int:
     from atcon import report
-    from atcon.checkpoints import checkpoint_dataset, evaluate_checkpoint, load_model
     from atcon.devices import resolve_device
     from atcon.evaluate import (
         EvalSpec,
@@ -81,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from atcon.explain import attention_examples
     from atcon.results_io import write_csv, write_json, write_markdown
+    from atcon.trained_models import checkpoint_dataset, evaluate_checkpoint, load_model
 
     if args.resamples < 1:
         raise ValueError(f"--resamples must be >= 1, got {args.resamples}")

@@ -33,11 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run(args: argparse.Namespace) -> int:
     from atcon import report
-    from atcon.checkpoints import checkpoint_dataset, load_model
     from atcon.data import collate
     from atcon.devices import resolve_device
     from atcon.evaluate.sanity import cascading_randomization
     from atcon.results_io import write_json, write_markdown
+    from atcon.trained_models import checkpoint_dataset, load_model
     from atcon.viz import sanity_figure, save_figure
 
     if args.n < 1:

@@ -289,7 +289,7 @@ class Store:
         return record
 
     def _evaluate(self, run: Run, cfg: TrainConfig, run_dir: Path) -> EvaluationResult:
-        from atcon.checkpoints import evaluate_checkpoint, load_model
+        from atcon.trained_models import evaluate_checkpoint, load_model
 
         loaded = load_model(run_dir / "checkpoints" / "best.pt", run.method)
         spec = EvalSpec(n_resamples=self.n_resamples, device=self.device, protocol=self.protocol)

@@ -288,7 +288,7 @@ class Extra:
             self.last(record)
 
     def _eval(self, record: Record, checkpoint: str, file: str, dataset: Any) -> EvaluationResult:
-        from atcon.checkpoints import evaluate_checkpoint, load_model
+        from atcon.trained_models import evaluate_checkpoint, load_model
 
         path = record.dir / file
         if not path.is_file() and not self.store.owns(record.run):
@@ -304,8 +304,8 @@ class Extra:
         return result
 
     def reference(self, record: Record, folder: Path) -> EvaluationResult:
-        from atcon.checkpoints import load_model
         from atcon.data import ImageManifestDataset, image_eval_transform
+        from atcon.trained_models import load_model
 
         loaded = load_model(record.dir / "checkpoints" / "best.pt")
         ds = ImageManifestDataset(
@@ -478,9 +478,9 @@ def warning_table(points: list[dict[str, Any]]) -> tuple[str, str]:
 
 def figure(cell: Cell, method_names: Sequence[str], n: int = 4) -> Any:
     """Grad-CAM and Guided Backprop of the methods on the same cue-conflicting test images (seed 0)."""
-    from atcon.checkpoints import load_model
     from atcon.data import ImageManifestDataset, collate, image_eval_transform
     from atcon.explain import model_maps, truth_text
+    from atcon.trained_models import load_model
     from atcon.viz import comparison_figure
 
     loaded = [load_model(cell.records[m][0].checkpoint, m) for m in method_names if m in cell.records]
