@@ -46,6 +46,7 @@ from atcon.experiments.methods import CONTROLS, GUARDED, ExperimentConfig, finet
 from atcon.experiments.output import Outcome, run_meta, write_outcome
 from atcon.experiments.runner import Record, Run, Store
 from atcon.experiments.tables import flat_rows, metric_table
+from atcon.results_io import write_figure
 from atcon.train.config import TrainConfig
 from atcon.train.labelfree import MAP_SIGNALS, SIGNALS
 
@@ -601,8 +602,11 @@ def run_shortcut(base: TrainConfig, exp: ExperimentConfig, store: Store) -> Outc
     figures = []
     for cell in cells:
         fig = figure(cell, show)
-        fig.savefig(
-            folder / f"shortcut-maps-rho{cell.rho:g}-{cell.network.name}.png", dpi=90, bbox_inches="tight"
+        write_figure(
+            folder / f"shortcut-maps-rho{cell.rho:g}-{cell.network.name}.png",
+            fig,
+            dpi=90,
+            bbox_inches="tight",
         )
         figures.append(fig)
     meta = run_meta(base, exp, refs)
