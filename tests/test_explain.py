@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from atcon.attention import gradcam
-from atcon.checkpoints import load_model
 from atcon.explain import compute_maps, label_text, load_inputs, to_model_maps, truth_text
+from atcon.trained_models import load_model
 
 CLASSES = ("cat", "dog", "car")
 

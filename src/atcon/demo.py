@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from atcon._json import to_json
-from atcon.train.checkpoint import atomic_write_text
+from atcon.results_io import write_json, write_markdown
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,6 @@ def run_demo(config: DemoConfig, out: str | Path, *, progress: bool = True) -> d
     Finished stages are reused when ``out`` already holds them (a killed demo resumes).
     """
     from atcon import report
-    from atcon.checkpoints import checkpoint_dataset, evaluate_checkpoint, load_model
     from atcon.data import build_benchmark
     from atcon.devices import resolve_device
     from atcon.evaluate import EvalSpec, compare, comparison_table, results_table
@@ -137,6 +136,7 @@ def run_demo(config: DemoConfig, out: str | Path, *, progress: bool = True) -> d
     from atcon.train.config import TrainConfig
     from atcon.train.run import train
     from atcon.train.source import source_checkpoint
+    from atcon.trained_models import checkpoint_dataset, evaluate_checkpoint, load_model
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -267,8 +267,8 @@ def run_demo(config: DemoConfig, out: str | Path, *, progress: bool = True) -> d
         "seconds": times,
         "report": str(path),
     }
-    atomic_write_text(out / "demo.json", to_json(summary))
-    (out / "results.md").write_text(
-        table + "\n\n" + comparison_table(comparison) + "\n\n" + str(protocol) + "\n"
+    write_json(out / "demo.json", summary)
+    write_markdown(
+        out / "results.md", table + "\n\n" + comparison_table(comparison) + "\n\n" + str(protocol) + "\n"
     )
     return summary

@@ -19,8 +19,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from atcon.checkpoints import LoadedModel, checkpoint_dataset, display_stats
 from atcon.evaluate.metrics import Task
+from atcon.trained_models import LoadedModel, checkpoint_dataset, display_stats
 
 if TYPE_CHECKING:  # pragma: no cover
     from atcon.viz import ModelMaps

@@ -246,9 +246,8 @@ def write_report(
         subtitle: a line under the title (e.g. the command that produced it).
 
     Returns:
-        The path written.
+        The path written (atomically: a reader never sees half a report).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(title, sections, subtitle), encoding="utf-8")
-    return path
+    from atcon.results_io import write_html
+
+    return write_html(path, render(title, sections, subtitle))

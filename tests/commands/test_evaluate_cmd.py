@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -106,3 +109,50 @@ def test_thresholds_are_named_apart_and_localization_size_is_a_choice(
     assert res["protocol"]["iou_threshold"] == 0.4 and res["protocol"]["measure_at"] == "input"
     assert main([*common, "--decision-threshold", "1.5"]) == 2
     assert "decision threshold must be in [0, 1]" in capsys.readouterr().err
+
+
+def test_evaluate_writes_every_file_atomically_through_results_io(
+    runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from atcon import results_io
+
+    written: list[str] = []
+    real = results_io.atomic_open
+
+    def recording(path: str | Path, mode: str = "w", **kw: Any) -> Any:
+        written.append(Path(path).name)
+        return real(path, mode, **kw)
+
+    monkeypatch.setattr(results_io, "atomic_open", recording)
+    out = tmp_path / "ev"
+    (out / "results.csv").parent.mkdir()
+    (out / "results.csv").write_text("stale")
+    args = [
+        "evaluate",
+        "--checkpoint",
+        str(runs["a"]),
+        "--out",
+        str(out),
+        "--resamples",
+        "5",
+        "--figures",
+        "0",
+    ]
+    assert main([*args, "--device", "cpu"]) == 0
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["evaluation-a.pt", "report.html", "results.csv", "results.json", "results.md"]
+    assert sorted(written) == files  # each one through the atomic writer, no temporary left
+    assert (out / "results.csv").read_text().startswith("method,")
+
+    @contextlib.contextmanager
+    def crash_after_csv_content(path: str | Path, mode: str = "w", **kw: Any) -> Iterator[Any]:
+        with real(path, mode, **kw) as f:
+            yield f
+            if Path(path).name == "results.csv":  # the content is written, the rename not yet done
+                raise OSError(28, "No space left on device")
+
+    before = (out / "results.csv").read_bytes()
+    monkeypatch.setattr(results_io, "atomic_open", crash_after_csv_content)
+    assert main([*args, "--device", "cpu"]) == 2  # a full disk: the user's machine, one line
+    assert (out / "results.csv").read_bytes() == before
+    assert sorted(p.name for p in out.iterdir()) == files  # no temporary left behind

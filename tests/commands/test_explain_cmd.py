@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 from atcon.attention import gradcam
-from atcon.checkpoints import checkpoint_dataset, load_model
 from atcon.cli import main
+from atcon.trained_models import checkpoint_dataset, load_model
 
 
 def test_explain_test_items_side_by_side(

@@ -11,8 +11,8 @@ import torch
 
 from atcon.data import Split, with_unlabeled_pool
 from atcon.train import TrainConfig, train
-from atcon.train.checkpoint import load_checkpoint
 from atcon.train.data import build_task_data, task_split, training_pool_ids
+from atcon.train.training_state import load_checkpoint
 
 
 def _config(data: Path, **kw: object) -> TrainConfig:

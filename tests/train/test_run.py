@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from atcon.train import NonFiniteLossError, RunExistsError, TrainConfig, train
-from atcon.train.checkpoint import load_checkpoint
+from atcon.train.training_state import load_checkpoint
 
 
 def config(data: Path, **kw: object) -> TrainConfig:

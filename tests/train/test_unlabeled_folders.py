@@ -13,7 +13,7 @@ from PIL import Image
 from atcon.cli import main
 from atcon.data import FashionEventsConfig, VideoClipDataset, generate_fashion_events
 from atcon.train import TrainConfig, train
-from atcon.train.checkpoint import load_checkpoint
+from atcon.train.training_state import load_checkpoint
 from tests.conftest import tiny_fashion
 
 

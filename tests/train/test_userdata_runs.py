@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 import torch
 
-from atcon.checkpoints import checkpoint_dataset, evaluate_checkpoint, load_model
 from atcon.data import Split, with_unlabeled_pool
 from atcon.evaluate import EvalSpec
 from atcon.train import TrainConfig, train
 from atcon.train.data import build_task_data, task_split, training_pool_ids
 from atcon.train.selection import selection_metric
+from atcon.trained_models import checkpoint_dataset, evaluate_checkpoint, load_model
 from tests.data.userdata import (
     CLASSES,
     Img,

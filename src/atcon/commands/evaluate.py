@@ -6,7 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from atcon._json import to_json
 from atcon.commands._common import slug
 from atcon.commands._config import Group, add_settings, given_keys, read_settings
 from atcon.evaluate.results import EvalSpec
@@ -50,7 +49,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run(args: argparse.Namespace) -> int:
     from atcon import report
-    from atcon.checkpoints import checkpoint_dataset, evaluate_checkpoint, load_model
     from atcon.devices import resolve_device
     from atcon.evaluate import (
         comparison_table,
@@ -60,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
         results_table,
     )
     from atcon.explain import attention_examples
-    from atcon.train.checkpoint import atomic_write_text
+    from atcon.results_io import write_csv, write_json, write_markdown
+    from atcon.trained_models import checkpoint_dataset, evaluate_checkpoint, load_model
 
     device = resolve_device(args.device)
     main = load_model(args.checkpoint)
@@ -123,15 +122,15 @@ def run(args: argparse.Namespace) -> int:
             for name, c in comparisons.items()
         },
     }
-    atomic_write_text(out / "results.json", to_json(info) + "\n")
+    write_json(out / "results.json", info, newline=True)
     markdown = [f"# Evaluation ({args.split})", "", table, "", note, ""]
     if has_loc:
         markdown += [str(spec.protocol), ""]
     for comp in comparisons.values():
         markdown += [f"## {comp.name_a} vs. {comp.name_b}", "", comparison_table(comp), ""]
     markdown += ["## Per-class F1", "", per_class_table(results), ""]
-    atomic_write_text(out / "results.md", "\n".join(markdown))
-    atomic_write_text(out / "results.csv", results_csv(results, comparisons))
+    write_markdown(out / "results.md", "\n".join(markdown))
+    write_csv(out / "results.csv", results_csv(results, comparisons))
     for m, r in zip(models, results):
         r.save(out / f"evaluation-{slug(m.name, 'model')}.pt")
 

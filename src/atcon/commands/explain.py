@@ -56,8 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    from atcon.checkpoints import display_stats, load_model
     from atcon.explain import compute_maps, load_inputs, to_model_maps
+    from atcon.trained_models import display_stats, load_model
     from atcon.viz import clip_frames_figure, clip_gif, comparison_figure, save_figure
 
     (opts,) = read_settings(args, Group(ExplainSettings))

@@ -87,11 +87,11 @@ def sample_images(n: int = 2, size: int = 128, seed: int = 0) -> Tensor:
 
 def run(args: argparse.Namespace) -> int:
     from atcon.attention import gradcam_and_guided_backprop, upsample_to_input
-    from atcon.checkpoints import file_sha256
     from atcon.consistency import attention_consistency
     from atcon.data import IMAGE_SUFFIXES, load_images
     from atcon.data.files import skipped_files
     from atcon.models import build_model, model_preprocess, model_spec
+    from atcon.trained_models import file_sha256
     from atcon.viz import attention_figure, save_figure
 
     (opts,) = read_settings(args, Group(MapsSettings))

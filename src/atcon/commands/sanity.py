@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from atcon._json import to_json
 from atcon.commands._config import Group, add_settings, read_settings
 
 
@@ -51,11 +50,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run(args: argparse.Namespace) -> int:
     from atcon import report
-    from atcon.checkpoints import checkpoint_dataset, load_model
     from atcon.data import collate
     from atcon.devices import resolve_device
     from atcon.evaluate.sanity import cascading_randomization
-    from atcon.train.checkpoint import atomic_write_text
+    from atcon.results_io import write_json, write_markdown
+    from atcon.trained_models import checkpoint_dataset, load_model
     from atcon.viz import sanity_figure, save_figure
 
     (opts,) = read_settings(args, Group(SanitySettings))
@@ -94,8 +93,8 @@ def run(args: argparse.Namespace) -> int:
         "classes": list(loaded.classes),
         **result.to_dict(),
     }
-    atomic_write_text(out / "sanity.json", to_json(info) + "\n")
-    atomic_write_text(out / "sanity.md", f"# Sanity check: {loaded.name}\n\n{table}\n\n{note}\n")
+    write_json(out / "sanity.json", info, newline=True)
+    write_markdown(out / "sanity.md", f"# Sanity check: {loaded.name}\n\n{table}\n\n{note}\n")
     png = save_figure(sanity_figure(result), out / "sanity.png")
     html = report.write_report(
         out / "report.html",

@@ -92,7 +92,7 @@ says otherwise: the network it holds, its input size, normalisation and Grad-CAM
 def settings_of_checkpoint(path: str) -> dict[str, Any]:
     """The :data:`INHERITED` settings an atcon checkpoint records (none for other files, e.g. a
     torchvision weights name or a plain state dict: those need ``--model``)."""
-    from atcon.train.checkpoint import load_checkpoint
+    from atcon.train.training_state import load_checkpoint
 
     if not Path(path).is_file():
         return {}

@@ -265,9 +265,10 @@ class EvaluationResult:
             "groups": self.groups,
             "group_names": list(self.group_names),
         }
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(payload, tmp)
-        tmp.replace(path)  # atomic: another process reading the file never sees half of it
+        from atcon.results_io import atomic_open
+
+        with atomic_open(path, "wb") as f:  # another process reading the file never sees half of it
+            torch.save(payload, f)
         return path
 
     @classmethod

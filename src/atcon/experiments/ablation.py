@@ -24,8 +24,8 @@ from atcon._json import to_json
 from atcon.consistency import RESOLUTIONS, SIMILARITIES, ConsistencyConfig, attention_consistency
 from atcon.data import collate
 from atcon.evaluate.metrics import labels_of
+from atcon.results_io import write_csv, write_json, write_markdown
 from atcon.train import distributed
-from atcon.train.checkpoint import atomic_write_text
 from atcon.train.config import TrainConfig
 from atcon.train.data import build_task_data
 from atcon.train.engine import classification_loss, eval_mode, unpack_output
@@ -135,8 +135,8 @@ def run_ablation(cfg: TrainConfig, out: str | Path, *, progress: bool = False) -
     from atcon.viz import ablation_curves_figure, save_figure
 
     save_figure(ablation_curves_figure(curves, RESOLUTIONS, SIMILARITIES), out / "curves.png", dpi=100)
-    atomic_write_text(out / "ablation.md", table + "\n")
-    atomic_write_text(done, to_json(result))
+    write_markdown(out / "ablation.md", table + "\n")
+    write_json(done, result)
     return result
 
 
@@ -175,11 +175,11 @@ def run_ablation_seeds(
         "seconds_per_seed": [r["seconds"] for r in runs],
     }
     title = f"Pearson r (%) between each consistency loss and the supervised validation loss, seeds {seeds}"
-    atomic_write_text(out / "ablation.md", f"{title}: mean ± sd\n\n{table}\n")
-    atomic_write_text(out / "ablation.json", to_json(result))
+    write_markdown(out / "ablation.md", f"{title}: mean ± sd\n\n{table}\n")
+    write_json(out / "ablation.json", result)
     rows = ["resolution,similarity,seed,pearson_r"]
     rows += [f"{k.replace('/', ',')},{s},{r!r}" for k, values in rs.items() for s, r in zip(seeds, values)]
-    atomic_write_text(out / "ablation.csv", "\n".join(rows) + "\n")
+    write_csv(out / "ablation.csv", "\n".join(rows) + "\n")
     from atcon import report
 
     report.write_report(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -11,7 +9,7 @@ from typing import Any
 from atcon._json import to_json
 from atcon.experiments.methods import ExperimentConfig
 from atcon.experiments.runner import Store
-from atcon.train.checkpoint import atomic_write_text
+from atcon.results_io import write_csv, write_figure, write_json, write_markdown
 from atcon.train.config import TrainConfig
 
 
@@ -52,18 +50,13 @@ def write_outcome(
     md = f"# {title}\n\n{note}\n\n" + "\n\n".join(f"## {t}\n\n{body}" for t, body in sections)
     md += f"\n\n## Runs (wall time)\n\n{timing}\n\nTotal: {seconds:.0f} s\n"
     files = [folder / f"{name}.md", folder / f"{name}.json", folder / f"{name}.csv", folder / f"{name}.html"]
-    atomic_write_text(files[0], md)
-    atomic_write_text(files[1], to_json({"meta": meta, "rows": flat, "seconds": seconds}, default=str))
-    buf = io.StringIO()
-    if flat:
-        w = csv.DictWriter(buf, fieldnames=list(flat[0]))
-        w.writeheader()
-        w.writerows({**r, "seeds": " ".join(f"{v:.4f}" for v in r["seeds"])} for r in flat)
-    atomic_write_text(files[2], buf.getvalue())
+    write_markdown(files[0], md)
+    write_json(files[1], {"meta": meta, "rows": flat, "seconds": seconds}, default=str)
+    write_csv(files[2], [{**r, "seeds": " ".join(f"{v:.4f}" for v in r["seeds"])} for r in flat])
     parts = [report.text(note)] + [report.table(body, t) for t, body in sections]
     if figure is not None:
         png = folder / f"{name}.png"
-        figure.savefig(png, dpi=100, bbox_inches="tight")
+        write_figure(png, figure, dpi=100, bbox_inches="tight")
         files.append(png)
         parts.append(report.figure(figure, "Figure"))
     parts += [

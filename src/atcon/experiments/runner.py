@@ -32,7 +32,7 @@ from typing import Any
 
 from atcon._json import to_json
 from atcon.evaluate import EvalSpec, EvaluationResult, LocalizationProtocol
-from atcon.train.checkpoint import atomic_write_text
+from atcon.results_io import atomic_write_text
 from atcon.train.config import TrainConfig
 from atcon.train.data import TaskData, build_task_data, task_split
 from atcon.train.strategies import strategy_class
@@ -289,7 +289,7 @@ class Store:
         return record
 
     def _evaluate(self, run: Run, cfg: TrainConfig, run_dir: Path) -> EvaluationResult:
-        from atcon.checkpoints import evaluate_checkpoint, load_model
+        from atcon.trained_models import evaluate_checkpoint, load_model
 
         loaded = load_model(run_dir / "checkpoints" / "best.pt", run.method)
         spec = EvalSpec(n_resamples=self.n_resamples, device=self.device, protocol=self.protocol)

@@ -46,6 +46,7 @@ from atcon.experiments.methods import CONTROLS, GUARDED, ExperimentConfig, finet
 from atcon.experiments.output import Outcome, run_meta, write_outcome
 from atcon.experiments.runner import Record, Run, Store
 from atcon.experiments.tables import flat_rows, metric_table
+from atcon.results_io import write_figure
 from atcon.train.config import TrainConfig
 from atcon.train.labelfree import MAP_SIGNALS, SIGNALS
 
@@ -289,7 +290,7 @@ class Extra:
             self.last(record)
 
     def _eval(self, record: Record, checkpoint: str, file: str, dataset: Any) -> EvaluationResult:
-        from atcon.checkpoints import evaluate_checkpoint, load_model
+        from atcon.trained_models import evaluate_checkpoint, load_model
 
         path = record.dir / file
         if not path.is_file() and not self.store.owns(record.run):
@@ -305,8 +306,8 @@ class Extra:
         return result
 
     def reference(self, record: Record, folder: Path) -> EvaluationResult:
-        from atcon.checkpoints import load_model
         from atcon.data import ImageManifestDataset, image_eval_transform
+        from atcon.trained_models import load_model
 
         loaded = load_model(record.dir / "checkpoints" / "best.pt")
         ds = ImageManifestDataset(
@@ -479,9 +480,9 @@ def warning_table(points: list[dict[str, Any]]) -> tuple[str, str]:
 
 def figure(cell: Cell, method_names: Sequence[str], n: int = 4) -> Any:
     """Grad-CAM and Guided Backprop of the methods on the same cue-conflicting test images (seed 0)."""
-    from atcon.checkpoints import load_model
     from atcon.data import ImageManifestDataset, collate, image_eval_transform
     from atcon.explain import model_maps, truth_text
+    from atcon.trained_models import load_model
     from atcon.viz import comparison_figure
 
     loaded = [load_model(cell.records[m][0].checkpoint, m) for m in method_names if m in cell.records]
@@ -602,8 +603,11 @@ def run_shortcut(base: TrainConfig, exp: ExperimentConfig, store: Store) -> Outc
     figures = []
     for cell in cells:
         fig = figure(cell, show)
-        fig.savefig(
-            folder / f"shortcut-maps-rho{cell.rho:g}-{cell.network.name}.png", dpi=90, bbox_inches="tight"
+        write_figure(
+            folder / f"shortcut-maps-rho{cell.rho:g}-{cell.network.name}.png",
+            fig,
+            dpi=90,
+            bbox_inches="tight",
         )
         figures.append(fig)
     meta = run_meta(base, exp, refs)

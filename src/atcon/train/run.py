@@ -25,8 +25,8 @@ import torch
 from atcon._json import to_json
 from atcon._progress import interactive, line
 from atcon.data import Split
+from atcon.results_io import atomic_write_text
 from atcon.train import distributed as dist_utils
-from atcon.train.checkpoint import atomic_write_text, load_checkpoint
 from atcon.train.config import TrainConfig, pool_size
 from atcon.train.data import TaskData, build_task_data, with_preprocess
 from atcon.train.rundir import (
@@ -39,6 +39,7 @@ from atcon.train.rundir import (
     write_start_files,
 )
 from atcon.train.trainer import NonFiniteLossError, Trainer
+from atcon.train.training_state import load_checkpoint
 
 __all__ = ["NonFiniteLossError", "RunExistsError", "RunLockedError", "Trainer", "train"]
 

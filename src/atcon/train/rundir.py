@@ -36,7 +36,7 @@ import torch
 import atcon
 from atcon._json import to_json
 from atcon.data import Split
-from atcon.train.checkpoint import atomic_write_text
+from atcon.results_io import atomic_write_text
 from atcon.train.config import TrainConfig
 
 # Everything a run writes, removed by ``overwrite``.

@@ -18,9 +18,9 @@ import torch
 from torch import Tensor
 
 import atcon
-from atcon.train.checkpoint import rng_state, set_rng_state
 from atcon.train.loss_setup import LossSetup
 from atcon.train.network import TrainedNetwork
+from atcon.train.training_state import rng_state, set_rng_state
 
 if TYPE_CHECKING:
     from atcon.train.config import TrainConfig

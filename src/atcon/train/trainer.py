@@ -27,7 +27,6 @@ from torch import Tensor, nn
 
 from atcon.models import build_model
 from atcon.train import distributed as dist_utils
-from atcon.train.checkpoint import atomic_save, non_finite_entries
 from atcon.train.config import TrainConfig
 from atcon.train.data import TaskData
 from atcon.train.engine import autocast, optimizer_step, touch_parameters
@@ -45,6 +44,7 @@ from atcon.train.snapshot import (
 )
 from atcon.train.strategies import Batch, Stream, strategy_class
 from atcon.train.streams import LoaderSettings, build_streams, eval_loader
+from atcon.train.training_state import atomic_save, non_finite_entries
 from atcon.train.validation import NonFiniteLossError, RowWriter, holdout_signals, validation_metrics
 
 __all__ = ["NonFiniteLossError", "RunState", "Trainer"]

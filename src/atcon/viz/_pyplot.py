@@ -29,8 +29,8 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
     Returns:
         The path written.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    from atcon.results_io import write_figure
+
+    path = write_figure(path, fig, dpi=dpi)
     pyplot().close(fig)
     return path

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from atcon.train import checkpoint as ck
+from atcon.train import training_state as ck
 
 
 def test_ctrl_c_during_a_save_finishes_the_file_then_interrupts(

@@ -8,14 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from atcon.train.checkpoint import (
-    atomic_open,
-    atomic_save,
-    atomic_write_text,
-    load_checkpoint,
-    rng_state,
-    set_rng_state,
-)
+from atcon.results_io import atomic_open, atomic_write_text
+from atcon.train.training_state import atomic_save, load_checkpoint, rng_state, set_rng_state
 
 
 def test_failed_write_keeps_old_file(tmp_path: Path) -> None:
@@ -39,3 +33,13 @@ def test_checkpoint_round_trip_and_rng(tmp_path: Path) -> None:
     (tmp_path / "bad.pt").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="not a readable checkpoint"):
         load_checkpoint(tmp_path / "bad.pt")
+
+
+def test_the_former_module_name_still_imports(tmp_path: Path) -> None:
+    from atcon.train import checkpoint, training_state
+
+    assert checkpoint.atomic_save is training_state.atomic_save
+    assert checkpoint.load_checkpoint is training_state.load_checkpoint
+    checkpoint.atomic_save({"w": torch.ones(2)}, tmp_path / "last.pt")  # as code written for it does
+    assert torch.equal(load_checkpoint(tmp_path / "last.pt")["w"], torch.ones(2))
+    assert set(checkpoint.__all__) <= set(dir(training_state))

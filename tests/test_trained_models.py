@@ -8,8 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from atcon.checkpoints import checkpoint_dataset, display_stats, evaluate_checkpoint, file_sha256, load_model
 from atcon.data import IMAGENET_MEAN, IMAGENET_STD
+from atcon.trained_models import (
+    checkpoint_dataset,
+    display_stats,
+    evaluate_checkpoint,
+    file_sha256,
+    load_model,
+)
 
 
 def test_load_model_and_its_items(runs: dict[str, Path]) -> None:
@@ -74,3 +80,11 @@ def test_non_finite_weights_are_refused(runs: dict[str, Path], tmp_path: Path) -
     torch.save(ckpt, bad)
     with pytest.raises(ValueError, match=f"non-finite weights \\({name}"):
         load_model(bad)
+
+
+def test_the_former_module_name_still_imports(runs: dict[str, Path]) -> None:
+    from atcon import checkpoints, trained_models
+
+    assert checkpoints.load_model is trained_models.load_model
+    assert checkpoints.LoadedModel is trained_models.LoadedModel
+    assert isinstance(checkpoints.load_model(runs["a"]), trained_models.LoadedModel)
