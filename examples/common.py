@@ -41,7 +41,7 @@ class Squares(Dataset):
 
 
 def datasets(args: argparse.Namespace) -> tuple[Dataset, Dataset, Dataset, int]:
-    """``(labelled, unlabelled, held_out, classes)``: 20% labelled, 60% unlabelled, 20% held out."""
+    """``(labeled, unlabeled, held_out, classes)``: 20% labeled, 60% unlabeled, 20% held out."""
     if args.data:
         tf = torchvision.transforms.Compose(
             [
@@ -64,9 +64,9 @@ def classifier(classes: int) -> nn.Module:
     return torchvision.models.resnet18(num_classes=classes)
 
 
-def pretrain(model: nn.Module, labelled: Dataset, epochs: int, batch_size: int) -> None:
-    """Stand-in for "your trained classifier": a few supervised epochs on the labelled share."""
-    loader = torch.utils.data.DataLoader(labelled, batch_size=batch_size, shuffle=True)
+def pretrain(model: nn.Module, labeled: Dataset, epochs: int, batch_size: int) -> None:
+    """Stand-in for "your trained classifier": a few supervised epochs on the labeled share."""
+    loader = torch.utils.data.DataLoader(labeled, batch_size=batch_size, shuffle=True)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
     for _ in range(epochs):

@@ -5,7 +5,7 @@
     python examples/hf_trainer.py --data my_images/  # your image folder
 
 ``ConsistencyTrainer.compute_loss`` returns :class:`atcon.GuardedConsistencyLoss`'s loss; a
-``TrainerCallback`` feeds the label-free signals of a held-out unlabelled slice to
+``TrainerCallback`` feeds the label-free signals of a held-out unlabeled slice to
 :class:`atcon.LabelFreeSelector` after every epoch, keeps the best weights and stops training.
 The network is any ``nn.Module`` whose forward takes the image batch (here a torchvision
 ResNet-18 behind ``pixel_values``); a transformers vision model works the same way when its
@@ -89,9 +89,9 @@ class LabelFreeSelection(TrainerCallback):
 def main(argv: list[str] | None = None) -> dict[str, float]:
     args = arguments(__doc__.splitlines()[0]).parse_args(argv)
     torch.manual_seed(args.seed)
-    labelled, unlabelled, held_out, classes = datasets(args)
+    labeled, unlabeled, held_out, classes = datasets(args)
     net = classifier(classes)
-    pretrain(net, labelled, args.pretrain_epochs, args.batch_size)
+    pretrain(net, labeled, args.pretrain_epochs, args.batch_size)
     start_accuracy = accuracy(net, held_out)
     start = copy.deepcopy(net.state_dict())
 
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         use_cpu=not torch.cuda.is_available(),
         seed=args.seed,
     )
-    trainer = ConsistencyTrainer(model=net, args=training, train_dataset=PixelValues(unlabelled), start=net)
+    trainer = ConsistencyTrainer(model=net, args=training, train_dataset=PixelValues(unlabeled), start=net)
     selection = LabelFreeSelection(trainer.loss_fn(net), DataLoader(held_out, batch_size=64))
     trainer.add_callback(selection)
     trainer.train()

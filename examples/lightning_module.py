@@ -5,7 +5,7 @@
     python examples/lightning_module.py --data my_images/  # your image folder
 
 ``training_step`` returns :class:`atcon.GuardedConsistencyLoss`'s loss (Lightning calls
-``backward``); at each epoch's end the label-free signals of a held-out unlabelled slice go to
+``backward``); at each epoch's end the label-free signals of a held-out unlabeled slice go to
 :class:`atcon.LabelFreeSelector`, which keeps the best weights and stops the trainer. Everything
 is logged to ``CSVLogger`` (``--out``/lightning/version_0/metrics.csv).
 """
@@ -29,7 +29,7 @@ from common import accuracy, arguments, classifier, datasets, pretrain, report
 
 
 class ConsistencyFinetuning(L.LightningModule):
-    """Fine-tunes ``model`` on unlabelled batches; ``held_out`` feeds the label-free selection."""
+    """Fine-tunes ``model`` on unlabeled batches; ``held_out`` feeds the label-free selection."""
 
     def __init__(self, model: nn.Module, held_out: DataLoader, lr: float = 1e-4, patience: int = 3) -> None:
         super().__init__()
@@ -71,9 +71,9 @@ class ConsistencyFinetuning(L.LightningModule):
 def main(argv: list[str] | None = None) -> dict[str, float]:
     args = arguments(__doc__.splitlines()[0]).parse_args(argv)
     L.seed_everything(args.seed, verbose=False)
-    labelled, unlabelled, held_out, classes = datasets(args)
+    labeled, unlabeled, held_out, classes = datasets(args)
     net = classifier(classes)
-    pretrain(net, labelled, args.pretrain_epochs, args.batch_size)
+    pretrain(net, labeled, args.pretrain_epochs, args.batch_size)
     start_accuracy = accuracy(net, held_out)
     start = copy.deepcopy(net.state_dict())
 
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         enable_model_summary=False,
         log_every_n_steps=1,
     )
-    trainer.fit(module, DataLoader(unlabelled, args.batch_size, shuffle=True))
+    trainer.fit(module, DataLoader(unlabeled, args.batch_size, shuffle=True))
     return report(net, held_out, start_accuracy, start, module.selector, args.out)
 
 

@@ -4,9 +4,9 @@
     python examples/plain_pytorch.py --data my_images/     # your image folder
     torchrun --nproc-per-node 2 examples/plain_pytorch.py  # DistributedDataParallel
 
-The network is trained briefly on a labelled fifth (a stand-in for your trained classifier), then
-fine-tuned on the unlabelled share with :class:`atcon.GuardedConsistencyLoss`, keeping and
-stopping by :class:`atcon.LabelFreeSelector` on a held-out unlabelled slice. Accuracy on the
+The network is trained briefly on a labeled fifth (a stand-in for your trained classifier), then
+fine-tuned on the unlabeled share with :class:`atcon.GuardedConsistencyLoss`, keeping and
+stopping by :class:`atcon.LabelFreeSelector` on a held-out unlabeled slice. Accuracy on the
 held-out slice before and after is printed only because the synthetic data has labels.
 """
 
@@ -33,15 +33,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     rank = dist.get_rank() if distributed else 0
     torch.manual_seed(args.seed)  # the same starting network on every rank
-    labelled, unlabelled, held_out, classes = datasets(args)
+    labeled, unlabeled, held_out, classes = datasets(args)
     net = classifier(classes)
-    pretrain(net, labelled, args.pretrain_epochs, args.batch_size)
+    pretrain(net, labeled, args.pretrain_epochs, args.batch_size)
     start_accuracy = accuracy(net, held_out)
     start = copy.deepcopy(net.state_dict())
 
     model = torch.nn.parallel.DistributedDataParallel(net) if distributed else net
-    sampler = DistributedSampler(unlabelled, seed=args.seed) if distributed else None
-    loader = DataLoader(unlabelled, args.batch_size, shuffle=sampler is None, sampler=sampler)
+    sampler = DistributedSampler(unlabeled, seed=args.seed) if distributed else None
+    loader = DataLoader(unlabeled, args.batch_size, shuffle=sampler is None, sampler=sampler)
     held_out_loader = DataLoader(held_out, batch_size=64)
 
     loss_fn = atcon.GuardedConsistencyLoss(model, anchor_weight=1.0)

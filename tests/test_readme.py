@@ -1,7 +1,7 @@
 """The README's own-loop snippet, run as written, in 2 DistributedDataParallel processes (gloo).
 
 The snippet is read from README.md (the code block after its ``readme-snippet: own-loop``
-marker), given a DDP-wrapped classifier and each rank's own unlabelled and held-out batches, and
+marker), given a DDP-wrapped classifier and each rank's own unlabeled and held-out batches, and
 executed unchanged. Every optimizer step's parameters are recorded on each rank: the ranks must
 agree at every step (DDP averaged the gradients; no "unused parameters" error at step 2), the
 steps must move the network, and both ranks must take the same keep/stop decisions.
@@ -35,7 +35,7 @@ def worker(rank: int) -> dict[str, object]:
     net = randomize_bn(TinyCNN(classes=4, width=6))
     model = nn.parallel.DistributedDataParallel(net)
     g = torch.Generator().manual_seed(10 + rank)  # each rank its own data
-    unlabelled = [torch.randn(4, 3, 16, 16, generator=g) for _ in range(3)]
+    unlabeled = [torch.randn(4, 3, 16, 16, generator=g) for _ in range(3)]
     held_out = [(torch.randn(4, 3, 16, 16, generator=g), torch.zeros(4)) for _ in range(2)]
     steps: list[torch.Tensor] = []
 
@@ -43,7 +43,7 @@ def worker(rank: int) -> dict[str, object]:
         steps.append(torch.cat([p.detach().flatten() for p in net.parameters()]).clone())
 
     handle = register_optimizer_step_post_hook(record)
-    namespace = {"model": model, "unlabelled": unlabelled, "held_out": held_out}
+    namespace = {"model": model, "unlabeled": unlabeled, "held_out": held_out}
     try:
         exec(compile(snippet(), "README.md:own-loop", "exec"), namespace)
     finally:

@@ -37,14 +37,14 @@ class DemoConfig:
         benchmark: Built-in benchmark the demo builds and trains on.
         model: Architecture of every run.
         image_size: Input size in pixels (clips: frame size).
-        per_class: Labelled training samples per class.
+        per_class: Labeled training samples per class.
         source_epochs: Epochs of source pretraining (supervised on single objects for images,
             SimCLR for clips).
         epochs: Epochs of the supervised few-shot baseline.
         lr: Supervised learning rate (unset: the paper's 1e-3).
         finetune_epochs: Epochs of consistency fine-tuning.
         finetune_lr: Its learning rate.
-        pool: Fine-tune on an unlabelled pool of this many training-pool items (0: the labelled
+        pool: Fine-tune on an unlabeled pool of this many training-pool items (0: the labeled
             training samples, without their labels).
         anchor_weight: Collapse guard of the fine-tuning (prediction anchor weight; 0: off).
         select: Which fine-tuning checkpoint is kept: labels (best validation metric), last, or

@@ -4,15 +4,15 @@
 any loop (plain PyTorch, Lightning, the Hugging Face ``Trainer``): the attention-consistency loss
 (Algorithm 1) plus the prediction anchor that keeps the network's predictions near the starting
 network's (:func:`atcon.train.guard.prediction_anchor`), without which the consistency loss alone
-destroys a classifier on a pool of unlabelled images. :class:`LabelFreeSelector` is the
+destroys a classifier on a pool of unlabeled images. :class:`LabelFreeSelector` is the
 label-free selection and stopping rule (:mod:`atcon.train.labelfree`) as a small object fed with
-the signals of a held-out slice of unlabelled data::
+the signals of a held-out slice of unlabeled data::
 
     loss_fn = atcon.GuardedConsistencyLoss(model, task="multiclass")    # copies the start
     selector = atcon.LabelFreeSelector()
     selector.update(loss_fn.signals(held_out))                          # the start is a candidate
     for epoch in range(epochs):
-        for x in unlabelled:
+        for x in unlabeled:
             out = loss_fn(x)                       # out.loss, out.consistency, out.anchor
             optimizer.zero_grad(); out.loss.backward(); optimizer.step()
         decision = selector.update(loss_fn.signals(held_out))
@@ -133,7 +133,7 @@ class GuardedConsistencyLoss(nn.Module):
     target_layer: LayerSpec
 
     def forward(self, x: Tensor) -> GuardedLoss:
-        """The guarded loss of an unlabelled batch, with its parts."""
+        """The guarded loss of an unlabeled batch, with its parts."""
         x, keep = finite_samples(x)  # samples with NaN/inf values are left out of both terms
         kept = keep.sum().clamp(min=1)
         with eval_mode(self.model):
@@ -153,11 +153,11 @@ class GuardedConsistencyLoss(nn.Module):
     def signals(
         self, batches: Iterable[Tensor | tuple[Tensor, Any]], device: torch.device | str | None = None
     ) -> dict[str, float]:
-        """The label-free signals of the model on held-out unlabelled data (no label is read).
+        """The label-free signals of the model on held-out unlabeled data (no label is read).
 
         Args:
             batches: input tensors ``(B, C, *spatial)``, or ``(x, anything)`` pairs whose second
-                element is ignored (a labelled loader's targets are never read).
+                element is ignored (a labeled loader's targets are never read).
             device: where to compute (default: the model's).
 
         Returns:

@@ -1,4 +1,4 @@
-"""Split records: the JSON round trip, its errors, and unlabelled pools drawn outside val/test."""
+"""Split records: the JSON round trip, its errors, and unlabeled pools drawn outside val/test."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Unlabelled folders of images or clips."""
+"""Unlabeled folders of images or clips."""
 
 from __future__ import annotations
 

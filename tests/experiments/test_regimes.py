@@ -95,7 +95,7 @@ def test_regime_cells_vary_one_factor_at_a_time(base: TrainConfig) -> None:
     assert cells[0].factor == "base" and cells[0].pool == 1000 and cells[0].finetune == GUARDED
     others = cells[1:]
     assert {c.factor for c in others} == {
-        "source epochs", "samples/class", "unlabelled data", "guard", "image size", "model",
+        "source epochs", "samples/class", "unlabeled data", "guard", "image size", "model",
     }  # fmt: skip
     root = cells[0]
     for c in others:  # exactly one difference from the base cell
@@ -130,7 +130,7 @@ def test_regimes_command_on_a_subset_of_factors(tiny_voc: Path, tmp_path: Path) 
     assert main(args) == 0
     result = json.loads((tmp_path / "results" / "regimes.json").read_text())
     groups = {r["group"] for r in result["rows"]}
-    assert groups == {"base", "guard = off", "unlabelled data = the labelled images only"}
+    assert groups == {"base", "guard = off", "unlabeled data = the labeled images only"}
     store = Store(tmp_path, progress=False)
     assert store.out == tmp_path
 

@@ -1,4 +1,4 @@
-"""``--boxes-per-class K``: which labelled images keep their boxes."""
+"""``--boxes-per-class K``: which labeled images keep their boxes."""
 
 from __future__ import annotations
 

@@ -42,14 +42,14 @@ def test_supervised_runs_add_the_term_on_the_chosen_images(
     train(plain, tmp_path / "plain", progress=False)
     boxed = plain.replace(box_weight=5.0, box_loss=form)
     train(boxed, tmp_path / "boxed", progress=False)
-    assert f"box supervision: {form}, weight 5, 6 of 6 labelled images (all annotated)" in log_line(
+    assert f"box supervision: {form}, weight 5, 6 of 6 labeled images (all annotated)" in log_line(
         tmp_path / "boxed", "box supervision"
     )
     # Same seeds and data: the only difference is the term, which changes the loss.
     assert losses(tmp_path / "plain") != losses(tmp_path / "boxed")
     few = boxed.replace(boxes_per_class=1)
     train(few, tmp_path / "few", progress=False)
-    assert "3 of 6 labelled images (1 per class)" in log_line(tmp_path / "few", "box supervision")
+    assert "3 of 6 labeled images (1 per class)" in log_line(tmp_path / "few", "box supervision")
 
 
 def test_multilabel_combined_and_finetune_take_it(tmp_path: Path, data: dict[str, Path]) -> None:
@@ -59,12 +59,12 @@ def test_multilabel_combined_and_finetune_take_it(tmp_path: Path, data: dict[str
     tune = cfg.replace(strategy="finetune", weights=base["best_checkpoint"], select="labels", lr=1e-4)
     train(tune, tmp_path / "tune", progress=False)
     without = train(tune.replace(box_weight=0.0), tmp_path / "tune0", progress=False)
-    # Fine-tuning reads a labelled batch beside each unlabelled one: same steps, another loss.
+    # Fine-tuning reads a labeled batch beside each unlabeled one: same steps, another loss.
     assert without["epochs_run"] == 2
     assert losses(tmp_path / "tune") != losses(tmp_path / "tune0")
 
 
-def test_data_without_boxes_and_strategies_without_labelled_steps_are_refused(
+def test_data_without_boxes_and_strategies_without_labeled_steps_are_refused(
     tmp_path: Path, data: dict[str, Path]
 ) -> None:
     with pytest.raises(ValueError, match="box_weight needs boxes or regions to avoid"):

@@ -1,4 +1,4 @@
-"""Guarded fine-tuning on an unlabelled pool with label-free selection, end to end on a tiny benchmark."""
+"""Guarded fine-tuning on an unlabeled pool with label-free selection, end to end on a tiny benchmark."""
 
 from __future__ import annotations
 

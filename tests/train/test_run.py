@@ -522,7 +522,7 @@ def test_a_batch_larger_than_the_data_is_clamped(tiny_voc: Path, tmp_path: Path)
         mp.setattr(Trainer, "train_one_epoch", count)
         summary = train(config(tiny_voc, epochs=1, batch_size=100_000), tmp_path / "run", progress=False)
     assert summary["epochs_run"] == 1
-    assert seen and all(b <= 2 * 3 for b in seen)  # 2 labelled images per class, 3 classes
+    assert seen and all(b <= 2 * 3 for b in seen)  # 2 labeled images per class, 3 classes
 
 
 def test_resume_refuses_changed_settings_and_an_edited_config(

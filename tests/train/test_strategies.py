@@ -26,9 +26,9 @@ from atcon.train.strategies import (
 )
 
 
-def _make(name: str, labelled: int = 10, unlabelled: int = 30, batch: int = 4, **cfg: Any) -> Strategy:
+def _make(name: str, labeled: int = 10, unlabeled: int = 30, batch: int = 4, **cfg: Any) -> Strategy:
     kind = strategy_class(name)
-    items = {"labelled": labelled, "unlabelled": unlabelled}
+    items = {"labeled": labeled, "unlabeled": unlabeled}
     batches = {s: -(-n // batch) for s, n in items.items()}
     return kind(TrainConfig(strategy=name, batch_size=batch, **cfg), items, batches)  # type: ignore[arg-type]
 
@@ -41,20 +41,20 @@ def test_registry_is_the_config_vocabulary() -> None:
 
     class Unlisted(Strategy):
         name = "unlisted"
-        streams = ("labelled",)
+        streams = ("labeled",)
 
     with pytest.raises(ValueError, match="add it there"):
         register(Unlisted)
 
 
 def test_streams_and_steps_per_epoch() -> None:
-    # 10 labelled items -> 3 batches of 4; 30 unlabelled -> 8.
+    # 10 labeled items -> 3 batches of 4; 30 unlabeled -> 8.
     expected = {
-        "supervised": (("labelled",), 3),
-        "combined": (("labelled",), 3),
-        "simclr": (("labelled",), 3),
-        "finetune": (("unlabelled",), 8),
-        "alternated": (("labelled", "unlabelled"), 11),
+        "supervised": (("labeled",), 3),
+        "combined": (("labeled",), 3),
+        "simclr": (("labeled",), 3),
+        "finetune": (("unlabeled",), 8),
+        "alternated": (("labeled", "unlabeled"), 11),
     }
     for name, (streams, steps) in expected.items():
         s = _make(name)
@@ -72,8 +72,8 @@ def test_alternated_draw_is_seeded_and_has_the_stated_probability(alpha: float, 
     s = _make("alternated", alternate_alpha=alpha, seed=3)
     assert s.p_supervised == pytest.approx(p)  # type: ignore[attr-defined]
     draws = [s.draw(e, b) for e in range(40) for b in range(100)]
-    assert set(draws) == {("labelled",), ("unlabelled",)}
-    share = sum(d == ("labelled",) for d in draws) / len(draws)
+    assert set(draws) == {("labeled",), ("unlabeled",)}
+    share = sum(d == ("labeled",) for d in draws) / len(draws)
     assert abs(share - p) < 4 * math.sqrt(p * (1 - p) / len(draws))
     # A pure function of (seed, epoch, step): a resumed run replays it in any order.
     again = _make("alternated", alternate_alpha=alpha, seed=3)
@@ -105,16 +105,16 @@ def test_combined_and_alternated_losses_compose_the_terms() -> None:
     con = attention_consistency(fresh().eval(), x, ConsistencyConfig()).loss.mean()
     combined = _make("combined", consistency_weight=0.25)
     fresh()
-    torch.testing.assert_close(combined.loss(terms, {"labelled": (x, target)}), sup + 0.25 * con_after_sup)
+    torch.testing.assert_close(combined.loss(terms, {"labeled": (x, target)}), sup + 0.25 * con_after_sup)
     alternated = _make("alternated")
     fresh()
-    torch.testing.assert_close(alternated.loss(terms, {"labelled": (x, target)}), sup)
+    torch.testing.assert_close(alternated.loss(terms, {"labeled": (x, target)}), sup)
     fresh()
-    torch.testing.assert_close(alternated.loss(terms, {"unlabelled": (x, {})}), con)
+    torch.testing.assert_close(alternated.loss(terms, {"unlabeled": (x, {})}), con)
     fresh()
-    torch.testing.assert_close(_make("finetune").loss(terms, {"unlabelled": (x, {})}), con)
+    torch.testing.assert_close(_make("finetune").loss(terms, {"unlabeled": (x, {})}), con)
     fresh()
-    torch.testing.assert_close(_make("supervised").loss(terms, {"labelled": (x, target)}), sup)
+    torch.testing.assert_close(_make("supervised").loss(terms, {"labeled": (x, target)}), sup)
 
 
 def test_simclr_trains_a_projection_network_on_view_pairs() -> None:
@@ -125,7 +125,7 @@ def test_simclr_trains_a_projection_network_on_view_pairs() -> None:
     views = torch.rand(4, 2, 3, 32, 32)
     terms = LossTerms(net, "multilabel", temperature=0.2)
     expected = NTXentLoss(0.2)(net.train()(views[:, 0]), net(views[:, 1]))
-    torch.testing.assert_close(s.loss(terms, {"labelled": (views, {})}), expected)
+    torch.testing.assert_close(s.loss(terms, {"labeled": (views, {})}), expected)
 
 
 def test_each_strategy_picks_its_selection_rule() -> None:

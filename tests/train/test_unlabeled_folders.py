@@ -1,4 +1,4 @@
-"""``atcon finetune --unlabeled DIR``: a folder of unlabelled images or clips drives fine-tuning."""
+"""``atcon finetune --unlabeled DIR``: a folder of unlabeled images or clips drives fine-tuning."""
 
 from __future__ import annotations
 

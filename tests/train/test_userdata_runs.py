@@ -157,7 +157,7 @@ def test_single_label_images_train_with_cross_entropy_and_select_on_macro_f1(
         task_split(cfg.replace(multi_label=True))
 
 
-def test_the_unlabelled_pool_of_own_images_is_the_training_pool_outside_val_and_test(
+def test_the_unlabeled_pool_of_own_images_is_the_training_pool_outside_val_and_test(
     sources: dict[str, dict[str, Path]],
 ) -> None:
     cfg = TrainConfig(data=str(sources["multilabel"]["csv"]), **TINY)

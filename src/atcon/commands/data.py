@@ -113,7 +113,7 @@ def register(subparsers: Any) -> None:
     bench.add_argument("name", choices=list(BENCHMARKS), help="the built-in benchmark to split")
     bench.add_argument("--root", type=Path, default=None, help="benchmark folder (default: cache folder)")
     for p in (voc, images, clips, bench):
-        p.add_argument("--per-class", type=int, required=True, help="labelled training samples per class")
+        p.add_argument("--per-class", type=int, required=True, help="labeled training samples per class")
         p.add_argument("--seed", type=int, default=0, help="seed of the drawn split (default 0)")
         p.add_argument("--out", type=Path, required=True, help="split file to write")
         p.set_defaults(func=cmd_split)

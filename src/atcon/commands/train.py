@@ -52,7 +52,7 @@ def register(sub: Any) -> None:
     t = sub.add_parser(
         "train",
         help="supervised training (optionally combined/alternated with the consistency loss)",
-        description="Supervised training on the labelled few-shot split; --strategy combined|alternated adds "
+        description="Supervised training on the labeled few-shot split; --strategy combined|alternated adds "
         "the attention-consistency loss. Flags and TOML keys are the same (see --config).",
     )
     _common(t, "train")
@@ -63,7 +63,7 @@ def register(sub: Any) -> None:
         description="Minimise the attention-consistency loss alone (no labels) on the training images or on "
         "--unlabeled FOLDER, starting from --init CHECKPOINT, with normalisation frozen. By default a "
         "prediction anchor keeps the outputs near the starting network's (--anchor-weight 1) and the model is "
-        "selected without labels on a held-out slice of the unlabelled data (--select label-free); "
+        "selected without labels on a held-out slice of the unlabeled data (--select label-free); "
         "--anchor-weight 0 --select labels is the paper's recipe (selection on validation labels). Default lr 5e-6.",
     )
     f.add_argument(

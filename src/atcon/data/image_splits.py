@@ -1,4 +1,4 @@
-"""Few-shot splits of the user's labelled images (class folders, CSV manifests, COCO files).
+"""Few-shot splits of the user's labeled images (class folders, CSV manifests, COCO files).
 
 The same protocol as for VOC (N per class for training, a validation draw from the rest of the
 training pool, the given or remaining images as test), with the validation size rule of
@@ -20,7 +20,7 @@ from atcon.data.fewshot import sample_per_class, subject_disjoint_split, val_cou
 from atcon.data.split import Split
 
 
-class LabelledImages(Protocol):
+class LabeledImages(Protocol):
     """What :func:`image_fewshot_split` reads from a dataset (any image dataset of :mod:`atcon.data`).
 
     Optional attributes, used when present: ``subjects`` and ``splits`` (one entry per item, ``None``
@@ -58,7 +58,7 @@ def _draw_subjects(
 
 
 def _check_given_sets_disjoint(
-    data: LabelledImages, subjects: Sequence[Hashable], splits: Sequence[str]
+    data: LabeledImages, subjects: Sequence[Hashable], splits: Sequence[str]
 ) -> None:
     first: dict[Hashable, int] = {}
     where = getattr(data, "where", None)
@@ -73,7 +73,7 @@ def _check_given_sets_disjoint(
 
 
 def image_fewshot_split(
-    data: str | Path | LabelledImages,
+    data: str | Path | LabeledImages,
     per_class: int,
     seed: int = 0,
     *,

@@ -1,4 +1,4 @@
-"""Labelled images from the user's own formats, served as :class:`~atcon.data.voc.VOCDataset` serves them.
+"""Labeled images from the user's own formats, served as :class:`~atcon.data.voc.VOCDataset` serves them.
 
 Each reader (class folders :mod:`atcon.data.folders`, CSV manifests :mod:`atcon.data.manifest`, COCO JSON
 :mod:`atcon.data.coco`) turns its source into :class:`ImageRecord` s; :class:`AnnotatedImageDataset` turns
@@ -118,7 +118,7 @@ def read_class_list(path: Path) -> tuple[str, ...] | None:
 
 
 class AnnotatedImageDataset(DecodedImages, Dataset[tuple[torch.Tensor, Target]]):
-    """Labelled images, optionally with boxes, subjects and given splits, as VOC-format items.
+    """Labeled images, optionally with boxes, subjects and given splits, as VOC-format items.
 
     Readers subclass it (:class:`~atcon.data.folders.ImageFolderDataset`,
     :class:`~atcon.data.manifest.ImageManifestDataset`, :class:`~atcon.data.coco.COCODataset`); it can also

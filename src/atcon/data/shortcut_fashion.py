@@ -21,7 +21,7 @@ data takes it unchanged::
     <root>/images/<id>.jpg     RGB, image_size x image_size (128), JPEG quality 95
     <root>/manifest.csv        path, labels, split (train/val/test), boxes (the object's),
                                avoid (the cue's square), group (aligned/conflicting)
-    <root>/reference-val.csv   a cue-free validation set (cue uniform, split "val"): a labelled
+    <root>/reference-val.csv   a cue-free validation set (cue uniform, split "val"): a labeled
                                reference for what selection on unbiased labels would choose
     <root>/classes.txt         the 10 Fashion-MNIST classes
     <root>/meta.json           generator, version, seed, settings (written last: marks completion)
@@ -72,7 +72,7 @@ class ShortcutFashionConfig:
     """Settings of ``shortcut-fashion``.
 
     Attributes:
-        num_train: Images in ``train`` (few-shot pool and unlabelled pool).
+        num_train: Images in ``train`` (few-shot pool and unlabeled pool).
         num_val: Images in ``val`` (biased like ``train``).
         num_test: Test images whose cue is uniform over the classes.
         num_test_aligned: Test images whose cue matches the label.

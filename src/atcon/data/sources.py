@@ -4,7 +4,7 @@ Every source answers the same three questions, so a caller never re-dispatches o
 
 - :meth:`DataSource.split`: the few-shot split drawn from it (``per_class`` items per class, ``seed``).
 - :meth:`DataSource.pool_ids`: every id of its training pool outside a split's val and test sets,
-  which an unlabelled pool is drawn from (:func:`~atcon.data.split.with_unlabeled_pool`).
+  which an unlabeled pool is drawn from (:func:`~atcon.data.split.with_unlabeled_pool`).
 - :meth:`DataSource.dataset`: the ``(x, target)`` dataset of some ids, with a transform.
 
 The kinds: a built-in benchmark in VOC layout (:class:`BenchmarkImages`) or of clips
@@ -45,7 +45,7 @@ DEFAULT_FRAME_SIZE = (80, 80)
 
 
 class DataSource(ABC):
-    """One source of labelled items (module docstring).
+    """One source of labeled items (module docstring).
 
     Attributes:
         kind: Which reader it needs (:data:`Kind`).
@@ -71,7 +71,7 @@ class DataSource(ABC):
         """
 
     def pool_ids(self, split: Split) -> list[str]:
-        """Every id of the training pool (labelled or not), in source order, outside ``split``'s val and test."""
+        """Every id of the training pool (labeled or not), in source order, outside ``split``'s val and test."""
         held = set(split.val) | set(split.test)
         return [i for i in self._pool(split) if i not in held]
 

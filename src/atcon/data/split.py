@@ -36,7 +36,7 @@ class Split:
         seed: Seed the split was drawn with.
         protocol: How it was built (``"voc-fewshot"``, ``"subject-disjoint"``).
         meta: Anything else worth recording (source folder, split names, sizes).
-        unlabeled: Ids of an unlabelled pool for consistency fine-tuning (their labels are
+        unlabeled: Ids of an unlabeled pool for consistency fine-tuning (their labels are
             never read), drawn from the training pool, disjoint from ``val`` and ``test``; empty
             when the split has none (see :func:`with_unlabeled_pool`).
     """
@@ -85,9 +85,9 @@ class Split:
 
 
 def with_unlabeled_pool(split: Split, candidates: Sequence[str], size: int, seed: int = 0) -> Split:
-    """``split`` with an unlabelled pool of ``size`` ids drawn from ``candidates``.
+    """``split`` with an unlabeled pool of ``size`` ids drawn from ``candidates``.
 
-    Ids of the validation and test sets are never drawn (the labelled training ids may be: the
+    Ids of the validation and test sets are never drawn (the labeled training ids may be: the
     pool stands for all the images a user has, without labels). The draw depends only on the
     candidates, ``size`` and ``seed``.
 
@@ -98,7 +98,7 @@ def with_unlabeled_pool(split: Split, candidates: Sequence[str], size: int, seed
     pool = sorted(c for c in dict.fromkeys(candidates) if c not in held)
     if size > len(pool):
         raise DataError(
-            f"an unlabelled pool of {size} needs {size} training-pool items outside val/test; "
+            f"an unlabeled pool of {size} needs {size} training-pool items outside val/test; "
             f"there are {len(pool)}: ask for a pool of at most {len(pool)}"
         )
     rng = random.Random(seed)

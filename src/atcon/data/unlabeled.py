@@ -1,4 +1,4 @@
-"""Unlabelled images or clips: every media file under a folder, without labels."""
+"""Unlabeled images or clips: every media file under a folder, without labels."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from atcon.data.video import decode_clip
 class UnlabeledFolder(Dataset[tuple[Tensor, dict[str, Any]]]):
     """Every image (or video) file under a folder, recursively, without labels.
 
-    Items are ``(x, {})`` with the same transform as the labelled training set.
+    Items are ``(x, {})`` with the same transform as the labeled training set.
     """
 
     def __init__(self, root: str | Path, transform: Any, *, video: bool, frame_size: int = 80) -> None:

@@ -141,7 +141,7 @@ def decode_clip(
 
 
 class VideoClipDataset(Dataset[tuple[torch.Tensor, dict[str, Any]]]):
-    """Labelled event clips for classification, with optional per-frame boxes.
+    """Labeled event clips for classification, with optional per-frame boxes.
 
     Args:
         source: A CSV manifest, a folder holding ``manifest.csv`` (as ``atcon data build`` writes), a

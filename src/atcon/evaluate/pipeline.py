@@ -1,4 +1,4 @@
-"""One batched pass of a classifier over a labelled dataset (Tables 1-3).
+"""One batched pass of a classifier over a labeled dataset (Tables 1-3).
 
 :func:`evaluate_model` runs over a dataset once, batched on the device, and collects
 
@@ -218,7 +218,7 @@ def evaluate_model(
     collate_fn: Callable[[list[Any]], Any] | None = None,
     progress: bool = False,
 ) -> EvaluationResult:
-    """Evaluate a classifier on a labelled dataset in one batched pass (Tables 1-3).
+    """Evaluate a classifier on a labeled dataset in one batched pass (Tables 1-3).
 
     ``evaluate_model(model, dataset, "multilabel")`` uses the defaults (the paper's protocol,
     1000 resamples, on the CPU); pass an :class:`~atcon.evaluate.EvalSpec` to change them, e.g.

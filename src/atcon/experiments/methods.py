@@ -50,8 +50,8 @@ class ExperimentConfig:
             the CPU demos: supervised on single objects for images, SimCLR for clips).
         resamples: Bootstrap resamples of the confidence intervals and paired tests.
         device: Evaluation device (the training config's).
-        pool: Fine-tune on an unlabelled pool of this many training-pool items (drawn per split
-            seed, outside val/test) instead of the labelled training images (0: the paper's).
+        pool: Fine-tune on an unlabeled pool of this many training-pool items (drawn per split
+            seed, outside val/test) instead of the labeled training images (0: the paper's).
         finetune_eval_every: Evaluate fine-tuning every this many steps (0: every epoch; useful
             with --pool).
         finetune: Further TrainConfig settings of every fine-tuning run, as (key, value) pairs,

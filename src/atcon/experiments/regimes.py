@@ -68,9 +68,9 @@ class Cell:
         value: its value in this cell, as shown in tables.
         train: changes to the supervised parent's config (model, image size, samples per class).
         source_epochs: source-pretraining epochs of the starting network.
-        pool: unlabelled pool size (0: the labelled training images without labels).
+        pool: unlabeled pool size (0: the labeled training images without labels).
         finetune: the fine-tuning's settings (guard, selection).
-        finetune_epochs: fine-tuning epochs when they differ from the experiment's (a few labelled
+        finetune_epochs: fine-tuning epochs when they differ from the experiment's (a few labeled
             images make far shorter epochs than a pool).
         eval_every: evaluate the fine-tuning every this many steps, when it differs.
     """
@@ -120,9 +120,7 @@ def regime_cells(base: TrainConfig, exp: ExperimentConfig, factors: Sequence[str
             for n in (2, 16)
             if n != exp.at_per_class
         ],
-        "data": [
-            dataclasses.replace(root, factor="unlabelled data", value="the labelled images only", pool=0)
-        ],
+        "data": [dataclasses.replace(root, factor="unlabeled data", value="the labeled images only", pool=0)],
         "guard": [
             dataclasses.replace(root, factor="guard", value="off", finetune=(("select", "label-free"),))
         ],

@@ -117,7 +117,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
     ),
     Experiment(
         "safety",
-        "fine-tuning on an unlabelled pool (--pool) with and without the collapse guard, kept at its "
+        "fine-tuning on an unlabeled pool (--pool) with and without the collapse guard, kept at its "
         "final model or selected with and without labels, and the regret of label-free selection",
         _module("safety", "run_safety"),
     ),

@@ -1,6 +1,6 @@
-"""Is consistency fine-tuning on an unlabelled pool safe without labels? (``atcon experiment safety``)
+"""Is consistency fine-tuning on an unlabeled pool safe without labels? (``atcon experiment safety``)
 
-One cell (``at_per_class`` samples per class, an unlabelled pool of ``pool`` items): the
+One cell (``at_per_class`` samples per class, an unlabeled pool of ``pool`` items): the
 starting network, then consistency fine-tuning on the pool without and with the collapse guard
 (:data:`~atcon.experiments.methods.GUARDED`), each kept at its final model, selected on
 validation labels (unguarded only: the paper's selection) or selected without labels
@@ -174,7 +174,7 @@ def run_safety(base: TrainConfig, exp: ExperimentConfig, store: Store) -> Outcom
     """Pool fine-tuning with and without the guard, with and without label-free selection."""
     start = time.perf_counter()
     if not exp.pool:
-        raise ValueError("the safety experiment fine-tunes on an unlabelled pool: give --pool N (e.g. 1000)")
+        raise ValueError("the safety experiment fine-tunes on an unlabeled pool: give --pool N (e.g. 1000)")
     unknown = sorted(set(exp.methods) - set(SAFETY))
     if unknown:
         raise ValueError(f"unknown safety method(s) {unknown}; choose from {sorted(SAFETY)}")

@@ -5,9 +5,9 @@ does to it, whether a label-free signal notices, and what a few boxes buy.
 for each cue strength ``rho`` and trains, per network and seed, on the same split:
 
 * ``Baseline`` (no augmentation) and ``+ Aug`` (the paper's augmentation), supervised;
-* ``+ Attention``: consistency fine-tuning of ``+ Aug`` by the paper's recipe (its labelled
+* ``+ Attention``: consistency fine-tuning of ``+ Aug`` by the paper's recipe (its labeled
   images, selection on the (biased) validation labels);
-* ``+ Attention, pool``: fine-tuning on an unlabelled training pool with ``atcon finetune``'s
+* ``+ Attention, pool``: fine-tuning on an unlabeled training pool with ``atcon finetune``'s
   defaults (prediction anchor, label-free selection), and on small networks the same without
   the anchor (``no guard``), for the label-free warning analysis;
 * ``+ boxes``: ``+ Aug`` trained with box supervision (:mod:`atcon.guidance`), both forms, with
@@ -57,7 +57,7 @@ and the object (IoU, energy in its box)."""
 SHORTCUT_KEYS = ("accuracy@conflicting", "accuracy@aligned", "energy_avoid", "iou")
 """Metrics whose significant move by ``+ Attention`` triggers the mask controls."""
 POOL_EPOCHS = 2
-"""Fine-tuning epochs on the unlabelled pool (the safety experiment's)."""
+"""Fine-tuning epochs on the unlabeled pool (the safety experiment's)."""
 CONTROLLED = ("+ Attention", "+ Attention, pool")
 """The fine-tunings whose mask controls run where they move a shortcut metric."""
 
@@ -353,7 +353,7 @@ def choose_box_weights(
     """
     chosen: dict[str, dict[str, float]] = {}
     lines = [
-        "| network | form | W | val macro F1 (biased, selects) | cue-free val accuracy (labelled reference) "
+        "| network | form | W | val macro F1 (biased, selects) | cue-free val accuracy (labeled reference) "
         "| test conflicting acc. | test aligned acc. | energy in cue region | chosen by |",
         "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
@@ -510,7 +510,7 @@ def run_shortcut(base: TrainConfig, exp: ExperimentConfig, store: Store) -> Outc
         raise ValueError(f"unknown network(s) {', '.join(unknown)}; choose from {', '.join(NETWORKS)}")
     if not exp.pool:
         raise ValueError(
-            "the shortcut experiment fine-tunes on an unlabelled pool too: give --pool N (e.g. 800)"
+            "the shortcut experiment fine-tunes on an unlabeled pool too: give --pool N (e.g. 800)"
         )
     folders = {rho: _data(rho, exp.cue, base) for rho in exp.rhos}
     extra = Extra(store, folders)
@@ -566,7 +566,7 @@ def run_shortcut(base: TrainConfig, exp: ExperimentConfig, store: Store) -> Outc
     if not store.is_main:  # shard 0 writes the results
         return Outcome("shortcut", "", [], time.perf_counter() - start, [])
     validation: list[str] = [
-        "| cell | method | val macro F1 (biased, selects), mean | cue-free val accuracy (labelled reference), mean |",
+        "| cell | method | val macro F1 (biased, selects), mean | cue-free val accuracy (labeled reference), mean |",
         "|---|---|---:|---:|",
     ]
     points: list[dict[str, Any]] = []

@@ -1,6 +1,6 @@
 """Attention supervision from a few boxes: pull Grad-CAM into the boxes, out of regions to avoid.
 
-Two forms, each added to the classification loss of a labelled batch with weight ``W``
+Two forms, each added to the classification loss of a labeled batch with weight ``W``
 (``--box-weight``); items without boxes or regions to avoid add nothing.
 
 **Grad-CAM form** (``"gradcam"``). For every supervised pair (item ``i``, true class ``c``, see
@@ -131,7 +131,7 @@ def box_guided_forward(
     target_layer: LayerSpec = None,
     use: Tensor | None = None,
 ) -> Guided:
-    """Forward a labelled batch and compute its box-guidance penalty (module docstring).
+    """Forward a labeled batch and compute its box-guidance penalty (module docstring).
 
     The model runs in whatever mode it is in (training mode for supervised steps), with the
     Grad-CAM layer captured for the Grad-CAM form; gradients come from

@@ -1,4 +1,4 @@
-"""Which labelled images keep their boxes: ``--boxes-per-class K``.
+"""Which labeled images keep their boxes: ``--boxes-per-class K``.
 
 A user with a few annotated images per class (a clinician's boxes on some X-rays) trains with
 the boxes of those images only. :func:`boxed_ids` picks, for each class, ``K`` of the training
@@ -39,7 +39,7 @@ def boxed_ids(dataset: Dataset[Any], per_class: int | None, seed: int) -> frozen
     """Ids of the training images whose boxes and regions to avoid are used.
 
     Args:
-        dataset: the labelled training set (items with ``image_id``, ``labels``, ``box_labels``,
+        dataset: the labeled training set (items with ``image_id``, ``labels``, ``box_labels``,
             ``avoid``).
         per_class: ``K`` images per class (None: every annotated image).
         seed: seed of the draw (the run's split seed).

@@ -55,8 +55,8 @@ class TrainConfig(ConsistencyConfig):
             manifest CSV, or a folder-per-class tree of videos.
         split: Split JSON file with the train/val/test ids; unset: drawn from per_class and
             split_seed and saved in the run folder as split.json.
-        per_class: Labelled training samples per class of the drawn few-shot split.
-        split_seed: Seed of the few-shot draw (which samples are labelled).
+        per_class: Labeled training samples per class of the drawn few-shot split.
+        split_seed: Seed of the few-shot draw (which samples are labeled).
         val_size: Validation images drawn from the training pool: a count (e.g. 100) or a
             fraction of the pool (e.g. 0.2); unset: min(500, 20% of the pool), recorded in
             split.json (500 on PASCAL VOC, as in the paper). Not used when the data gives a
@@ -70,10 +70,10 @@ class TrainConfig(ConsistencyConfig):
             any image has several labels. Class folders are single-label, VOC multi-label.
         data_seed: Seed that generates a built-in benchmark's images.
         data_size: Size of a built-in benchmark relative to its default (e.g. 0.25).
-        unlabeled: Unlabelled data for the consistency steps: a folder of images or videos
+        unlabeled: Unlabeled data for the consistency steps: a folder of images or videos
             (searched recursively), or pool:N for N items of the data's own training pool drawn
             with split_seed (outside val/test; recorded in the run's split.json); unset: the
-            split file's unlabelled pool if it has one, else the training samples without their
+            split file's unlabeled pool if it has one, else the training samples without their
             labels.
         image_size: Input side in pixels; unset: the model's own input size.
         mean: Normalisation mean of the images, three values (RGB) such as 0.5,0.5,0.5; unset:
@@ -82,7 +82,7 @@ class TrainConfig(ConsistencyConfig):
         std: Normalisation standard deviation of the images, three values; unset: as mean.
         interpolation: Resize interpolation of the images: bilinear, bicubic or nearest; unset:
             the network's own, else bilinear.
-        on_bad_file: What to do with a labelled image or clip that is missing, unreadable or
+        on_bad_file: What to do with a labeled image or clip that is missing, unreadable or
             corrupt: raise (stop with an error naming it) or skip (check every file before
             training, drop the bad ones and say how many).
         augment: Random augmentation of the training samples.
@@ -106,35 +106,35 @@ class TrainConfig(ConsistencyConfig):
         scheduler: Learning-rate schedule: none (constant) or cosine (annealed to 0 over the run).
         clip_grad: Clip the gradient norm to this value before each step (0: no clipping).
         consistency_weight: Weight of the consistency loss in the combined strategy.
-        alternate_alpha: Alternated strategy: weight of a labelled sample against an unlabelled
+        alternate_alpha: Alternated strategy: weight of a labeled sample against an unlabeled
             one when drawing the kind of each step.
         target_layer: Dotted name of the Grad-CAM layer (e.g. layer4); unset: the model's
             default.
         temperature: SimCLR's NT-Xent temperature.
         anchor_weight: Collapse guard: weight lambda of the prediction anchor, the mean KL
             divergence from the starting network's predictions to the fine-tuned network's on
-            the same unlabelled batch (0: off; see atcon.train.guard).
+            the same unlabeled batch (0: off; see atcon.train.guard).
         param_anchor_weight: Collapse guard: weight mu of the squared distance to the starting
             weights (0: off).
         param_anchor_fisher: Weight the parameter anchor by the starting network's diagonal
-            Fisher information, estimated from unlabelled data (EATA).
+            Fisher information, estimated from unlabeled data (EATA).
         trainable_blocks: Collapse guard: train only the last this many blocks, e.g. 2 = layer4
             and fc of a ResNet (0: all).
-        box_weight: Box supervision: weight W of a term that pulls each labelled image's
+        box_weight: Box supervision: weight W of a term that pulls each labeled image's
             Grad-CAM (of its true class) into its boxes and out of its regions to avoid; images
             without either add nothing (0: off; see atcon.guidance). Needs boxes or an avoid
-            column in the training data; also in finetune (on the labelled images) and combined.
+            column in the training data; also in finetune (on the labeled images) and combined.
         box_loss: Box supervision's form: gradcam (spatial softmax of the signed Grad-CAM,
             -log of its mass inside the boxes and of 1 - its mass in the regions to avoid; the
             Grad-CAM layer's resolution) or input_gradient (Ross et al. 2017: squared input
             gradients of the log-probabilities outside the boxes and inside the regions to
             avoid, at pixel resolution).
-        boxes_per_class: Box supervision: use the boxes of this many labelled images per class,
+        boxes_per_class: Box supervision: use the boxes of this many labeled images per class,
             drawn with split_seed; unset: of every annotated training image.
         select: Model selection and stopping: labels (the validation metric, the paper's),
             label-free (held-out consistency within agreement and class-entropy floors; reads no
             label; see atcon.train.labelfree) or last (no selection: the final model).
-        holdout: label-free: share of the unlabelled pool held out for the label-free signals
+        holdout: label-free: share of the unlabeled pool held out for the label-free signals
             (without a pool, the validation images are used with their labels unread).
         min_agreement: label-free: smallest admissible share of held-out items whose top-1 class
             is the starting network's.
@@ -275,11 +275,11 @@ class TrainConfig(ConsistencyConfig):
             raise ValueError(f"boxes_per_class must be >= 1, got {self.boxes_per_class}")
         if self.box_weight > 0 and strategy_class(self.strategy).two_views:
             raise ValueError(
-                f"box_weight is a term of the labelled steps; strategy {self.strategy!r} has none: use "
+                f"box_weight is a term of the labeled steps; strategy {self.strategy!r} has none: use "
                 "--strategy supervised, combined, alternated or finetune"
             )
         if self.select == "label-free" and self.holdout <= 0 and self.unlabeled is not None:
-            raise ValueError("select='label-free' with an unlabelled pool needs holdout > 0 (e.g. 0.2)")
+            raise ValueError("select='label-free' with an unlabeled pool needs holdout > 0 (e.g. 0.2)")
         self.consistency  # noqa: B018 -- builds the ConsistencyConfig, which validates its fields
 
     @property

@@ -1,6 +1,6 @@
 """From a config to datasets: task type, classes, split, transforms, unlabeled images or clips.
 
-Training needs labelled ``train``, ``val`` (model selection) and ``test`` sets drawn from one
+Training needs labeled ``train``, ``val`` (model selection) and ``test`` sets drawn from one
 split file, so that every method in an experiment sees exactly the same items. Items are
 ``(x, target)`` as produced by :mod:`atcon.data` (``target["labels"]`` multi-hot for images,
 ``target["label"]`` class index for clips and single-label images).
@@ -155,13 +155,13 @@ def task_split(cfg: TrainConfig) -> D.Split:
 
 
 def training_pool_ids(cfg: TrainConfig, split: D.Split) -> list[str]:
-    """Every id of the data's training pool (labelled or not), outside ``split``'s val and test.
+    """Every id of the data's training pool (labeled or not), outside ``split``'s val and test.
 
     Built-in image benchmarks and VOC folders: the ``train`` image set (the split's
     ``train_split``); the user's images: every image not in val or test (a given train set less
     the validation draw, the images left after drawing validation and test, or the training
     third of a subject-disjoint split); clips: every clip of the manifest. This is where an
-    experiment's unlabelled pool is drawn from (:func:`atcon.data.with_unlabeled_pool`).
+    experiment's unlabeled pool is drawn from (:func:`atcon.data.with_unlabeled_pool`).
     """
     return data_source(cfg).pool_ids(split)
 
@@ -170,7 +170,7 @@ def _holdout_indices(n: int, fraction: float, seed: int) -> tuple[list[int], lis
     """Seeded ``(trained, held out)`` index lists of a pool of ``n`` items (held out: at least 1)."""
     if n < 2:
         raise ValueError(
-            f"label-free selection holds out part of the unlabelled pool, which has {n} item(s): "
+            f"label-free selection holds out part of the unlabeled pool, which has {n} item(s): "
             "give a larger pool, or --select labels"
         )
     k = min(n - 1, max(1, round(n * fraction)))
@@ -291,7 +291,7 @@ def _assemble(
 
 
 def _val_holdout(cfg: TrainConfig, val: Dataset[Any]) -> Dataset[Any] | None:
-    # Without an unlabelled pool, label-free selection reads the validation images, not their labels.
+    # Without an unlabeled pool, label-free selection reads the validation images, not their labels.
     return val if cfg.select == "label-free" else None
 
 
@@ -303,7 +303,7 @@ def _pool(
     train_tf: Any,
     eval_tf: Any,
 ) -> tuple[Dataset[Any] | None, Dataset[Any] | None]:
-    """``(unlabelled training stream, label-free holdout)`` from ``--unlabeled`` or the split's pool.
+    """``(unlabeled training stream, label-free holdout)`` from ``--unlabeled`` or the split's pool.
 
     With ``select="label-free"`` a seeded ``holdout`` share of the pool is taken out of training
     and served with the evaluation transform for the label-free signals.

@@ -2,12 +2,12 @@
 
 Minimising the attention-consistency loss alone has a degenerate optimum: a network whose
 Grad-CAM maps agree with themselves whatever the input, reached long before it forgets how to
-classify shows up in any label-free number. On a pool of unlabelled images this happens within
+classify shows up in any label-free number. On a pool of unlabeled images this happens within
 a few hundred steps. The guards below keep the fine-tuned network ``f_theta`` close to the
 network it started from, ``f_0``, in what matters:
 
 **Prediction anchor** (weight ``lambda``): the divergence between the starting network's and the
-fine-tuned network's predictive distributions on the same unlabelled batch,
+fine-tuned network's predictive distributions on the same unlabeled batch,
 
 * multi-label (independent sigmoids ``p = sigmoid(z)``):
   ``L_pred = lambda / B * sum_b sum_k KL(Bern(p0_bk) || Bern(p_bk))``
@@ -20,7 +20,7 @@ loss's first forward pass already computed (only ``f_0`` costs an extra gradient
 **Parameter anchor** (weight ``mu``): ``L_par = mu * sum_i w_i (theta_i - theta0_i)^2`` with
 ``w_i = 1`` (plain L2-SP) or the diagonal Fisher information of the starting network, estimated
 without labels, as EATA does for test-time adaptation (Niu et al. 2022): the squared gradient of
-the log-likelihood of the network's own predictions, averaged over batches of unlabelled data
+the log-likelihood of the network's own predictions, averaged over batches of unlabeled data
 and rescaled to mean 1 (so ``mu`` means the same with and without the Fisher weights).
 
 **Top-K blocks**: only the last ``K`` parameterised blocks (:func:`atcon.models.cascade_blocks`,
@@ -155,7 +155,7 @@ def fisher_diagonal(
     device: torch.device | str = "cpu",
     max_batches: int = 16,
 ) -> dict[str, Tensor]:
-    """Diagonal Fisher information of the model's own predictions, from unlabelled batches.
+    """Diagonal Fisher information of the model's own predictions, from unlabeled batches.
 
     For each batch, the gradient of the mean log-likelihood of the predicted labels (top-1 class
     for single-label; each class thresholded at probability 0.5 for multi-label) is squared and

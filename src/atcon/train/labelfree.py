@@ -1,7 +1,7 @@
 """Label-free stopping and model selection for consistency fine-tuning (paper, section 6).
 
 Validation labels decide when the paper's fine-tuning stops; a user fine-tuning on deployment
-data has none. After each epoch, four signals are measured on a **held-out slice of unlabelled
+data has none. After each epoch, four signals are measured on a **held-out slice of unlabeled
 data** (never trained on; no label is read):
 
 * ``consistency``: the mean attention-consistency loss (the quantity being optimised, measured on
@@ -165,7 +165,7 @@ def label_free_signals(
     device: torch.device | str = "cpu",
     mask_model: nn.Module | None = None,
 ) -> dict[str, float]:
-    """The label-free signals of ``model`` on unlabelled ``batches`` (see the module docstring).
+    """The label-free signals of ``model`` on unlabeled ``batches`` (see the module docstring).
 
     Args:
         model: the network being fine-tuned (evaluated in eval mode, left as found).

@@ -71,7 +71,7 @@ class GuardSettings:
 
 @dataclass(frozen=True)
 class BoxSettings:
-    """Box supervision of the labelled batches (:mod:`atcon.guidance`).
+    """Box supervision of the labeled batches (:mod:`atcon.guidance`).
 
     Attributes:
         weight: ``W`` (0: off).
@@ -97,7 +97,7 @@ class FisherProbe:
     checkpoint written before they were saved estimates exactly the same again.
 
     Attributes:
-        source: unlabelled training items (no label is read).
+        source: unlabeled training items (no label is read).
         batch_size: batch size of the estimate.
         seed: the fixed seed of the items' augmentation.
         task: ``"multilabel"`` or ``"multiclass"``.
@@ -136,7 +136,7 @@ class LossSetup:
         guard: the collapse guards, or None (the paper's loss).
         param_anchor: the guard's parameter anchor, or None.
         boxes: the box term, or None.
-        holdout_loader: the held-out unlabelled slice of label-free selection, or None.
+        holdout_loader: the held-out unlabeled slice of label-free selection, or None.
         fisher: how the parameter anchor's Fisher weights are estimated.
     """
 
@@ -262,7 +262,7 @@ def _guard(
 
 
 def _box_term(data: TaskData, settings: BoxSettings, log: Callable[[str], None]) -> BoxTerm | None:
-    """Box supervision of the labelled batches, when the settings ask for it."""
+    """Box supervision of the labeled batches, when the settings ask for it."""
     if settings.weight <= 0:
         return None
     if data.video:
@@ -270,12 +270,12 @@ def _box_term(data: TaskData, settings: BoxSettings, log: Callable[[str], None])
     boxed = boxed_ids(data.train, settings.per_class, settings.split_seed)
     if not boxed:
         raise ValueError(
-            "box_weight needs boxes or regions to avoid on the labelled training images (a manifest's "
+            "box_weight needs boxes or regions to avoid on the labeled training images (a manifest's "
             "boxes/avoid columns, COCO annotations, VOC objects); these have none"
         )
     per_class = "all annotated" if settings.per_class is None else f"{settings.per_class} per class"
     log(
         f"box supervision: {settings.form}, weight {settings.weight:g}, {len(boxed)} of "
-        f"{len(data.train)} labelled images ({per_class})"  # type: ignore[arg-type]
+        f"{len(data.train)} labeled images ({per_class})"  # type: ignore[arg-type]
     )
     return BoxTerm(settings.weight, settings.form, boxed)

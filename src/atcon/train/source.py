@@ -6,7 +6,7 @@ without internet cannot download those, so each built-in benchmark has a source 
 * ``cluttered-fashion``: supervised training on **single-object** images rendered from the
   Fashion-MNIST *training* split (``fashion-singles``, same renderer, one object per image).
   No test object of ``cluttered-fashion`` (Fashion-MNIST *test* split) is ever seen.
-* ``fashion-events``: SimCLR on the *unlabelled* clips of the benchmark's training pool. It uses
+* ``fashion-events``: SimCLR on the *unlabeled* clips of the benchmark's training pool. It uses
   no label, so it is fair to every method compared afterwards, and it is the paper's own
   self-supervised baseline (Table 1).
 

@@ -2,8 +2,8 @@
 
 A run reads batches from up to two *streams*:
 
-* ``"labelled"``: the few-shot training set (labels available), sampled with ``seed``;
-* ``"unlabelled"``: ``--unlabeled FOLDER`` when given, else the training images without their
+* ``"labeled"``: the few-shot training set (labels available), sampled with ``seed``;
+* ``"unlabeled"``: ``--unlabeled FOLDER`` when given, else the training images without their
   labels, sampled with ``seed + 1``.
 
 A :class:`Strategy` says which streams it reads (:meth:`~Strategy.streams_for`), whether each item
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from atcon.train.config import TrainConfig
 
 StrategyName = Literal["supervised", "finetune", "combined", "alternated", "simclr"]
-Stream = Literal["labelled", "unlabelled"]
+Stream = Literal["labeled", "unlabeled"]
 Batch = tuple[Tensor, dict[str, Any]]
 
 # Seed offset of the alternated strategy's per-step draw.
@@ -55,7 +55,7 @@ _DRAW_SEED = 2
 
 @dataclass(frozen=True)
 class BoxTerm:
-    """Box supervision of the labelled batches (:mod:`atcon.guidance`).
+    """Box supervision of the labeled batches (:mod:`atcon.guidance`).
 
     Attributes:
         weight: ``W``.
@@ -84,7 +84,7 @@ class LossTerms:
         mask_model: the network behind ``mask_source="random_network"`` masks, else None.
         temperature: NT-Xent temperature of the contrastive term.
         guard: collapse guards added to the consistency term, or None (the paper's loss).
-        boxes: box supervision of the labelled batches, or None.
+        boxes: box supervision of the labeled batches, or None.
     """
 
     model: nn.Module
@@ -101,7 +101,7 @@ class LossTerms:
         self.ntxent = NTXentLoss(self.temperature)
 
     def supervised(self, batch: Batch) -> Tensor:
-        """Classification loss of a labelled batch, the model in training mode (plus the box
+        """Classification loss of a labeled batch, the model in training mode (plus the box
         supervision term when the run has one, from the same forward pass)."""
         x, target = batch
         self.model.train()
@@ -113,8 +113,8 @@ class LossTerms:
         return loss + self.boxes.weight * guided.penalty
 
     def box_supervision(self, batch: Batch) -> Tensor:
-        """The weighted box supervision term alone of a labelled batch, the model in eval mode
-        (consistency fine-tuning's labelled steps: normalisation stays frozen)."""
+        """The weighted box supervision term alone of a labeled batch, the model in eval mode
+        (consistency fine-tuning's labeled steps: normalisation stays frozen)."""
         assert self.boxes is not None
         x, target = batch
         with eval_mode(self.model):
@@ -229,26 +229,26 @@ def register(cls: StrategyT) -> StrategyT:
 
 @register
 class Supervised(Strategy):
-    """Classification loss on the labelled batches."""
+    """Classification loss on the labeled batches."""
 
     name = "supervised"
-    streams = ("labelled",)
+    streams = ("labeled",)
 
     def loss(self, terms: LossTerms, batch: Mapping[Stream, Batch]) -> Tensor:
-        return terms.supervised(batch["labelled"])
+        return terms.supervised(batch["labeled"])
 
 
 @register
 class Finetune(Strategy):
-    """Attention-consistency loss alone on unlabelled batches (paper Sec. 3.3), with frozen
+    """Attention-consistency loss alone on unlabeled batches (paper Sec. 3.3), with frozen
     normalisation, at a small learning rate; the starting network stays a selection candidate.
 
-    With box supervision (``box_weight > 0``) each step also reads a labelled batch and adds the
-    box term of its images (an epoch is still one pass over the unlabelled stream; the labelled
+    With box supervision (``box_weight > 0``) each step also reads a labeled batch and adds the
+    box term of its images (an epoch is still one pass over the unlabeled stream; the labeled
     one cycles)."""
 
     name = "finetune"
-    streams = ("unlabelled",)
+    streams = ("unlabeled",)
     uses_consistency = True
     default_lr = 5e-6
     start_is_candidate = True
@@ -256,16 +256,16 @@ class Finetune(Strategy):
 
     @classmethod
     def streams_for(cls, cfg: TrainConfig) -> tuple[Stream, ...]:
-        return ("unlabelled", "labelled") if cfg.box_weight > 0 else cls.streams
+        return ("unlabeled", "labeled") if cfg.box_weight > 0 else cls.streams
 
     @property
     def steps_per_epoch(self) -> int:
-        return self.batches["unlabelled"]
+        return self.batches["unlabeled"]
 
     def loss(self, terms: LossTerms, batch: Mapping[Stream, Batch]) -> Tensor:
-        loss = terms.attention(batch["unlabelled"])
-        if "labelled" in batch:
-            loss = loss + terms.box_supervision(batch["labelled"])
+        loss = terms.attention(batch["unlabeled"])
+        if "labeled" in batch:
+            loss = loss + terms.box_supervision(batch["labeled"])
         return loss
 
     def selection(self, task: Task, patience: int) -> SelectionRule:
@@ -284,58 +284,58 @@ class Finetune(Strategy):
 
 @register
 class Combined(Strategy):
-    """``L = L_sup + consistency_weight * L_con`` on each labelled batch (paper Sec. 5)."""
+    """``L = L_sup + consistency_weight * L_con`` on each labeled batch (paper Sec. 5)."""
 
     name = "combined"
-    streams = ("labelled",)
+    streams = ("labeled",)
     uses_consistency = True
 
     def loss(self, terms: LossTerms, batch: Mapping[Stream, Batch]) -> Tensor:
-        labelled = batch["labelled"]
-        return terms.supervised(labelled) + self.cfg.consistency_weight * terms.attention(labelled)
+        labeled = batch["labeled"]
+        return terms.supervised(labeled) + self.cfg.consistency_weight * terms.attention(labeled)
 
 
 @register
 class Alternated(Strategy):
-    """Each step is either a supervised step on a labelled batch or a consistency step on an
-    unlabelled one (paper Sec. 5), drawn at random with
+    """Each step is either a supervised step on a labeled batch or a consistency step on an
+    unlabeled one (paper Sec. 5), drawn at random with
 
-    ``P(supervised) = alpha * n_labelled / (alpha * n_labelled + n_unlabelled)``
+    ``P(supervised) = alpha * n_labeled / (alpha * n_labeled + n_unlabeled)``
 
     (``alpha = alternate_alpha``); an epoch has as many steps as both streams have batches.
     """
 
     name = "alternated"
-    streams = ("labelled", "unlabelled")
+    streams = ("labeled", "unlabeled")
     uses_consistency = True
 
     @property
     def p_supervised(self) -> float:
-        weight = self.cfg.alternate_alpha * self.items["labelled"]
-        return weight / (weight + self.items["unlabelled"])
+        weight = self.cfg.alternate_alpha * self.items["labeled"]
+        return weight / (weight + self.items["unlabeled"])
 
     def draw(self, epoch: int, step: int) -> tuple[Stream, ...]:
         # Seeded by (seed, epoch, step) only: the same on every process and after a resume.
         g = torch.Generator().manual_seed(item_seed(self.cfg.seed + _DRAW_SEED, epoch, step))
-        return ("labelled",) if torch.rand((), generator=g).item() < self.p_supervised else ("unlabelled",)
+        return ("labeled",) if torch.rand((), generator=g).item() < self.p_supervised else ("unlabeled",)
 
     def loss(self, terms: LossTerms, batch: Mapping[Stream, Batch]) -> Tensor:
-        if "labelled" in batch:
-            return terms.supervised(batch["labelled"])
-        return terms.attention(batch["unlabelled"])
+        if "labeled" in batch:
+            return terms.supervised(batch["labeled"])
+        return terms.attention(batch["unlabeled"])
 
 
 @register
 class SimCLR(Strategy):
-    """SimCLR pretraining: NT-Xent on two augmented views of each labelled item (labels unused),
+    """SimCLR pretraining: NT-Xent on two augmented views of each labeled item (labels unused),
     with a projection head; selection by the lowest training loss."""
 
     name = "simclr"
-    streams = ("labelled",)
+    streams = ("labeled",)
     two_views = True
 
     def loss(self, terms: LossTerms, batch: Mapping[Stream, Batch]) -> Tensor:
-        return terms.contrastive(batch["labelled"])
+        return terms.contrastive(batch["labeled"])
 
     def network(self, classifier: nn.Module) -> nn.Module:
         return SimCLRNet(classifier)

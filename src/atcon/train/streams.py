@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 # Offset of the second view's augmentation seed (two-view strategies).
 SECOND_VIEW_SEED = 7919
 # Offset of each stream's sampling seed.
-STREAM_SEED: dict[Stream, int] = {"labelled": 0, "unlabelled": 1}
+STREAM_SEED: dict[Stream, int] = {"labeled": 0, "unlabeled": 1}
 
 
 @dataclass(frozen=True)
@@ -96,13 +96,13 @@ def build_streams(
 ) -> Streams:
     """Item counts, batch samplers and loaders of the streams ``reads`` names.
 
-    ``labelled`` is the training set; ``unlabelled`` is ``--unlabeled`` or the training set
+    ``labeled`` is the training set; ``unlabeled`` is ``--unlabeled`` or the training set
     without its labels. Each stream has its own sampling seed; items are augmented with seeds
     from ``(seed, epoch, index)`` (two such views when ``two_views``).
     """
     sources: dict[Stream, Any] = {
-        "labelled": data.train,
-        "unlabelled": data.unlabeled if data.unlabeled is not None else data.train,
+        "labeled": data.train,
+        "unlabeled": data.unlabeled if data.unlabeled is not None else data.train,
     }
     sizes, samplers, loaders = {}, {}, {}
     for s in reads:

@@ -1,7 +1,7 @@
 """What one evaluation of a run measures and where its row goes.
 
 The validation metrics of the network's class scores (:func:`validation_metrics`), the label-free
-signals on the held-out unlabelled slice (:func:`holdout_signals`), and the row's outputs:
+signals on the held-out unlabeled slice (:func:`holdout_signals`), and the row's outputs:
 ``metrics.csv`` and TensorBoard (:class:`RowWriter`). Model selection on the row stays with the
 trainer, which owns the run's state.
 """
@@ -47,7 +47,7 @@ def validation_metrics(
 
 
 def holdout_signals(net: nn.Module, loss: LossSetup, device: torch.device) -> dict[str, float]:
-    """The label-free signals of ``net`` on the held-out unlabelled slice (``lf_*`` row keys),
+    """The label-free signals of ``net`` on the held-out unlabeled slice (``lf_*`` row keys),
     against the run's reference, with its consistency variant and mask model."""
     assert loss.holdout_loader is not None and loss.reference is not None
     signals = label_free_signals(
