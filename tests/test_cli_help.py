@@ -24,19 +24,22 @@ def _commands(
 COMMANDS = dict(_commands(build_parser()))
 
 
+SETTINGS_COMMANDS = [
+    "train",
+    "finetune",
+    "pretrain",
+    "experiment",
+    "evaluate",
+    "demo",
+    "maps",
+    "explain",
+    "sanity",
+]
+
+
 def test_every_command_is_reached() -> None:
     names = {p[0] for p in COMMANDS if p}
-    assert {
-        "train",
-        "finetune",
-        "pretrain",
-        "experiment",
-        "evaluate",
-        "demo",
-        "maps",
-        "explain",
-        "sanity",
-    } <= names
+    assert set(SETTINGS_COMMANDS) <= names
 
 
 @pytest.mark.parametrize("path", [p for p in COMMANDS if p], ids=" ".join)
@@ -56,19 +59,6 @@ def test_experiment_help_lists_every_experiment(capsys: pytest.CaptureFixture[st
     text = " ".join(capsys.readouterr().out.split())
     for name in NAMES:
         assert f"{name}:" in text, name
-
-
-SETTINGS_COMMANDS = [
-    "train",
-    "finetune",
-    "pretrain",
-    "experiment",
-    "evaluate",
-    "demo",
-    "maps",
-    "explain",
-    "sanity",
-]
 
 
 @pytest.mark.parametrize("command", SETTINGS_COMMANDS)

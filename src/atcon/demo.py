@@ -127,6 +127,9 @@ def run_demo(config: DemoConfig, out: str | Path, *, progress: bool = True) -> d
     """Run the demo pipeline into ``out``; returns the table, timings and paths.
 
     Finished stages are reused when ``out`` already holds them (a killed demo resumes).
+
+    One function on purpose: the demo's stages in the order they run, each a timed block over
+    library calls, sharing the run folders and the base config.
     """
     from atcon import report
     from atcon.data import build_benchmark

@@ -23,7 +23,11 @@ from typing import Any
 
 
 def register(subparsers: Any) -> None:
-    """Add the ``data`` subcommand and its own subcommands to the ``atcon`` parser."""
+    """Add the ``data`` subcommand and its own subcommands to the ``atcon`` parser.
+
+    One function on purpose: the subcommand tree is declared in one place, in the order
+    ``--help`` shows it; each block is a flat list of flags.
+    """
     from atcon.commands._config import count_or_fraction
     from atcon.data.benchmarks import BENCHMARKS
     from atcon.data.fewshot import DEFAULT_VAL_SIZE

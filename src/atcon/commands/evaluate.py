@@ -48,6 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
+    """One function on purpose: a linear script (load, evaluate, print, write the results files and
+    the report) whose steps share the same few locals; the work is in :mod:`atcon.evaluate`.
+    """
     from atcon import report
     from atcon.devices import resolve_device
     from atcon.evaluate import (

@@ -56,6 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
+    """One function on purpose: a linear script (load, compute the maps, draw and save each input)
+    over :mod:`atcon.explain`.
+    """
     from atcon.explain import compute_maps, load_inputs, to_model_maps
     from atcon.trained_models import display_stats, load_model
     from atcon.viz import clip_frames_figure, clip_gif, comparison_figure, save_figure

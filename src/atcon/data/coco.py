@@ -126,6 +126,9 @@ def read_coco(
         FileNotFoundError: No such file.
         DataError: Not a COCO file, malformed categories, an image without an id or with a repeated id,
             or an annotation whose ``image_id`` is not an image (the message names the file).
+
+    One function on purpose: the file's sections are checked in order, each check naming the
+    offending entry; split up, every part would need the same lookup tables.
     """
     path = Path(path).expanduser()
     data = _load(path)

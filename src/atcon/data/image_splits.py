@@ -122,6 +122,9 @@ def image_fewshot_split(
     Raises:
         DataError: Too few images of a class, a ``group_by`` the data cannot support (no subjects), a
             subject in two given sets, an empty given set, or images with and without a given set.
+
+    One function on purpose: the order of the draws (test, val, per-class training) is the
+    split's reproducibility contract, kept readable top to bottom.
     """
     if isinstance(data, (str, Path)):
         from atcon.data.formats import detect_data, open_image_dataset

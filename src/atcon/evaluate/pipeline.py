@@ -238,6 +238,9 @@ def evaluate_model(
 
     Returns:
         An :class:`~atcon.evaluate.EvaluationResult` with point estimates and bootstrap intervals.
+
+    One function on purpose: one batched pass accumulating every metric's inputs; split up, each
+    part would carry the same accumulators.
     """
     spec = as_spec(spec)
     if collate_fn is None:

@@ -153,7 +153,11 @@ def _lift(
 
 def run_regimes(base: TrainConfig, exp: ExperimentConfig, store: Store) -> Outcome:
     """One factor at a time around the base cell (see the module docstring); ``exp.factors``
-    chooses the factors (default: all of :data:`FACTORS`)."""
+    chooses the factors (default: all of :data:`FACTORS`).
+
+    One function on purpose: the cells' runs, their tests and the tables built from them, in the
+    order the results file shows them.
+    """
     start = time.perf_counter()
     factors = exp.factors or FACTORS
     base = base.replace(image_size=base.image_size or 64)

@@ -503,7 +503,11 @@ def figure(cell: Cell, method_names: Sequence[str], n: int = 4) -> Any:
 def run_shortcut(base: TrainConfig, exp: ExperimentConfig, store: Store) -> Outcome:
     """The shortcut experiment (module docstring), in three rounds of runs that several processes
     can share (``--shard``): the supervised runs and the weight grid; box supervision at the
-    chosen weights and the fine-tunings; the mask controls where a fine-tuning moved."""
+    chosen weights and the fine-tunings; the mask controls where a fine-tuning moved.
+
+    One function on purpose: the experiment's stages (data, supervised runs, weight grid chosen
+    on validation, fine-tunings, tables) in the order they depend on each other.
+    """
     start = time.perf_counter()
     unknown = sorted(set(exp.networks) - set(NETWORKS))
     if unknown:

@@ -42,6 +42,9 @@ __all__ = ["STRATEGIES", "TrainConfig", "check_defaults", "field_docs", "pool_si
 class TrainConfig(ConsistencyConfig):
     """Everything that defines a run. The attribute docs below are also the ``--help`` text.
 
+    Longer than the other classes on purpose: a flat declaration of every training setting, each
+    with the documentation that is its ``--help`` line; its code (checks, derived configs) is short.
+
     The consistency loss's settings (resolution, similarity, mask_*, detach_mask, mask_source,
     fold_norm, lean_conv_grad) are inherited from :class:`~atcon.consistency.ConsistencyConfig`
     and documented there: a new consistency option is a field of that class and its use.
