@@ -9,7 +9,7 @@ from typing import Any
 
 from atcon.commands._config import Group, add_settings, read_settings
 from atcon.experiments.methods import ExperimentConfig
-from atcon.experiments.registry import EXPERIMENTS, NAMES, experiment
+from atcon.experiments.registry import EXPERIMENTS, NAMES
 from atcon.train.config import TrainConfig
 
 TRAIN = Group(TrainConfig, exclude=("strategy", "seed", "split_seed", "per_class", "split"))
@@ -59,7 +59,9 @@ def run(args: argparse.Namespace) -> int:
     exp = dataclasses.replace(exp, device=cfg.device)
     if not exp.controls and args.name not in ("regimes", "shortcut"):
         raise ValueError("--no-controls applies to the regimes and shortcut experiments only")
-    outcome = experiment(args.name).run(cfg, exp, args.out, shard=args.shard)
+    from atcon.experiments import suite
+
+    outcome = suite.run_experiment(args.name, cfg, exp, args.out, shard=args.shard)
     if args.shard[0] != 0:
         print(f"shard {args.shard[0]}/{args.shard[1]}: done; shard 0 writes the tables")
         return 0
